@@ -1,0 +1,36 @@
+# Setup lives inside the two README commands: `make run` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKDIR ?= runs/lm-tiny
+# 8 fake CPU devices, so the sharding tests see a real mesh on any machine.
+TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
+
+.PHONY: setup run test test-fast bench presets clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)  ## the main job: LM pretraining of the tiny preset on the embedded corpus
+	$(PY) -m hh.main --config configs/lm.py:tiny --workdir $(WORKDIR)
+
+test: $(STAMP)  ## the full test suite
+	$(TEST_ENV) $(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/train_step.py --preset 13M --seq 1024
+
+presets: $(STAMP)
+	$(PY) -m hh.models.presets
+
+clean:
+	rm -rf $(VENV) runs

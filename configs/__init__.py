@@ -1,0 +1,1 @@
+"""Run configs: `configs/<stage>.py` with `get_config(arg)`; `arg` picks the model preset."""

@@ -1,0 +1,60 @@
+"""Pieces every stage's config shares: the sharding rules table, mesh, optimizer and loop fields.
+
+The rules map the model's logical axis names to the mesh axes (data, fsdp, tensor). Flax applies
+them in order, skipping a mesh axis already used by the same array: activations [batch, length,
+embed] take ("data", "fsdp") for batch, so their embed stays whole, while weights [embed, mlp]
+shard embed over fsdp (ZeRO-3 style) and mlp over tensor (Megatron style).
+"""
+
+import ml_collections
+
+from hh.models import presets
+
+SHARDING_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("vocab", "tensor"),
+    ("length", None),
+    ("layers", None),
+)
+
+
+def is_paper_size(preset):
+    return preset in presets.PAPER_SIZES
+
+
+def model(preset):
+    """The preset's architecture. Paper sizes compute in bfloat16 with float32 params."""
+    fields = presets.model_fields(preset)
+    if is_paper_size(preset):
+        fields["dtype"] = "bfloat16"
+    return ml_collections.ConfigDict(fields)
+
+
+def mesh(preset):
+    """Data parallel for small models; fully sharded (fsdp) from 810M up."""
+    big = is_paper_size(preset) and presets.PAPER_SIZES[preset][0] >= presets.SCAN_FROM_LAYERS
+    return ml_collections.ConfigDict(dict(data=1 if big else -1, fsdp=-1 if big else 1, tensor=1))
+
+
+def sharding():
+    return ml_collections.ConfigDict(dict(
+        rules=[list(rule) for rule in SHARDING_RULES],
+        # Weights this large must not be fully replicated when fsdp or tensor > 1.
+        min_partitioned_elements=2**16,
+    ))
+
+
+def optimizer(learning_rate, schedule="cosine", warmup_steps=100):
+    return ml_collections.ConfigDict(dict(
+        learning_rate=learning_rate, schedule=schedule, warmup_steps=warmup_steps,
+        end_lr_factor=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
+
+
+def loop(steps, log_every=10, eval_every=100, checkpoint_every=100):
+    return ml_collections.ConfigDict(dict(
+        steps=steps, log_every=log_every, eval_every=eval_every,
+        checkpoint_every=checkpoint_every, keep_checkpoints=3, async_checkpoints=True))

@@ -1,0 +1,110 @@
+"""Checks a resolved config before anything is compiled; errors name the offending field.
+
+`validate(config, n_devices)` covers what every stage shares (model, mesh, batch, optimizer,
+loop). Stage-specific checks live with their stage.
+"""
+
+from hh.parallel.sharding import MESH_AXES, resolve_mesh_shape
+
+CHOICES = {
+    "model.norm": ("layernorm", "rmsnorm"),
+    "model.activation": ("gelu", "swiglu"),
+    "model.position": ("rotary", "learned"),
+    "model.attention": ("dense", "blockwise"),
+    "model.remat": ("none", "full", "dots"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "optimizer.schedule": ("cosine", "linear", "constant"),
+}
+
+
+class ConfigError(ValueError):
+    """A config field has a bad value; the message names it as `config.<path>`."""
+
+
+def _get(config, path):
+    node = config
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def _require(ok, message):
+    if not ok:
+        raise ConfigError(message)
+
+
+def _divides(config, small_path, big_path, small=None, big=None):
+    small = _get(config, small_path) if small is None else small
+    big = _get(config, big_path) if big is None else big
+    _require(big % small == 0, f"config.{big_path}={big} is not divisible by config.{small_path}={small}")
+
+
+def validate_model(config):
+    m = config.model
+    for path, allowed in CHOICES.items():
+        if path.startswith("model."):
+            _require(_get(config, path) in allowed,
+                     f"config.{path}={_get(config, path)!r}: choose one of {allowed}")
+    for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "max_len"):
+        _require(m[field] > 0, f"config.model.{field}={m[field]} must be positive")
+    kv = m.n_kv_heads or m.n_heads
+    _require(m.n_heads % kv == 0,
+             f"config.model.n_heads={m.n_heads} is not a multiple of config.model.n_kv_heads={kv}")
+    _require(0.0 <= m.rotary_fraction <= 1.0,
+             f"config.model.rotary_fraction={m.rotary_fraction} must be in [0, 1]")
+
+
+def validate_mesh(config, n_devices):
+    try:
+        sizes = dict(zip(MESH_AXES, resolve_mesh_shape(dict(config.mesh), n_devices)))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    m, tensor = config.model, sizes["tensor"]
+    kv = m.n_kv_heads or m.n_heads
+    for field, value in (("n_heads", m.n_heads), ("n_kv_heads", kv), ("d_ff", m.d_ff),
+                         ("vocab_size", m.vocab_size)):
+        _require(value % tensor == 0,
+                 f"config.model.{field}={value} is not divisible by the tensor axis ({tensor})")
+    _require(m.d_model % sizes["fsdp"] == 0,
+             f"config.model.d_model={m.d_model} is not divisible by the fsdp axis ({sizes['fsdp']})")
+    return sizes
+
+
+def validate_batch(config, sizes):
+    t = config.train
+    shards = sizes["data"] * sizes["fsdp"]
+    _divides(config, "train.microbatches", "train.global_batch_size")
+    micro = t.global_batch_size // t.microbatches
+    _require(micro % shards == 0, f"config.train.global_batch_size={t.global_batch_size} / "
+             f"microbatches={t.microbatches} = {micro} rows is not divisible by data×fsdp = {shards}")
+    _require(t.eval_batch_size % shards == 0,
+             f"config.train.eval_batch_size={t.eval_batch_size} is not divisible by data×fsdp = {shards}")
+    seq = config.data.seq_len
+    _require(seq <= config.model.max_len or config.model.position == "rotary",
+             f"config.data.seq_len={seq} exceeds config.model.max_len={config.model.max_len}")
+    if config.model.attention == "blockwise":
+        block = min(config.model.attention_block, seq)
+        _require(seq % block == 0, f"config.data.seq_len={seq} is not a multiple of "
+                 f"config.model.attention_block={config.model.attention_block}")
+
+
+def validate_optimizer_and_loop(config):
+    o, loop = config.optimizer, config.loop
+    _require(o.schedule in CHOICES["optimizer.schedule"],
+             f"config.optimizer.schedule={o.schedule!r}: choose one of {CHOICES['optimizer.schedule']}")
+    _require(o.learning_rate > 0, f"config.optimizer.learning_rate={o.learning_rate} must be positive")
+    _require(0 <= o.warmup_steps <= loop.steps,
+             f"config.optimizer.warmup_steps={o.warmup_steps} must be in [0, config.loop.steps={loop.steps}]")
+    for field in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
+        _require(loop[field] > 0, f"config.loop.{field}={loop[field]} must be positive")
+    _require(loop.eval_every >= 0, f"config.loop.eval_every={loop.eval_every} must be >= 0 (0: end only)")
+
+
+def validate(config, n_devices: int) -> dict:
+    """Raises ConfigError naming the first bad field; returns the resolved mesh sizes."""
+    validate_model(config)
+    sizes = validate_mesh(config, n_devices)
+    validate_batch(config, sizes)
+    validate_optimizer_and_loop(config)
+    return sizes

@@ -1,0 +1,1 @@
+"""Data: tokenizers, corpora and the batch iterators that feed the training loop."""

@@ -1,0 +1,1 @@
+"""Stage 1: language-model pretraining (Askell et al. 2021 App. A)."""

@@ -1,0 +1,71 @@
+"""LM pretraining as a stage: builds the model, mesh, sharded state, steps and data, then hands
+them to the shared loop. `python -m hh.main --config configs/lm.py:tiny --workdir DIR`.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from hh.config import validate
+from hh.data.lm_data import LMBatches, corpus_rows, eval_batches
+from hh.lm.objective import lm_eval_sums, lm_eval_summary, lm_loss_terms
+from hh.models.transformer import TransformerLM
+from hh.parallel import sharding as shd
+from hh.train import runtime, step
+from hh.train.loop import Task, train_loop
+from hh.train.optim import make_optimizer
+from hh.train.provenance import config_hash, write_provenance
+from hh.train.state import init_state, state_shardings
+
+
+def build_task(config, mesh, rules, verbose=True) -> Task:
+    """Everything the loop needs for LM pretraining, sharded on `mesh`."""
+    model = TransformerLM(runtime.model_config(config))
+    optimizer, schedule = make_optimizer(config.optimizer, config.loop.steps)
+    seq, batch_size = config.data.seq_len, config.train.global_batch_size
+
+    def init_params(rng):
+        return model.init(rng, jnp.zeros((1, seq), jnp.int32))["params"]
+
+    with runtime.sharding_context(mesh, rules):
+        abstract, shardings = state_shardings(init_params, optimizer, mesh, rules)
+    if verbose and jax.process_index() == 0:
+        print("parameter shardings:\n" + shd.sharding_report(abstract.params, shardings.params))
+    shd.assert_partitioned(shardings.params, abstract.params,
+                           config.sharding.min_partitioned_elements, mesh)
+
+    batch_sh = shd.batch_sharding(mesh, rules)
+    scalar = runtime.replicated(mesh)
+    train_fn = functools.partial(
+        step.train_step, optimizer=optimizer, schedule=schedule, n_micro=config.train.microbatches,
+        loss_terms=functools.partial(lm_loss_terms, model=model, z_loss=config.train.z_loss))
+    train_step = runtime.compile_step(train_fn, mesh, rules, (shardings, batch_sh),
+                                      (shardings, scalar), donate_argnums=(0,))
+    eval_step = runtime.compile_step(functools.partial(lm_eval_sums, model=model), mesh, rules,
+                                     (shardings, batch_sh), scalar)
+
+    train_rows, eval_rows = corpus_rows(config.data)
+    rows = shd.process_row_range(batch_sh, batch_size)
+    eval_size = config.train.eval_batch_size
+    eval_range = shd.process_row_range(batch_sh, eval_size)
+
+    def fresh_state():
+        with runtime.sharding_context(mesh, rules):
+            return init_state(init_params, optimizer, shardings, jax.random.key(config.seed))
+
+    return Task(
+        abstract_state=abstract, init_state=fresh_state, train_step=train_step,
+        train_batches=LMBatches(train_rows, batch_size, config.seed, row_range=rows),
+        batch_sharding=batch_sh, global_batch_size=batch_size, tokens_per_step=batch_size * seq,
+        eval_step=eval_step, eval_summary=lm_eval_summary,
+        eval_batches=lambda: eval_batches(eval_rows, eval_size, row_range=eval_range))
+
+
+def train_and_evaluate(config, workdir):
+    """Runs LM pretraining in `workdir` (resuming if it holds a checkpoint)."""
+    validate(config, jax.device_count())
+    mesh, rules = runtime.mesh_and_rules(config)
+    write_provenance(workdir, config, mesh)
+    task = build_task(config, mesh, rules)
+    return train_loop(task, config.loop, workdir, meta={"config_hash": config_hash(config)})

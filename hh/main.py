@@ -1,0 +1,45 @@
+"""The one entry point: `python -m hh.main --config configs/<stage>.py:<preset> --workdir DIR`.
+
+Override any field with `--config.<path>=<value>` (the config is locked, so a typo fails).
+The config's `stage` field picks the stage; later issues register more stages here.
+"""
+
+import importlib
+import sys
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from hh.config import ConfigError
+
+STAGES = {
+    "lm": "hh.lm.stage",
+}
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<stage>.py:<preset>")
+_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and config.json go")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "jax_distributed", False, "call jax.distributed.initialize() (multi-host TPU pods)")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def run(config, workdir):
+    if config.stage not in STAGES:
+        raise ConfigError(f"config.stage={config.stage!r}: known stages are {sorted(STAGES)}")
+    return importlib.import_module(STAGES[config.stage]).train_and_evaluate(config, workdir)
+
+
+def main(argv):
+    del argv
+    if _DISTRIBUTED.value:
+        jax.distributed.initialize()
+    try:
+        run(_CONFIG.value, _WORKDIR.value)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,234 @@
+"""The decoder-only transformer LM used by every stage (LM, PMP/PM backbone, policy, value).
+
+Reads top to bottom: config, rotary, attention, MLP, block, stack, LM. Defaults are the paper's
+family (pre-LayerNorm, GELU, d_ff = 4·d_model, rotary; Askell et al. 2021 App. A). Variants needed
+to import public checkpoints (RMSNorm, SwiGLU, KV heads, biases, tied embeddings, rotary fraction,
+parallel residual, learned positions) are fields of `TransformerConfig`, not forks.
+Every parameter and activation carries logical axis names; `hh.parallel` maps them to the mesh.
+"""
+
+import dataclasses
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hh.models import attention
+
+# Logical axis names (mapped to mesh axes by the rules table in the config).
+BATCH, LENGTH, EMBED, HEADS, KV_HEADS, MLP, VOCAB, LAYERS = (
+    "batch", "length", "embed", "heads", "kv_heads", "mlp", "vocab", "layers")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of one model. Frozen so it can be a (hashable) module attribute."""
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_head: int
+    d_ff: int
+    n_kv_heads: Optional[int] = None      # None: multi-head (= n_heads); 1: multi-query
+    max_len: int = 8192
+    norm: str = "layernorm"               # "layernorm" | "rmsnorm"
+    norm_eps: float = 1e-5
+    activation: str = "gelu"              # "gelu" | "swiglu"
+    use_bias: bool = False
+    tie_embeddings: bool = False
+    position: str = "rotary"              # "rotary" | "learned"
+    rotary_fraction: float = 1.0          # share of d_head that is rotated (GPT-NeoX uses 0.25)
+    rotary_base: float = 10000.0
+    parallel_residual: bool = False       # GPT-NeoX/GPT-J: x + attn(ln1(x)) + mlp(ln2(x))
+    dtype: str = "float32"                # compute dtype; params stay param_dtype
+    param_dtype: str = "float32"
+    attention: str = "dense"              # "dense" | "blockwise"
+    attention_block: int = 512
+    remat: str = "none"                   # "none" | "full" | "dots" (save matmul outputs)
+    scan_layers: bool = False             # nn.scan over the stack: one compiled block
+    init_std: float = 0.02
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+    @property
+    def weights_dtype(self):
+        return jnp.dtype(self.param_dtype)
+
+
+def _dense(features, axes, cfg, name):
+    """A 2-D kernel with logical axis names (2-D kernels shard cleanly; reshape outside)."""
+    return nn.Dense(
+        features, use_bias=cfg.use_bias, name=name, dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]))
+
+
+def _norm(cfg, name):
+    """LayerNorm (with bias, as in GPT-2/NeoX) or RMSNorm (no bias, as in Llama)."""
+    common = dict(epsilon=cfg.norm_eps, dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype,
+                  name=name, scale_init=nn.with_logical_partitioning(nn.initializers.ones, (EMBED,)))
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(**common)
+    if cfg.norm == "layernorm":
+        return nn.LayerNorm(
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (EMBED,)), **common)
+    raise ValueError(f"unknown norm {cfg.norm!r}: use 'layernorm' or 'rmsnorm'")
+
+
+def apply_rotary(x, positions, fraction, base):
+    """Rotate the first `fraction` of each head's dims by position (GPT-NeoX "rotate half").
+
+    x: [batch, length, heads, d_head]; positions: [batch, length] (restart per packed document).
+    """
+    d_rot = int(x.shape[-1] * fraction) // 2 * 2
+    if d_rot == 0:
+        return x
+    x_rot, x_pass = x[..., :d_rot], x[..., d_rot:]
+    inv_freq = 1.0 / (base ** (jnp.arange(0, d_rot, 2, dtype=jnp.float32) / d_rot))
+    angles = positions[..., None].astype(jnp.float32) * inv_freq          # [b, l, d_rot/2]
+    cos = jnp.cos(jnp.concatenate([angles, angles], -1))[:, :, None, :]
+    sin = jnp.sin(jnp.concatenate([angles, angles], -1))[:, :, None, :]
+    x1, x2 = jnp.split(x_rot.astype(jnp.float32), 2, axis=-1)
+    rotated = x_rot.astype(jnp.float32) * cos + jnp.concatenate([-x2, x1], -1) * sin
+    return jnp.concatenate([rotated.astype(x.dtype), x_pass], axis=-1)
+
+
+class Attention(nn.Module):
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids):
+        cfg = self.cfg
+        batch, length, _ = x.shape
+        q = _dense(cfg.n_heads * cfg.d_head, (EMBED, HEADS), cfg, "query")(x)
+        k = _dense(cfg.kv_heads * cfg.d_head, (EMBED, KV_HEADS), cfg, "key")(x)
+        v = _dense(cfg.kv_heads * cfg.d_head, (EMBED, KV_HEADS), cfg, "value")(x)
+        q = q.reshape(batch, length, cfg.n_heads, cfg.d_head)
+        k = k.reshape(batch, length, cfg.kv_heads, cfg.d_head)
+        v = v.reshape(batch, length, cfg.kv_heads, cfg.d_head)
+        if cfg.position == "rotary":
+            q = apply_rotary(q, positions, cfg.rotary_fraction, cfg.rotary_base)
+            k = apply_rotary(k, positions, cfg.rotary_fraction, cfg.rotary_base)
+        q = nn.with_logical_constraint(q, (BATCH, LENGTH, HEADS, None))
+        out = attention.attend(q, k, v, segment_ids, cfg.attention, cfg.attention_block)
+        out = out.reshape(batch, length, cfg.n_heads * cfg.d_head)
+        return _dense(cfg.d_model, (HEADS, EMBED), cfg, "out")(out)
+
+
+class Mlp(nn.Module):
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        if cfg.activation == "gelu":
+            h = nn.gelu(_dense(cfg.d_ff, (EMBED, MLP), cfg, "up")(x))
+        elif cfg.activation == "swiglu":
+            h = nn.silu(_dense(cfg.d_ff, (EMBED, MLP), cfg, "gate")(x)) * _dense(
+                cfg.d_ff, (EMBED, MLP), cfg, "up")(x)
+        else:
+            raise ValueError(f"unknown activation {cfg.activation!r}: use 'gelu' or 'swiglu'")
+        h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP))
+        return _dense(cfg.d_model, (MLP, EMBED), cfg, "down")(h)
+
+
+class Block(nn.Module):
+    """One pre-norm block. Returns (x, x) so that nn.scan can stack per-layer hidden states."""
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids):
+        cfg = self.cfg
+        attn = Attention(cfg, name="attention")(_norm(cfg, "attention_norm")(x), positions, segment_ids)
+        if cfg.parallel_residual:
+            x = x + attn + Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x))
+        else:
+            x = x + attn
+            x = x + Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x))
+        x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
+        return x, x
+
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _block_class(cfg):
+    if cfg.remat == "none":
+        return Block
+    if cfg.remat not in _REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {cfg.remat!r}: use 'none', 'full' or 'dots'")
+    return nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+
+
+class Stack(nn.Module):
+    """The n_layers blocks, as a Python loop or as one nn.scan over stacked weights."""
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x, positions, segment_ids):
+        cfg, block = self.cfg, _block_class(self.cfg)
+        if cfg.scan_layers:
+            scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                              in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layers,
+                              metadata_params={nn.PARTITION_NAME: LAYERS})
+            x, per_layer = scanned(cfg, name="layers")(x, positions, segment_ids)
+            return x, per_layer
+        per_layer = []
+        for i in range(cfg.n_layers):
+            x, _ = block(cfg, name=f"layer_{i}")(x, positions, segment_ids)
+            per_layer.append(x)
+        return x, jnp.stack(per_layer)
+
+
+class TransformerLM(nn.Module):
+    """tokens [batch, length] -> dict(logits [b, l, vocab], final_hidden [b, l, d], hidden_states).
+
+    positions default to 0..length-1 and segment_ids to all ones (one unpadded document per row).
+    `hidden_states` ([n_layers + 1, b, l, d]: the embeddings, then each block's output, before the
+    final norm) is returned only when asked for; `compute_logits=False` skips the LM head
+    (scalar-head models that do not mix in the LM loss).
+    """
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens, positions=None, segment_ids=None, *,
+                 return_hidden_states=False, compute_logits=True):
+        cfg = self.cfg
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        if segment_ids is None:
+            segment_ids = jnp.ones_like(tokens)
+        embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype,
+                         embedding_init=nn.with_logical_partitioning(
+                             nn.initializers.normal(cfg.init_std), (VOCAB, EMBED)), name="embed")
+        x = embed(tokens)
+        if cfg.position == "learned":
+            x = x + nn.Embed(cfg.max_len, cfg.d_model, dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype,
+                             embedding_init=nn.with_logical_partitioning(
+                                 nn.initializers.normal(cfg.init_std), (None, EMBED)),
+                             name="position_embed")(positions)
+        x = nn.with_logical_constraint(x.astype(cfg.compute_dtype), (BATCH, LENGTH, EMBED))
+        embedded = x
+        x, per_layer = Stack(cfg, name="stack")(x, positions, segment_ids)
+        final_hidden = _norm(cfg, "final_norm")(x)
+        out = {"final_hidden": final_hidden}
+        if compute_logits:
+            if cfg.tie_embeddings:
+                logits = embed.attend(final_hidden)
+            else:
+                logits = _dense(cfg.vocab_size, (EMBED, VOCAB), dataclasses.replace(cfg, use_bias=False),
+                                "lm_head")(final_hidden)
+            out["logits"] = nn.with_logical_constraint(logits, (BATCH, LENGTH, VOCAB))
+        if return_hidden_states:
+            out["hidden_states"] = jnp.concatenate([embedded[None], per_layer], axis=0)
+        return out

@@ -1,0 +1,59 @@
+"""What every workdir records about how it was made: config, code version, packages, devices.
+
+`config.json` (the resolved config), and `provenance.json` with the config hash, git commit and
+dirtiness, installed packages and the device mesh. Only process 0 writes.
+"""
+
+import hashlib
+import importlib.metadata
+import json
+import pathlib
+import subprocess
+
+import jax
+from etils import epath
+
+
+def config_hash(config) -> str:
+    """sha256 of the config's canonical JSON: equal configs, equal hashes."""
+    canonical = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _git(*args):
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    try:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def code_version() -> dict:
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def installed_packages() -> list:
+    """`pip freeze`-like lines, from package metadata (no subprocess, works in any venv)."""
+    return sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
+                   if d.metadata["Name"]})
+
+
+def write_provenance(workdir, config, mesh) -> dict:
+    record = {
+        "config_hash": config_hash(config),
+        **code_version(),
+        "jax_version": jax.__version__,
+        "process_count": jax.process_count(),
+        "devices": [str(d) for d in jax.devices()],
+        "mesh": {k: int(v) for k, v in mesh.shape.items()},
+        "packages": installed_packages(),
+    }
+    if jax.process_index() == 0:
+        workdir = epath.Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(config.to_json(indent=2, sort_keys=True))
+        (workdir / "provenance.json").write_text(json.dumps(record, indent=2))
+    return record

@@ -1,0 +1,49 @@
+"""Stage setup that every stage shares: mesh and rules from the config, the model config, and
+jitting a step with explicit shardings, donation and the logical-axis context.
+"""
+
+import contextlib
+import functools
+
+import flax.linen as nn
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from hh.models.transformer import TransformerConfig
+from hh.parallel import sharding as shd
+
+
+def model_config(config) -> TransformerConfig:
+    return TransformerConfig(**config.model.to_dict())
+
+
+def mesh_and_rules(config, devices=None):
+    return shd.make_mesh(dict(config.mesh), devices), shd.rules_from_config(config.sharding.rules)
+
+
+@contextlib.contextmanager
+def sharding_context(mesh, rules):
+    """The mesh and logical rules that `nn.with_logical_constraint` needs while tracing."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
+
+
+def replicated(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def compile_step(fn, mesh, rules, in_shardings, out_shardings, donate_argnums=()):
+    """jax.jit with shardings and donation; every call runs inside the sharding context.
+
+    Compiles once per input shape (the loop feeds fixed shapes, so once per run).
+    """
+    jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
+                     donate_argnums=donate_argnums)
+
+    @functools.wraps(fn)
+    def call(*args):
+        with sharding_context(mesh, rules):
+            return jitted(*args)
+
+    call.jitted = jitted
+    return call

@@ -1,0 +1,54 @@
+"""The train state (step, params, optimizer state) and its sharded creation.
+
+Shapes and logical axis names come from `jax.eval_shape` on the boxed init; the state is then
+initialised directly into its shardings (never materialised on one device first).
+"""
+
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from hh.parallel import sharding as shd
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def _state_from_params(params, optimizer):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def strip_boxes(tree):
+    """nn.Partitioned leaves -> their values, without sharding constraints (for abstract trees)."""
+    def strip(x):
+        return x.unbox(apply_constraint=False) if isinstance(x, nn.meta.AxisMetadata) else x
+    return jax.tree.map(strip, tree, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+
+
+def state_shardings(init_params: Callable, optimizer: optax.GradientTransformation, mesh, rules):
+    """-> (abstract TrainState of ShapeDtypeStructs carrying shardings, TrainState of shardings).
+
+    init_params(rng) returns boxed params (nn.Partitioned leaves, as `model.init` gives).
+    """
+    boxed = jax.eval_shape(lambda rng: _state_from_params(init_params(rng), optimizer),
+                           jax.random.key(0))
+    shardings = shd.logical_shardings(boxed, mesh, rules)
+    unboxed = strip_boxes(boxed)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            unboxed, shardings)
+    return abstract, shardings
+
+
+def init_state(init_params: Callable, optimizer, shardings, rng):
+    """A fresh TrainState, created inside jit straight into `shardings`."""
+    def create(rng):
+        return _state_from_params(nn.meta.unbox(init_params(rng)), optimizer)
+    return jax.jit(create, out_shardings=shardings)(rng)

@@ -1,0 +1,36 @@
+"""hh: helpful-and-harmless RLHF (Bai et al. 2022) in JAX/Flax, TPU-first."""
+
+from setuptools import find_packages, setup
+
+# Lower bounds are the versions verified together on Python 3.11 (../shared/ENV-NOTES.md §1).
+CORE = [
+    "jax>=0.10.2",
+    "jaxlib>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "ml-collections>=1.1.0",
+    "sentencepiece>=0.2.3",
+    "tensorflow-datasets>=4.9.10",
+    "array-record>=0.8.6",
+    "etils>=1.15.0",
+    "absl-py>=2.1.0",
+    "numpy>=2.0",
+    "tqdm>=4.66",
+    "tensorboardX>=2.6.2",
+]
+
+setup(
+    name="hh",
+    version="0.1.0",
+    description="Helpful and harmless RLHF (Bai et al. 2022) in JAX/Flax: LM, PM, PPO, evaluation",
+    python_requires=">=3.11",
+    packages=find_packages(include=["hh", "hh.*", "configs"]),
+    package_data={"hh.data": ["default_corpus/*"]},
+    install_requires=CORE,
+    extras_require={
+        "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92"],
+        "tpu": ["libtpu"],
+        "notebooks": ["jupyter", "matplotlib"],
+    },
+)
