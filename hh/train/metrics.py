@@ -40,7 +40,7 @@ class MetricsWriter:
                 if line.strip() and json.loads(line)["step"] <= step]
         tmp = self.path.parent / (self.path.name + ".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.rename(self.path)
+        tmp.replace(self.path)  # atomic: a crash leaves the old or the new log, never half
 
     def write(self, step: int, metrics: dict, prefix: str = "train"):
         if not self.is_chief:

@@ -1,0 +1,110 @@
+"""The shared training loop, driven by the LM stage on the smoke preset: outputs, SIGTERM
+save-and-resume with identical losses, and the NaN guard."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from configs import lm as lm_config
+from hh import main
+from hh.lm import stage
+from hh.train import runtime
+from hh.train.checkpoint import Checkpointer
+from hh.train.loop import NonFiniteLossError, train_loop
+from hh.train.metrics import read_metrics
+
+
+def _smoke(steps=20):
+    config = lm_config.get_config("smoke")
+    config.loop.steps = steps
+    return config
+
+
+def _train_losses(workdir):
+    rows = [r for r in read_metrics(workdir) if "train/loss" in r]
+    return {r["step"]: r["train/loss"] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    result = main.run(_smoke(), str(workdir))
+    return workdir, result
+
+
+def test_run_writes_checkpoints_metrics_and_provenance(uninterrupted):
+    workdir, result = uninterrupted
+    assert result.step == 20 and not result.preempted
+    assert Checkpointer(workdir / "checkpoints", keep=3, every=10).all_steps() == [10, 20]
+    losses = _train_losses(workdir)
+    assert sorted(losses) == list(range(1, 21))
+    evals = [r for r in read_metrics(workdir) if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [10, 20]
+    # it learns: from ln(384) ≈ 5.95 at init to well below within 20 steps
+    assert losses[1] > 5.5 and evals[-1]["eval/loss"] < 4.8
+    assert evals[-1]["eval/perplexity"] == pytest.approx(np.exp(evals[-1]["eval/loss"]), rel=1e-5)
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["model"]["vocab_size"] == 384 and config["stage"] == "lm"
+    provenance = json.loads((workdir / "provenance.json").read_text())
+    assert set(provenance) >= {"config_hash", "git_commit", "git_dirty", "packages", "devices", "mesh"}
+    assert any(p.startswith("jax==") for p in provenance["packages"])
+    assert (workdir / "tensorboard").is_dir()
+
+
+def test_sigterm_saves_and_the_resumed_run_matches(uninterrupted, tmp_path):
+    reference = _train_losses(uninterrupted[0])
+    config = _smoke()
+    mesh, rules = runtime.mesh_and_rules(config)
+    task = stage.build_task(config, mesh, rules, verbose=False)
+    real_step, calls = task.train_step, [0]
+
+    def step_then_preempt(state, batch):
+        calls[0] += 1
+        if calls[0] == 7:
+            os.kill(os.getpid(), signal.SIGTERM)   # what a preemption notice does
+        return real_step(state, batch)
+
+    task.train_step = step_then_preempt
+    first = train_loop(task, config.loop, tmp_path, meta={})
+    assert first.preempted and first.step == 7
+    assert Checkpointer(tmp_path / "checkpoints", keep=3, every=10).latest_step() == 7
+
+    second = main.run(config, str(tmp_path))
+    assert second.step == 20 and not second.preempted
+    resumed = _train_losses(tmp_path)
+    assert sorted(resumed) == list(range(1, 21))       # no duplicated or missing rows
+    for s in range(1, 21):
+        assert resumed[s] == pytest.approx(reference[s], rel=1e-6, abs=1e-6), s
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = _smoke()
+    config.loop.log_every = 5
+    mesh, rules = runtime.mesh_and_rules(config)
+    task = stage.build_task(config, mesh, rules, verbose=False)
+    real_step, calls = task.train_step, [0]
+
+    def poisoned(state, batch):
+        calls[0] += 1
+        state, metrics = real_step(state, batch)
+        if calls[0] == 13:
+            metrics = {**metrics, "loss": metrics["loss"] * np.nan}
+        return state, metrics
+
+    task.train_step = poisoned
+    with pytest.raises(NonFiniteLossError, match="step 13"):
+        train_loop(task, config.loop, tmp_path, meta={})
+    assert Checkpointer(tmp_path / "checkpoints", keep=3, every=10).all_steps() == [10]
+    assert max(r["step"] for r in read_metrics(tmp_path)) <= 10
+
+
+def test_jit_compiles_the_train_step_once(tmp_path):
+    config = _smoke(steps=6)
+    mesh, rules = runtime.mesh_and_rules(config)
+    task = stage.build_task(config, mesh, rules, verbose=False)
+    train_loop(task, config.loop, tmp_path, meta={})
+    assert task.train_step.jitted._cache_size() == 1

@@ -1,0 +1,61 @@
+"""The issue's resume criterion, across a real process boundary: SIGKILL the CLI mid-run, rerun
+the same command, and the resumed steps' losses equal those of an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hh.train.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 60
+
+
+def _command(workdir):
+    return [sys.executable, "-m", "hh.main", "--config", "configs/lm.py:smoke", "--workdir", str(workdir),
+            f"--config.loop.steps={STEPS}", "--config.loop.checkpoint_every=10",
+            "--config.loop.log_every=1", "--config.loop.eval_every=0"]
+
+
+def _finished_checkpoints(workdir):
+    ckpt = workdir / "checkpoints"
+    if not ckpt.exists():
+        return []
+    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists())
+
+
+def _train_losses(workdir):
+    return {r["step"]: r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r}
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes_with_identical_losses(tmp_path):
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run(_command(reference_dir), cwd=ROOT, check=True, capture_output=True, timeout=300)
+
+    proc = subprocess.Popen(_command(killed_dir), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(s >= 20 for s in _finished_checkpoints(killed_dir)):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = _finished_checkpoints(killed_dir)
+    assert saved and max(saved) < STEPS, f"killed too late to test resumption: {saved}"
+    killed_at = max(_train_losses(killed_dir))
+
+    rerun = subprocess.run(_command(killed_dir), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed from {killed_dir / 'checkpoints'} at step {max(saved)}" in rerun.stdout
+
+    reference, resumed = _train_losses(reference_dir), _train_losses(killed_dir)
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    assert killed_at < STEPS
+    for step in range(max(saved) + 1, STEPS + 1):   # the steps recomputed after the restart
+        assert resumed[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), step
