@@ -8,7 +8,7 @@ import importlib
 import sys
 
 import jax
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from hh.config import ConfigError
@@ -32,6 +32,8 @@ def run(config, workdir):
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)   # orbax and jax log every save at INFO
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
     try:
