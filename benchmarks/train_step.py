@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -156,11 +157,16 @@ def main(argv=None):
     for _ in range(args.warmup):
         state, metrics = run_step(state)
     jax.block_until_ready((state, metrics) if args.warmup else state)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     for _ in range(args.steps):
         state, metrics = run_step(state)
     jax.block_until_ready((state, metrics))
     step_s = (time.perf_counter() - start) / args.steps
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_note = (f"per step: user {(after.ru_utime - usage.ru_utime) / args.steps:.2f} s, "
+                f"sys {(after.ru_stime - usage.ru_stime) / args.steps:.2f} s CPU, "
+                f"{(after.ru_minflt - usage.ru_minflt) / args.steps:,.0f} minor page faults")
     loss = float(metrics["loss"])
 
     # (c) model FLOPs, (d) MFU.
@@ -171,6 +177,7 @@ def main(argv=None):
     tokens_per_s = tokens / step_s
     print(f"    step: {step_s:.3f} s over {args.steps} steps ({args.warmup} warmup), "
           f"{tokens_per_s:,.0f} tokens/s, loss {loss:.3f}", flush=True)
+    print(f"    {cpu_note}; load average {os.getloadavg()[0]:.2f}", flush=True)
     print(f"(c) model FLOPs/step: {flops_per_step / 1e12:.4f} TFLOP = tokens {tokens} × "
           f"(6·{matmul_params(cfg):,} + attention {attention_flops_per_token(cfg, args.seq):,.0f})",
           flush=True)

@@ -51,11 +51,18 @@ class LoopResult:
 
 
 class _StopFlag:
-    """SIGTERM (preemption) sets a flag; the loop saves and exits at the next step boundary."""
+    """Preemption: the loop saves and exits at the next step boundary.
+
+    One process: our SIGTERM handler sets a flag. Several processes: JAX's preemption sync point
+    (set up by jax.distributed, which watches for the TPU VM's notice) makes every process stop
+    at the same step; a local flag alone would leave the others hanging in a collective.
+    """
 
     def __init__(self):
         self.local = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._previous = None
+        if jax.process_count() == 1:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         self.local = True
@@ -63,12 +70,11 @@ class _StopFlag:
     def requested(self, step: int) -> bool:
         if jax.process_count() == 1:
             return self.local
-        # All processes must agree on the step at which to stop (else a collective hangs).
-        return bool(multihost_utils.process_allgather(np.array(self.local)).any()) or \
-            multihost_utils.reached_preemption_sync_point(step)
+        return multihost_utils.reached_preemption_sync_point(step)
 
     def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def evaluate(task: Task, state) -> dict:
