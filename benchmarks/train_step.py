@@ -3,16 +3,19 @@
     .venv/bin/python benchmarks/train_step.py --preset 13M --seq 1024 [--batch 4] [--steps 3]
 
 In one process: (a) the device's practical peak, the FLOP/s of a large float32 `a @ b`;
-(b) the real LM train step (configs/lm.py + hh.lm.stage.build_task, the same jitted step the loop
+(b) the real LM train step (configs/lm.py + hh.lm.stage.build_task: the same jitted step the loop
 runs), compiled once, warmed up, then timed; (c) model FLOPs per step from hh.train.flops;
 (d) MFU = achieved model FLOP/s / matmul peak. The last stdout line is one JSON object.
-See benchmarks/README.md.
+`--profile DIR` adds a per-op time breakdown of one traced step. See benchmarks/README.md.
 """
 
 import argparse
+import collections
+import glob
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -40,7 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed train steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after compiling")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="model compute dtype (params stay float32); the peak is float32")
+                   help="model compute dtype (params stay float32); the peak is always float32")
     p.add_argument("--microbatches", type=int, default=1)
     p.add_argument("--vocab", type=int, default=None,
                    help="vocabulary size; default: the preset's (2^16 for the paper sizes), not "
@@ -50,31 +53,59 @@ def parse_args(argv=None):
     p.add_argument("--remat", choices=("none", "full", "dots"), default=None,
                    help="override config.model.remat")
     p.add_argument("--matmul-size", type=int, default=4096, help="side of the square peak matmul")
-    p.add_argument("--matmul-runs", type=int, default=10, help="timed runs of the peak matmul")
-    p.add_argument("--skip-peak", action="store_true",
-                   help="skip (a); MFU is then reported against --peak-gflops (if given)")
+    p.add_argument("--matmul-runs", type=int, default=10,
+                   help="timed runs of the peak matmul (half before, half after the train steps)")
     p.add_argument("--peak-gflops", type=float, default=None,
-                   help="use this peak instead of measuring it (with --skip-peak)")
+                   help="skip (a) and use this peak instead (quick experiments only)")
     p.add_argument("--cost-analysis", action="store_true",
                    help="also print XLA's own FLOP count of the compiled step (a cross-check)")
+    p.add_argument("--profile", metavar="DIR", default=None,
+                   help="trace one extra step into DIR and print where its time goes")
+    p.add_argument("--profile-top", type=int, default=15, help="ops listed by --profile")
     return p.parse_args(argv)
 
 
-def matmul_peak(device, n, runs):
-    """Median FLOP/s of a jitted float32 [n, n] @ [n, n] on `device`."""
-    ka, kb = jax.random.split(jax.random.key(0))
-    a = jax.device_put(jax.random.normal(ka, (n, n), jnp.float32), device)
-    b = jax.device_put(jax.random.normal(kb, (n, n), jnp.float32), device)
-    matmul = jax.jit(lambda x, y: x @ y)
-    matmul(a, b).block_until_ready()                      # compile + warm caches
-    matmul(a, b).block_until_ready()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return 2.0 * n**3 / median, median, times
+# ----------------------------------------------------------------------------- (a) peak
+
+
+class MatmulPeak:
+    """Median time of a jitted float32 [n, n] @ [n, n] on `device`, sampled in batches.
+
+    Sampling half the runs before and half after the train steps puts the peak and the step
+    under similar conditions on a shared machine; the two halves' medians are reported too.
+    """
+
+    def __init__(self, device, n):
+        ka, kb = jax.random.split(jax.random.key(0))
+        self.a = jax.device_put(jax.random.normal(ka, (n, n), jnp.float32), device)
+        self.b = jax.device_put(jax.random.normal(kb, (n, n), jnp.float32), device)
+        self.flops = 2.0 * n**3
+        self.matmul = jax.jit(lambda x, y: x @ y)
+        for _ in range(2):                                  # compile, then warm caches
+            self.matmul(self.a, self.b).block_until_ready()
+        self.batches = []
+
+    def sample(self, runs):
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.matmul(self.a, self.b).block_until_ready()
+            times.append(time.perf_counter() - start)
+        self.batches.append(times)
+        return statistics.median(times)
+
+    @property
+    def times(self):
+        return [t for batch in self.batches for t in batch]
+
+    def flop_per_s(self):
+        return self.flops / statistics.median(self.times)
+
+    def release(self):
+        del self.a, self.b
+
+
+# ----------------------------------------------------------------------------- (b) the step
 
 
 def bench_config(args):
@@ -107,23 +138,117 @@ def device_name(device):
     return f"{device.platform}{':' + kind if kind else ''}{cpu}"
 
 
+# ----------------------------------------------------------------------------- profile
+
+
+def _hlo_ops(hlo_text):
+    """HLO instruction name -> (shape, is_matmul, is_batched_matmul, op_name metadata)."""
+    computations, current = {}, None
+    for line in hlo_text.splitlines():
+        header = re.match(r"^(?:ENTRY )?%([\w.\-]+) .*\{$", line)
+        if header:
+            current = computations.setdefault(header.group(1), [])
+        elif current is not None and line.startswith("  "):
+            current.append(line)
+    dots = {}
+    for name, body in computations.items():
+        dot_lines = [l for l in body if re.search(r" (dot|convolution)\(", l)]
+        if dot_lines:
+            dots[name] = dot_lines[0]
+    ops = {}
+    for body in computations.values():
+        for line in body:
+            m = re.match(r"^\s*(?:ROOT )?%([\w.\-]+) = (\([^=]*?\)|\S+) ([\w\-]+)\(", line)
+            if not m:
+                continue
+            name, shape, opcode = m.groups()
+            called = re.search(r"calls=%([\w.\-]+)", line)
+            dot_line = line if opcode in ("dot", "convolution") else (
+                dots.get(called.group(1)) if called else None)
+            meta = re.search(r'op_name="([^"]*)"', line) or (
+                re.search(r'op_name="([^"]*)"', dot_line) if dot_line else None)
+            ops[name] = (re.sub(r"\{[^}]*\}", "", shape), dot_line is not None,
+                         bool(dot_line and "lhs_batch_dims" in dot_line), meta.group(1) if meta else "")
+    return ops
+
+
+def _category(op):
+    _, is_matmul, batched, where = op
+    kind = "matmul" if is_matmul else "other"
+    if "lm_head" in where:
+        part = "LM head"
+    elif "/embed/" in where:
+        part = "embedding lookup/grad"
+    elif batched or re.search(r"attention/(bqhgd|bhgqk|.*softmax|jit\(_where\)|div|reduce|exp)", where):
+        part = "attention core (QK, softmax, AV)"
+    elif "layer_" in where or "/stack/" in where:
+        part = "blocks (qkv/out/mlp, norms, rotary)"
+    elif "final_norm" in where:
+        part = "final norm"
+    elif "jvp(" in where:
+        part = "loss (log-softmax, argmax, masks)"
+    elif where:
+        part = "optimizer/metrics (clip, Adam, norms)"
+    else:
+        part = "unattributed"
+    return part, kind
+
+
+def profile_step(compiled, run_step, state, directory, top):
+    """Traces one step into `directory`; prints time per category and the slowest ops."""
+    ops = _hlo_ops(compiled.as_text())
+    with jax.profiler.trace(directory):
+        state, metrics = run_step(state)
+        jax.block_until_ready((state, metrics))
+    files = sorted(glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True),
+                   key=os.path.getmtime)
+    data = jax.profiler.ProfileData.from_file(files[-1])
+    per_op, wall = collections.Counter(), 0
+    for plane in data.planes:
+        for line in plane.lines:
+            for event in line.events:
+                if event.name in ops:
+                    per_op[event.name] += event.duration_ns
+                elif event.name.startswith("ThunkExecutor::Execute (wait"):
+                    wall += event.duration_ns
+    total = sum(per_op.values())
+    if not total:
+        print("    profile: no HLO op events found in the trace (non-CPU backend?)")
+        return state, metrics
+    by_part = collections.defaultdict(collections.Counter)
+    for name, ns in per_op.items():
+        part, kind = _category(ops[name])
+        by_part[part][kind] += ns
+    print(f"    profile of one step ({directory}): {total / 1e9:.2f} s summed over ops"
+          + (f", {wall / 1e9:.2f} s wall in the executable" if wall else ""))
+    for part, kinds in sorted(by_part.items(), key=lambda kv: -sum(kv[1].values())):
+        ns = sum(kinds.values())
+        print(f"      {ns / 1e6:8.0f} ms {ns / total:6.1%}  {part:40s} matmul "
+              f"{kinds['matmul'] / 1e6:6.0f} ms, other {kinds['other'] / 1e6:6.0f} ms")
+    print(f"    slowest ops:")
+    for name, ns in per_op.most_common(top):
+        shape, is_matmul, _, where = ops[name]
+        where = re.sub(r"^jit\(train_step\)/", "", where)
+        print(f"      {ns / 1e6:8.1f} ms  {name:30s} {shape:26s} {where[-72:]}")
+    return state, metrics
+
+
+# ----------------------------------------------------------------------------- main
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = jax.devices()[0]
-    print(f"jax {jax.__version__} on {device_name(device)}; using 1 of {jax.device_count()} devices",
-          flush=True)
+    print(f"jax {jax.__version__} on {device_name(device)}; using 1 of {jax.device_count()} "
+          f"devices; load average {os.getloadavg()[0]:.2f}", flush=True)
 
-    # (a) practical peak.
-    if args.skip_peak:
-        peak = args.peak_gflops * 1e9 if args.peak_gflops else None
-        print(f"(a) matmul peak: skipped (using {args.peak_gflops} GFLOP/s)", flush=True)
-    else:
-        peak, median, times = matmul_peak(device, args.matmul_size, args.matmul_runs)
-        print(f"(a) float32 matmul {args.matmul_size}³: median {median * 1e3:.1f} ms "
-              f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}) -> "
-              f"{peak / 1e9:.1f} GFLOP/s", flush=True)
+    # (a) practical peak, first half.
+    peak_probe = None
+    if args.peak_gflops is None:
+        peak_probe = MatmulPeak(device, args.matmul_size)
+        before = peak_probe.sample((args.matmul_runs + 1) // 2)
 
-    # (b) the project's LM train step.
+    # (b) the project's LM train step, built as the LM stage builds it.
     config = bench_config(args)
     validate(config, 1)
     mesh = shd.make_mesh(dict(config.mesh), [device])
@@ -131,6 +256,7 @@ def main(argv=None):
     task = build_task(config, mesh, rules, verbose=False)
     cfg = runtime.model_config(config)
     non_embedding, params_total = presets.parameter_counts(cfg)
+    n_matmul = matmul_params(cfg)
 
     state = task.init_state()
     batch = shd.make_global_batch(next(task.train_batches), task.batch_sharding, args.batch)
@@ -147,16 +273,17 @@ def main(argv=None):
           f"vocab={cfg.vocab_size} dtype={cfg.dtype} attention={cfg.attention} remat={cfg.remat}; "
           f"batch {args.batch} × seq {args.seq}, {args.microbatches} microbatch(es)", flush=True)
     print(f"    params: {params_total:,} total, {non_embedding:,} non-embedding, "
-          f"{matmul_params(cfg):,} in matmuls", flush=True)
+          f"{n_matmul:,} in matmuls", flush=True)
     print(f"    compile: {compile_s:.1f} s (trace+lower {lower_s:.1f} s)", flush=True)
 
     def run_step(state):
         with runtime.sharding_context(mesh, rules):
             return compiled(state, batch)
 
+    metrics = None
     for _ in range(args.warmup):
         state, metrics = run_step(state)
-    jax.block_until_ready((state, metrics) if args.warmup else state)
+    jax.block_until_ready((state, metrics))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     for _ in range(args.steps):
@@ -164,22 +291,36 @@ def main(argv=None):
     jax.block_until_ready((state, metrics))
     step_s = (time.perf_counter() - start) / args.steps
     after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_note = (f"per step: user {(after.ru_utime - usage.ru_utime) / args.steps:.2f} s, "
-                f"sys {(after.ru_stime - usage.ru_stime) / args.steps:.2f} s CPU, "
-                f"{(after.ru_minflt - usage.ru_minflt) / args.steps:,.0f} minor page faults")
     loss = float(metrics["loss"])
+    tokens = args.batch * args.seq
+    tokens_per_s = tokens / step_s
+    print(f"    step: {step_s:.3f} s (mean of {args.steps} after {args.warmup} warmup), "
+          f"{tokens_per_s:,.0f} tokens/s, loss {loss:.3f}", flush=True)
+    print(f"    per step: user {(after.ru_utime - usage.ru_utime) / args.steps:.2f} s + sys "
+          f"{(after.ru_stime - usage.ru_stime) / args.steps:.2f} s CPU, "
+          f"{(after.ru_minflt - usage.ru_minflt) / args.steps:,.0f} minor page faults; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+
+    # (a) practical peak, second half.
+    if peak_probe is not None:
+        after_peak = peak_probe.sample(args.matmul_runs // 2)
+        peak = peak_probe.flop_per_s()
+        times = peak_probe.times
+        print(f"(a) float32 matmul {args.matmul_size}³: median {statistics.median(times) * 1e3:.1f} ms "
+              f"of {len(times)} (before the steps {before * 1e3:.1f} ms, after "
+              f"{after_peak * 1e3:.1f} ms; min {min(times) * 1e3:.1f}) -> "
+              f"{peak / 1e9:.1f} GFLOP/s", flush=True)
+        peak_probe.release()
+    else:
+        peak = args.peak_gflops * 1e9
+        print(f"(a) matmul peak: not measured, using --peak-gflops {args.peak_gflops}", flush=True)
 
     # (c) model FLOPs, (d) MFU.
-    tokens = args.batch * args.seq
     flops_per_step = train_flops_per_token(cfg, args.seq) * tokens
     achieved = flops_per_step / step_s
-    mfu = achieved / peak if peak else None
-    tokens_per_s = tokens / step_s
-    print(f"    step: {step_s:.3f} s over {args.steps} steps ({args.warmup} warmup), "
-          f"{tokens_per_s:,.0f} tokens/s, loss {loss:.3f}", flush=True)
-    print(f"    {cpu_note}; load average {os.getloadavg()[0]:.2f}", flush=True)
-    print(f"(c) model FLOPs/step: {flops_per_step / 1e12:.4f} TFLOP = tokens {tokens} × "
-          f"(6·{matmul_params(cfg):,} + attention {attention_flops_per_token(cfg, args.seq):,.0f})",
+    mfu = achieved / peak
+    print(f"(c) model FLOPs/step: {flops_per_step / 1e12:.4f} TFLOP = {tokens} tokens × "
+          f"(6 × {n_matmul:,} + attention {attention_flops_per_token(cfg, args.seq):,.0f})",
           flush=True)
     if args.cost_analysis:
         cost = compiled.cost_analysis()
@@ -188,20 +329,19 @@ def main(argv=None):
         if xla_flops:
             print(f"    XLA cost analysis: {xla_flops / 1e12:.4f} TFLOP/step "
                   f"({xla_flops / flops_per_step:.3f}× the model count)", flush=True)
-    mfu_text = f"{mfu:.1%}" if mfu is not None else "n/a"
-    print(f"(d) achieved {achieved / 1e9:.1f} GFLOP/s of "
-          f"{peak / 1e9 if peak else float('nan'):.1f} GFLOP/s matmul peak: MFU {mfu_text}",
-          flush=True)
+    print(f"(d) achieved {achieved / 1e9:.1f} GFLOP/s of {peak / 1e9:.1f} GFLOP/s matmul peak: "
+          f"MFU {mfu:.1%}", flush=True)
+
+    if args.profile:
+        state, metrics = profile_step(compiled, run_step, state, args.profile, args.profile_top)
 
     result = dict(
         preset=args.preset, seq=args.seq, batch=args.batch, dtype=args.dtype,
-        params_total=params_total, matmul_params=matmul_params(cfg),
+        params_total=params_total, matmul_params=n_matmul,
         tokens_per_s=round(tokens_per_s, 1), step_s=round(step_s, 4), compile_s=round(compile_s, 2),
         model_tflops_per_step=round(flops_per_step / 1e12, 5),
-        achieved_gflops=round(achieved / 1e9, 2),
-        matmul_peak_gflops=round(peak / 1e9, 2) if peak else None,
-        mfu=round(mfu, 4) if mfu is not None else None,
-        jax_version=jax.__version__, device=device_name(device))
+        achieved_gflops=round(achieved / 1e9, 2), matmul_peak_gflops=round(peak / 1e9, 2),
+        mfu=round(mfu, 4), jax_version=jax.__version__, device=device_name(device))
     print(json.dumps(result), flush=True)
     return result
 

@@ -108,7 +108,7 @@ def softmax_attention(q, k, v, mask):
     out = np.zeros((batch, lq, n_heads, d))
     for b in range(batch):
         for h in range(n_heads):
-            kh, vh = k[b, :, h % k.shape[2]], v[b, :, h % k.shape[2]]          # [lk, d]
+            kh, vh = k[b, :, h // group], v[b, :, h // group]          # [lk, d]
             scores = q[b, :, h] @ kh.T / math.sqrt(d)                 # [lq, lk]
             for i in range(lq):
                 visible = mask[b, i]
