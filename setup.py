@@ -13,6 +13,7 @@ CORE = [
     "sentencepiece>=0.2.3",
     "tensorflow-datasets>=4.9.10",
     "array-record>=0.8.6",
+    "importlib_resources>=6.0",  # tensorflow-datasets imports it without declaring it
     "etils>=1.15.0",
     "absl-py>=2.1.0",
     "numpy>=2.0",
@@ -29,7 +30,7 @@ setup(
     package_data={"hh.data": ["default_corpus/*"]},
     install_requires=CORE,
     extras_require={
-        "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92"],
+        "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92", "hypothesis>=6.100"],
         "tpu": ["libtpu"],
         "notebooks": ["jupyter", "matplotlib"],
     },
