@@ -7,7 +7,7 @@ import pytest
 from configs import lm as lm_config
 from hh.data.byte_tokenizer import ByteTokenizer, padded_vocab_size
 from hh.data.corpus import default_documents, split_documents
-from hh.data.lm_data import LMBatches, corpus_rows, eval_batches
+from hh.data.lm_data import corpus_rows, eval_batches, lm_batches
 
 
 def _rows(n=10, width=5):
@@ -16,36 +16,36 @@ def _rows(n=10, width=5):
 
 
 def test_batches_cover_each_epoch_once_and_reshuffle():
-    it = LMBatches(_rows(10), global_batch_size=5, seed=3)
-    first_epoch = np.concatenate([it.row_indices(0), it.row_indices(1)])
-    second_epoch = np.concatenate([it.row_indices(2), it.row_indices(3)])
+    it = lm_batches(_rows(10), global_batch_size=5, seed=3).sampler
+    first_epoch = np.concatenate([it.indices(0), it.indices(1)])
+    second_epoch = np.concatenate([it.indices(2), it.indices(3)])
     assert sorted(first_epoch) == list(range(10)) == sorted(second_epoch)
     assert list(first_epoch) != list(second_epoch)
     # a batch straddling the epoch boundary
-    it3 = LMBatches(_rows(10), global_batch_size=4, seed=3)
-    straddle = it3.row_indices(2)   # rows 8, 9 of epoch 0 then rows 0, 1 of epoch 1
-    assert list(straddle[:2]) == list(it3._epoch_order(0)[8:])
-    assert list(straddle[2:]) == list(it3._epoch_order(1)[:2])
+    it3 = lm_batches(_rows(10), global_batch_size=4, seed=3).sampler
+    straddle = it3.indices(2)   # rows 8, 9 of epoch 0 then rows 0, 1 of epoch 1
+    assert list(straddle[:2]) == list(it3.epoch_order(0)[8:])
+    assert list(straddle[2:]) == list(it3.epoch_order(1)[:2])
 
 
 def test_resume_from_state_gives_the_same_batches():
-    a = LMBatches(_rows(10), 4, seed=0)
+    a = lm_batches(_rows(10), 4, seed=0)
     for _ in range(3):
         next(a)
     state = a.state()
     expected = [next(a)["inputs"] for _ in range(4)]
-    b = LMBatches(_rows(10), 4, seed=0)
+    b = lm_batches(_rows(10), 4, seed=0)
     b.restore(state)
     got = [next(b)["inputs"] for _ in range(4)]
     for e, g in zip(expected, got):
         np.testing.assert_array_equal(e, g)
     with pytest.raises(ValueError, match="seed"):
-        LMBatches(_rows(10), 4, seed=1).restore(state)
+        lm_batches(_rows(10), 4, seed=1).restore(state)
 
 
 def test_process_row_ranges_partition_the_global_batch():
-    full = LMBatches(_rows(10), 4, seed=0).batch(2)["inputs"]
-    halves = [LMBatches(_rows(10), 4, seed=0, row_range=r).batch(2)["inputs"] for r in ((0, 2), (2, 4))]
+    full = lm_batches(_rows(10), 4, seed=0).batch(2)["inputs"]
+    halves = [lm_batches(_rows(10), 4, seed=0, row_range=r).batch(2)["inputs"] for r in ((0, 2), (2, 4))]
     np.testing.assert_array_equal(np.concatenate(halves), full)
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from hh.config import validate
-from hh.data.lm_data import LMBatches, corpus_rows, eval_batches
+from hh.data.lm_data import corpus_rows, eval_batches, lm_batches
 from hh.lm.objective import lm_eval_sums, lm_eval_summary, lm_loss_terms
 from hh.models.transformer import TransformerLM
 from hh.parallel import sharding as shd
@@ -56,7 +56,7 @@ def build_task(config, mesh, rules, verbose=True) -> Task:
 
     return Task(
         abstract_state=abstract, init_state=fresh_state, train_step=train_step,
-        train_batches=LMBatches(train_rows, batch_size, config.seed, row_range=rows),
+        train_batches=lm_batches(train_rows, batch_size, config.seed, row_range=rows),
         batch_sharding=batch_sh, global_batch_size=batch_size, tokens_per_step=batch_size * seq,
         eval_step=eval_step, eval_summary=lm_eval_summary,
         eval_batches=lambda: eval_batches(eval_rows, eval_size, row_range=eval_range))
