@@ -68,6 +68,11 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- (a) peak
 
 
+def _cpu_s():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class MatmulPeak:
     """Median time of a jitted float32 [n, n] @ [n, n] on `device`, sampled in batches.
 
@@ -84,13 +89,15 @@ class MatmulPeak:
         for _ in range(2):                                  # compile, then warm caches
             self.matmul(self.a, self.b).block_until_ready()
         self.batches = []
+        self.cpu_s = 0.0                                    # process CPU time over all samples
 
     def sample(self, runs):
-        times = []
+        times, cpu = [], _cpu_s()
         for _ in range(runs):
             start = time.perf_counter()
             self.matmul(self.a, self.b).block_until_ready()
             times.append(time.perf_counter() - start)
+        self.cpu_s += _cpu_s() - cpu
         self.batches.append(times)
         return statistics.median(times)
 
@@ -220,14 +227,15 @@ def profile_step(compiled, run_step, state, directory, top):
         part, kind = _category(ops[name])
         by_part[part][kind] += ns
     print(f"    profile of one step ({directory}): {total / 1e9:.2f} s summed over ops"
-          + (f", {wall / 1e9:.2f} s wall in the executable" if wall else ""))
+          + (f", {wall / 1e9:.2f} s wall in the executable" if wall else "")
+          + " (Eigen `dot` ops run asynchronously on CPU: their traced time is a lower bound)")
     for part, kinds in sorted(by_part.items(), key=lambda kv: -sum(kv[1].values())):
         ns = sum(kinds.values())
         print(f"      {ns / 1e6:8.0f} ms {ns / total:6.1%}  {part:40s} matmul "
               f"{kinds['matmul'] / 1e6:6.0f} ms, other {kinds['other'] / 1e6:6.0f} ms")
-    print(f"    slowest ops:")
+    print("    slowest ops:")
     for name, ns in per_op.most_common(top):
-        shape, is_matmul, _, where = ops[name]
+        shape, _, _, where = ops[name]
         where = re.sub(r"^jit\(train_step\)/", "", where)
         print(f"      {ns / 1e6:8.1f} ms  {name:30s} {shape:26s} {where[-72:]}")
     return state, metrics
@@ -246,7 +254,7 @@ def main(argv=None):
     peak_probe = None
     if args.peak_gflops is None:
         peak_probe = MatmulPeak(device, args.matmul_size)
-        before = peak_probe.sample((args.matmul_runs + 1) // 2)
+        before = peak_probe.sample(max(1, (args.matmul_runs + 1) // 2))
 
     # (b) the project's LM train step, built as the LM stage builds it.
     config = bench_config(args)
@@ -275,6 +283,11 @@ def main(argv=None):
     print(f"    params: {params_total:,} total, {non_embedding:,} non-embedding, "
           f"{n_matmul:,} in matmuls", flush=True)
     print(f"    compile: {compile_s:.1f} s (trace+lower {lower_s:.1f} s)", flush=True)
+    memory = compiled.memory_analysis()
+    if memory is not None and getattr(memory, "temp_size_in_bytes", None):
+        fresh = " (on CPU: allocated afresh by every step)" if device.platform == "cpu" else ""
+        print(f"    XLA buffers: {memory.temp_size_in_bytes / 2**30:.2f} GiB temporaries per "
+              f"step{fresh}, {memory.argument_size_in_bytes / 2**30:.2f} GiB state+batch", flush=True)
 
     def run_step(state):
         with runtime.sharding_context(mesh, rules):
@@ -296,20 +309,25 @@ def main(argv=None):
     tokens_per_s = tokens / step_s
     print(f"    step: {step_s:.3f} s (mean of {args.steps} after {args.warmup} warmup), "
           f"{tokens_per_s:,.0f} tokens/s, loss {loss:.3f}", flush=True)
-    print(f"    per step: user {(after.ru_utime - usage.ru_utime) / args.steps:.2f} s + sys "
-          f"{(after.ru_stime - usage.ru_stime) / args.steps:.2f} s CPU, "
-          f"{(after.ru_minflt - usage.ru_minflt) / args.steps:,.0f} minor page faults; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    user = (after.ru_utime - usage.ru_utime) / args.steps
+    system = (after.ru_stime - usage.ru_stime) / args.steps
+    cpu_share = (user + system) / (step_s * (os.cpu_count() or 1))
+    print(f"    per step: user {user:.2f} s + sys {system:.2f} s CPU ({cpu_share:.0%} of "
+          f"{os.cpu_count()} cores), {(after.ru_minflt - usage.ru_minflt) / args.steps:,.0f} minor "
+          f"page faults; load average {os.getloadavg()[0]:.2f}", flush=True)
 
     # (a) practical peak, second half.
     if peak_probe is not None:
-        after_peak = peak_probe.sample(args.matmul_runs // 2)
+        after_peak = peak_probe.sample(max(1, args.matmul_runs // 2))
         peak = peak_probe.flop_per_s()
         times = peak_probe.times
         print(f"(a) float32 matmul {args.matmul_size}³: median {statistics.median(times) * 1e3:.1f} ms "
               f"of {len(times)} (before the steps {before * 1e3:.1f} ms, after "
               f"{after_peak * 1e3:.1f} ms; min {min(times) * 1e3:.1f}) -> "
               f"{peak / 1e9:.1f} GFLOP/s", flush=True)
+        if max(before, after_peak) > 1.25 * min(before, after_peak):
+            print("    WARNING: the peak moved by more than 25% during the run: the machine is "
+                  "shared or throttling, so the MFU below is unreliable", flush=True)
         peak_probe.release()
     else:
         peak = args.peak_gflops * 1e9
@@ -331,6 +349,14 @@ def main(argv=None):
                   f"({xla_flops / flops_per_step:.3f}× the model count)", flush=True)
     print(f"(d) achieved {achieved / 1e9:.1f} GFLOP/s of {peak / 1e9:.1f} GFLOP/s matmul peak: "
           f"MFU {mfu:.1%}", flush=True)
+    if peak_probe is not None and peak_probe.cpu_s > 0 and user + system > 0:
+        # FLOPs per CPU-second of this process, step vs matmul: other jobs on a shared machine
+        # stretch wall time but (spin-waits aside) not the CPU time a computation needs.
+        step_rate = flops_per_step / (user + system)
+        matmul_rate = peak_probe.flops * len(peak_probe.times) / peak_probe.cpu_s
+        print(f"    per CPU-second: step {step_rate / 1e9:.1f}, matmul {matmul_rate / 1e9:.1f} "
+              f"GFLOP/cpu-s -> {step_rate / matmul_rate:.1%} (a cross-check that depends less on "
+              f"other jobs sharing the machine)", flush=True)
 
     if args.profile:
         state, metrics = profile_step(compiled, run_step, state, args.profile, args.profile_top)
