@@ -17,7 +17,7 @@ RUN_SHAPES = {
     "tiny": dict(seq_len=256, batch=16, steps=300, warmup=30, log_every=10, eval_every=100, ckpt=50),
 }
 PAPER_RUN = dict(seq_len=2048, batch=256, steps=20000, warmup=1000, log_every=50, eval_every=1000,
-                 ckpt=1000)
+                 ckpt=1000, loss_chunk=256)
 
 
 def get_config(arg="tiny"):
@@ -34,7 +34,10 @@ def get_config(arg="tiny"):
     config.model.vocab_size = padded_vocab_size(ByteTokenizer.vocab_size)
 
     config.train = ml_collections.ConfigDict(dict(
-        global_batch_size=run["batch"], microbatches=1, z_loss=0.0, eval_batch_size=run["batch"]))
+        global_batch_size=run["batch"], microbatches=1, z_loss=0.0, eval_batch_size=run["batch"],
+        # LM head + loss over this many positions at a time (0: all at once). Paper sizes chunk,
+        # so [batch, length, 65536] float32 logits never exist.
+        loss_chunk=run.get("loss_chunk", 0)))
     config.loop = common.loop(run["steps"], run["log_every"], run["eval_every"], run["ckpt"])
     config.optimizer = common.optimizer(presets.learning_rate(preset), "cosine", run["warmup"])
     config.mesh = common.mesh(preset)

@@ -81,6 +81,9 @@ def validate_batch(config, sizes):
     _require(t.eval_batch_size % shards == 0,
              f"config.train.eval_batch_size={t.eval_batch_size} is not divisible by data×fsdp = {shards}")
     seq = config.data.seq_len
+    chunk = t.get("loss_chunk", 0)
+    _require(chunk >= 0 and (chunk == 0 or seq % chunk == 0),
+             f"config.train.loss_chunk={chunk} must be 0 or divide config.data.seq_len={seq}")
     _require(seq <= config.model.max_len or config.model.position == "rotary",
              f"config.data.seq_len={seq} exceeds config.model.max_len={config.model.max_len}")
     if config.model.attention == "blockwise":

@@ -83,3 +83,16 @@ def test_one_step_equals_hand_written_adamw():
     assert int(new_state.step) == 1
     assert float(metrics["learning_rate"]) == pytest.approx(1e-2)
     assert float(metrics["grad_norm"]) > 0
+
+
+def test_chunked_lm_head_gives_the_same_objective_and_gradients():
+    _, model, params, batch = _setup()
+    dense = functools.partial(lm_loss_terms, model=model, z_loss=1e-3)
+    chunked = functools.partial(lm_loss_terms, model=model, z_loss=1e-3, loss_chunk=16)
+    (g_dense, s_dense), (g_chunk, s_chunk) = (
+        jax.jit(step.accumulated_gradients, static_argnums=(0, 3))(f, params, batch, 1)
+        for f in (dense, chunked))
+    for key in ("loss_sum", "accuracy_sum", "z_loss_sum", "count"):
+        np.testing.assert_allclose(s_chunk[key], s_dense[key], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_chunk), jax.tree.leaves(g_dense)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

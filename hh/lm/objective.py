@@ -1,36 +1,47 @@
 """The LM objective: next-token cross-entropy under a loss mask, optional z-loss, eval metrics.
 
-Returns sums and a token count (see hh.train.step), never means.
+Returns sums and a token count (see hh.train.step), never means. With `loss_chunk` > 0 the LM head
+and the loss run chunk by chunk (hh.train.losses.chunked_lm_losses), so the full logits never
+exist: the same numbers, a fraction of the memory.
 """
 
 import jax.numpy as jnp
 
-from hh.train.losses import cross_entropy_and_log_z, masked_sum, token_accuracy
+from hh.models.transformer import unembedding
+from hh.train.losses import chunked_lm_losses, lm_losses, masked_sum
 
 
-def lm_sums(model, params, batch):
+def per_token_losses(model, params, batch, loss_chunk: int = 0):
+    """(cross-entropy, log_z, correct), each [batch, length]."""
+    inputs = (batch["inputs"], batch["positions"], batch["segment_ids"])
+    if loss_chunk:
+        out = model.apply({"params": params}, *inputs, compute_logits=False)
+        return chunked_lm_losses(out["final_hidden"], unembedding(params, model.cfg),
+                                 batch["targets"], loss_chunk)
+    out = model.apply({"params": params}, *inputs)
+    return lm_losses(out["logits"], batch["targets"])
+
+
+def lm_sums(model, params, batch, loss_chunk: int = 0):
     """-> (sum of cross-entropy, sum of log_z², dict of metric sums with "count")."""
-    out = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"])
-    cross_entropy, log_z = cross_entropy_and_log_z(out["logits"], batch["targets"])
+    cross_entropy, log_z, correct = per_token_losses(model, params, batch, loss_chunk)
     mask = batch["loss_mask"]
     loss_sum = masked_sum(cross_entropy, mask)
-    sums = {"loss_sum": loss_sum,
-            "accuracy_sum": masked_sum(token_accuracy(out["logits"], batch["targets"]), mask),
-            "count": jnp.sum(mask)}
+    sums = {"loss_sum": loss_sum, "accuracy_sum": masked_sum(correct, mask), "count": jnp.sum(mask)}
     return loss_sum, masked_sum(jnp.square(log_z), mask), sums
 
 
-def lm_loss_terms(params, batch, *, model, z_loss: float):
+def lm_loss_terms(params, batch, *, model, z_loss: float, loss_chunk: int = 0):
     """The training objective (sum over tokens) and metric sums; z-loss as in PaLM (§5)."""
-    loss_sum, z_sum, sums = lm_sums(model, params, batch)
+    loss_sum, z_sum, sums = lm_sums(model, params, batch, loss_chunk)
     if z_loss:
         sums["z_loss_sum"] = z_sum
         return loss_sum + z_loss * z_sum, sums
     return loss_sum, sums
 
 
-def lm_eval_sums(state, batch, *, model):
-    return lm_sums(model, state.params, batch)[2]
+def lm_eval_sums(state, batch, *, model, loss_chunk: int = 0):
+    return lm_sums(model, state.params, batch, loss_chunk)[2]
 
 
 def lm_eval_summary(sums):

@@ -39,10 +39,12 @@ def build_task(config, mesh, rules, verbose=True) -> Task:
     scalar = runtime.replicated(mesh)
     train_fn = functools.partial(
         step.train_step, optimizer=optimizer, schedule=schedule, n_micro=config.train.microbatches,
-        loss_terms=functools.partial(lm_loss_terms, model=model, z_loss=config.train.z_loss))
+        loss_terms=functools.partial(lm_loss_terms, model=model, z_loss=config.train.z_loss,
+                                     loss_chunk=config.train.loss_chunk))
     train_step = runtime.compile_step(train_fn, mesh, rules, (shardings, batch_sh),
                                       (shardings, scalar), donate_argnums=(0,))
-    eval_step = runtime.compile_step(functools.partial(lm_eval_sums, model=model), mesh, rules,
+    eval_step = runtime.compile_step(
+        functools.partial(lm_eval_sums, model=model, loss_chunk=config.train.loss_chunk), mesh, rules,
                                      (shardings, batch_sh), scalar)
 
     train_rows, eval_rows = corpus_rows(config.data)

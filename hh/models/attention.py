@@ -39,9 +39,9 @@ def dense_attention(q, k, v, mask):
     """
     batch, q_len, heads, d_head = q.shape
     kv_heads = k.shape[2]
-    q = q.reshape(batch, q_len, kv_heads, heads // kv_heads, d_head)
+    # Scaling q ([q_len, d_head]) is cheaper than scaling the [q_len, kv_len] logits.
+    q = q.reshape(batch, q_len, kv_heads, heads // kv_heads, d_head) * (d_head ** -0.5)
     logits = jnp.einsum("bqhgd,bkhd->bhgqk", q, k, preferred_element_type=jnp.float32)
-    logits = logits / jnp.sqrt(d_head).astype(jnp.float32)
     logits = jnp.where(mask[:, None, None], logits, MASK_VALUE)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bhgqk,bkhd->bqhgd", weights, v)
@@ -60,7 +60,7 @@ def blockwise_attention(q, k, v, q_segment_ids, kv_segment_ids, block_size):
         raise ValueError(f"kv length {kv_len} is not a multiple of attention block size {block_size}")
     n_blocks = kv_len // block_size
     groups = heads // kv_heads
-    q = q.reshape(batch, q_len, kv_heads, groups, d_head) / jnp.sqrt(d_head).astype(q.dtype)
+    q = q.reshape(batch, q_len, kv_heads, groups, d_head) * (d_head ** -0.5)
     q_index = jnp.broadcast_to(jnp.arange(q_len), (batch, q_len))
 
     def blocks(x):  # [batch, kv_len, ...] -> [n_blocks, batch, block_size, ...]

@@ -232,3 +232,10 @@ class TransformerLM(nn.Module):
         if return_hidden_states:
             out["hidden_states"] = jnp.concatenate([embedded[None], per_layer], axis=0)
         return out
+
+
+def unembedding(params, cfg: TransformerConfig):
+    """The LM head's [d_model, vocab] matrix from TransformerLM params (tied or separate)."""
+    if cfg.tie_embeddings:
+        return params["embed"]["embedding"].T
+    return params["lm_head"]["kernel"]
