@@ -8,6 +8,7 @@ shard embed over fsdp (ZeRO-3 style) and mlp over tensor (Megatron style).
 
 import ml_collections
 
+from hh.data.byte_tokenizer import ByteTokenizer, padded_vocab_size
 from hh.models import presets
 
 SHARDING_RULES = (
@@ -20,6 +21,27 @@ SHARDING_RULES = (
     ("length", None),
     ("layers", None),
 )
+
+
+def data(seq_len, tokenizer="sentencepiece", source="synthetic"):
+    """Text source and tokenizer. The synthetic world is the embedded default (offline)."""
+    return ml_collections.ConfigDict(dict(
+        source=source,                  # "synthetic" | "default_corpus" (Python docs prose)
+        tokenizer=tokenizer,            # "sentencepiece" (trained per run) | "bytes" | a directory
+        tokenizer_vocab_size=512,       # SentencePiece pieces; presets' models keep 65,536
+        seq_len=seq_len,
+        seed=0,                         # which synthetic samples; the world itself is fixed
+        synthetic_documents=20000,
+        eval_documents=400,
+        eval_fraction=0.05,             # default_corpus: share of paragraphs held out
+    ))
+
+
+def model_vocab(data_cfg):
+    """The model's vocabulary for this data: the tokenizer's, rounded up to a multiple of 128."""
+    if data_cfg.tokenizer == "bytes":
+        return padded_vocab_size(ByteTokenizer.vocab_size)
+    return padded_vocab_size(data_cfg.tokenizer_vocab_size)
 
 
 def is_paper_size(preset):

@@ -2,18 +2,19 @@
 
 Presets: smoke, tiny (CPU), 13M … 52B (the paper's family). Any field can be overridden, e.g.
 `--config.train.steps=50 --config.model.remat=full`. On the embedded default corpus the model's
-vocabulary is the byte tokenizer's, rounded up to a multiple of 128 (ISSUE-NOTES "Model").
+vocabulary is the tokenizer's, rounded up to a multiple of 128 (ISSUE-NOTES "Model"). The default
+data is the embedded synthetic HH world (hh.data.synthetic) with a SentencePiece BPE trained on it.
 """
 
 import ml_collections
 
 from configs import common
-from hh.data.byte_tokenizer import ByteTokenizer, padded_vocab_size
 from hh.models import presets
 
 # preset: (seq_len, global batch, steps, warmup, log/eval/checkpoint cadence)
 RUN_SHAPES = {
-    "smoke": dict(seq_len=64, batch=8, steps=20, warmup=5, log_every=5, eval_every=10, ckpt=10),
+    "smoke": dict(seq_len=64, batch=8, steps=20, warmup=5, log_every=5, eval_every=10, ckpt=10,
+                  tokenizer="bytes"),
     "tiny": dict(seq_len=256, batch=16, steps=300, warmup=30, log_every=10, eval_every=100, ckpt=50),
 }
 PAPER_RUN = dict(seq_len=2048, batch=256, steps=20000, warmup=1000, log_every=50, eval_every=1000,
@@ -28,10 +29,9 @@ def get_config(arg="tiny"):
     config.model_preset = preset
     config.seed = 0
 
-    config.data = ml_collections.ConfigDict(dict(
-        source="default_corpus", tokenizer="bytes", seq_len=run["seq_len"], eval_fraction=0.05))
+    config.data = common.data(run["seq_len"], tokenizer=run.get("tokenizer", "sentencepiece"))
     config.model = common.model(preset)
-    config.model.vocab_size = padded_vocab_size(ByteTokenizer.vocab_size)
+    config.model.vocab_size = common.model_vocab(config.data)
 
     config.train = ml_collections.ConfigDict(dict(
         global_batch_size=run["batch"], microbatches=1, z_loss=0.0, eval_batch_size=run["batch"],

@@ -7,7 +7,8 @@ import pytest
 from configs import lm as lm_config
 from hh.data.byte_tokenizer import ByteTokenizer, padded_vocab_size
 from hh.data.corpus import default_documents, split_documents
-from hh.data.lm_data import corpus_rows, eval_batches, lm_batches
+from hh.data.lm_data import eval_batches, lm_batches
+from hh.data.sources import lm_rows
 
 
 def _rows(n=10, width=5):
@@ -81,7 +82,7 @@ def test_default_corpus_split_is_stable_and_disjoint():
 
 def test_corpus_rows_have_the_configured_width():
     config = lm_config.get_config("smoke")
-    train, held_out = corpus_rows(config.data)
+    train, held_out, _ = lm_rows(config.data)
     assert train["tokens"].shape[1] == config.data.seq_len + 1
     assert len(train["tokens"]) > 10 * len(held_out["tokens"]) > 0
     assert train["tokens"].max() < config.model.vocab_size

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import lm as lm_config
-from hh.data.lm_data import corpus_rows, lm_batches
+from hh.data.lm_data import lm_batches
+from hh.data.sources import lm_rows
 from hh.lm.objective import lm_loss_terms
 from hh.models.transformer import TransformerLM
 from hh.parallel import sharding as shd
@@ -31,7 +32,7 @@ def _config(mesh_shape):
 def _reference_params_and_batch():
     config = _config((1, 1, 1))
     model = TransformerLM(runtime.model_config(config))
-    rows, _ = corpus_rows(config.data)
+    rows, _, _ = lm_rows(config.data)
     batch = lm_batches(rows, 8, seed=0).batch(3)
     params = model.init(jax.random.key(1), jnp.asarray(batch["inputs"]))["params"]
     params = jax.device_get(jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, params,

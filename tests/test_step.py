@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs import lm as lm_config
-from hh.data.lm_data import corpus_rows, lm_batches
+from hh.data.lm_data import lm_batches
+from hh.data.sources import lm_rows
 from hh.lm.objective import lm_loss_terms
 from hh.models.transformer import TransformerLM
 from hh.train import runtime, step
@@ -21,7 +22,7 @@ from hh.train.state import TrainState
 def _setup():
     config = lm_config.get_config("smoke")
     model = TransformerLM(runtime.model_config(config))
-    rows, _ = corpus_rows(config.data)
+    rows, _, _ = lm_rows(config.data)
     batch = {k: jnp.asarray(v) for k, v in lm_batches(rows, 8, seed=0).batch(0).items()}
     batch["loss_mask"] = batch["loss_mask"].at[1, 10:].set(0.0)   # uneven token counts per row
     params = jax.tree.map(lambda x: x.value, model.init(jax.random.key(0), batch["inputs"])["params"],

@@ -18,6 +18,9 @@ class ByteTokenizer:
     def encode(self, text: str) -> list[int]:
         return [b + N_SPECIAL for b in text.encode("utf-8")]
 
+    def encode_batch(self, texts) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
     def decode(self, ids) -> str:
         """Special tokens are dropped; invalid UTF-8 (a cut multi-byte char) becomes U+FFFD."""
         data = bytes(int(i) - N_SPECIAL for i in np.asarray(ids).reshape(-1) if int(i) >= N_SPECIAL)

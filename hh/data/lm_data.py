@@ -27,22 +27,3 @@ def lm_batches(rows, global_batch_size, seed, row_range=None) -> Batches:
 def eval_batches(rows, batch_size, row_range=None):
     """One sequential pass over every row; the last batch is padded with empty (masked) rows."""
     return sequential_batches(len(rows["tokens"]), batch_size, _rows_maker(rows), row_range)
-
-
-def corpus_rows(data_cfg):
-    """(train rows, eval rows) of the configured corpus, packed to `data_cfg.seq_len`."""
-    from hh.data.byte_tokenizer import ByteTokenizer
-    from hh.data.corpus import default_documents, split_documents
-    from hh.data.packing import pack_documents
-
-    if data_cfg.source != "default_corpus" or data_cfg.tokenizer != "bytes":
-        raise ValueError(f"config.data.source={data_cfg.source!r} with tokenizer "
-                         f"{data_cfg.tokenizer!r}: only the embedded 'default_corpus' with 'bytes' "
-                         f"exists until the data issue lands")
-    tok = ByteTokenizer()
-    train_docs, eval_docs = split_documents(default_documents(), data_cfg.eval_fraction)
-
-    def pack(docs):
-        return pack_documents([tok.encode(d) for d in docs], data_cfg.seq_len,
-                              tok.bos_id, tok.eos_id, tok.pad_id)
-    return pack(train_docs), pack(eval_docs)

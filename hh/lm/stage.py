@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from hh.config import validate
-from hh.data.lm_data import corpus_rows, eval_batches, lm_batches
+from hh.data.lm_data import eval_batches, lm_batches
+from hh.data.sources import check_vocab, lm_rows
 from hh.lm.objective import lm_eval_sums, lm_eval_summary, lm_loss_terms
 from hh.models.transformer import TransformerLM
 from hh.parallel import sharding as shd
@@ -19,7 +20,7 @@ from hh.train.provenance import config_hash, write_provenance
 from hh.train.state import init_state, state_shardings
 
 
-def build_task(config, mesh, rules, verbose=True) -> Task:
+def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
     """Everything the loop needs for LM pretraining, sharded on `mesh`."""
     model = TransformerLM(runtime.model_config(config))
     optimizer, schedule = make_optimizer(config.optimizer, config.loop.steps)
@@ -47,7 +48,8 @@ def build_task(config, mesh, rules, verbose=True) -> Task:
         functools.partial(lm_eval_sums, model=model, loss_chunk=config.train.loss_chunk), mesh, rules,
                                      (shardings, batch_sh), scalar)
 
-    train_rows, eval_rows = corpus_rows(config.data)
+    train_rows, eval_rows, tokenizer = lm_rows(config.data, workdir)
+    check_vocab(tokenizer, config.model.vocab_size)
     rows = shd.process_row_range(batch_sh, batch_size)
     eval_size = config.train.eval_batch_size
     eval_range = shd.process_row_range(batch_sh, eval_size)
@@ -69,5 +71,5 @@ def train_and_evaluate(config, workdir):
     validate(config, jax.device_count())
     mesh, rules = runtime.mesh_and_rules(config)
     write_provenance(workdir, config, mesh)
-    task = build_task(config, mesh, rules)
+    task = build_task(config, mesh, rules, workdir)
     return train_loop(task, config.loop, workdir, meta={"config_hash": config_hash(config)})
