@@ -34,6 +34,10 @@ def data(seq_len, tokenizer="sentencepiece", source="synthetic"):
         synthetic_documents=20000,
         eval_documents=400,
         eval_fraction=0.05,             # default_corpus: share of paragraphs held out
+        synthetic_comparisons=4000,     # per synthetic comparison source, train split
+        eval_comparisons=500,           # per synthetic comparison source, test split
+        tfds_data_dir="~/tensorflow_datasets",   # where TFDS builds real datasets
+        manual_dir="",                  # e.g. ../shared/data/hh-rlhf (offline copies)
     ))
 
 

@@ -1,6 +1,6 @@
 """Run data: documents per source, the run's tokenizer (trained, saved, reloaded), packed rows."""
 
-import ml_collections
+import numpy as np
 import pytest
 
 from configs import common
@@ -54,3 +54,30 @@ def test_lm_rows_pack_to_the_configured_width():
     train, held_out, tok = sources.lm_rows(_data(tokenizer="bytes"))
     assert train["tokens"].shape[1] == 65 and held_out["tokens"].shape[1] == 65
     assert train["tokens"].max() < tok.vocab_size
+
+
+REAL = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/data/hh-rlhf"
+
+
+def test_synthetic_comparison_mix_feeds_pm_batches():
+    from hh.data.pm_data import pm_batches
+    cfg = _data(synthetic_comparisons=50, eval_comparisons=20)
+    mix = sources.comparisons(["synthetic-helpful", "synthetic-harmless"], "train", cfg)
+    assert len(mix) == 100
+    assert {mix[i]["tranche"] for i in range(100)} == {"synthetic-helpful", "synthetic-harmless"}
+    assert len(sources.comparisons(["synthetic-pmp"], "test", cfg)) == 20
+    batch = next(pm_batches(mix, ByteTokenizer(), 128, global_batch_size=4, seed=0))
+    assert batch["chosen_tokens"].shape == (4, 128)
+    with pytest.raises(ValueError, match="unknown comparison source 'helpful'"):
+        sources.comparison_source("helpful", "train", cfg)
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="the real data folder is present in CI, absent on user machines")
+def test_real_harmless_base_feeds_pm_batches(tmp_path):
+    from hh.data.pm_data import pm_eval_batches
+    cfg = _data(tfds_data_dir=str(tmp_path), manual_dir=str(REAL))
+    source = sources.comparison_source("hh_rlhf/harmless-base", "test", cfg)
+    assert len(source) == 2312
+    first = next(pm_eval_batches(source, ByteTokenizer(), 512, batch_size=8))
+    assert (first["chosen_tokens"][np.arange(8), first["chosen_eoc_index"]] == ByteTokenizer.eoc_id).all()
+    assert first["pair_mask"].sum() == 8

@@ -22,15 +22,9 @@ def load_tokenizer(spec: str):
 
 
 def prepare(dataset: str, data_dir, manual_dir=None, **builder_kwargs):
-    """The TFDS builder for "name/config", its array_record files built unless already there."""
-    import tensorflow_datasets as tfds
-    import hh.data.tfds  # noqa: F401  (registers the builders with TFDS)
-
-    builder = tfds.builder(dataset, data_dir=str(data_dir), file_format="array_record",
-                           **builder_kwargs)
-    config = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
-    builder.download_and_prepare(download_config=config, file_format="array_record")
-    return builder
+    """Builds (if needed) and returns the TFDS builder: see hh.data.tfds.prepare."""
+    from hh.data.tfds import prepare as prepare_tfds
+    return prepare_tfds(dataset, data_dir, manual_dir, **builder_kwargs)
 
 
 def _text(value) -> str:

@@ -8,6 +8,7 @@ saved tokenizer directory.
 """
 
 import jax
+import numpy as np
 from etils import epath
 
 from hh.data import corpus, synthetic
@@ -66,3 +67,46 @@ def lm_rows(data_cfg, workdir=None):
     train_docs, eval_docs = lm_documents(data_cfg)
     tokenizer = run_tokenizer(data_cfg, train_docs, workdir)
     return pack(train_docs, tokenizer, data_cfg.seq_len), pack(eval_docs, tokenizer, data_cfg.seq_len), tokenizer
+
+
+class ConcatSource:
+    """Random access over several sources in order (a mix of tranches)."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self):
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index):
+        part = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        return self.parts[part][int(index - self.offsets[part])]
+
+
+SYNTHETIC_COMPARISONS = {"synthetic-helpful": "helpful", "synthetic-harmless": "harmless"}
+
+
+def comparison_source(name: str, split: str, data_cfg):
+    """A random-access sequence of comparison dicts (hh.data.pm_data's schema).
+
+    name: "synthetic-helpful" | "synthetic-harmless" | "synthetic-pmp" (sizes from
+    data_cfg.synthetic_comparisons / eval_comparisons) or a TFDS dataset such as
+    "hh_rlhf/harmless-base", built under data_cfg.tfds_data_dir from data_cfg.manual_dir.
+    """
+    n = data_cfg.synthetic_comparisons if split == "train" else data_cfg.eval_comparisons
+    if name in SYNTHETIC_COMPARISONS:
+        return synthetic.comparisons(SYNTHETIC_COMPARISONS[name], n, data_cfg.seed, split=split)
+    if name == "synthetic-pmp":
+        return synthetic.pmp_pairs(n, data_cfg.seed, split=split)
+    if name.startswith(("hh_rlhf/", "red_team_attempts")):
+        from hh.data.tfds import prepare
+        builder = prepare(name, data_cfg.tfds_data_dir, data_cfg.manual_dir or None)
+        return builder.as_data_source(split=split)
+    raise ValueError(f"unknown comparison source {name!r}: use synthetic-helpful, "
+                     f"synthetic-harmless, synthetic-pmp or hh_rlhf/<tranche>")
+
+
+def comparisons(names, split: str, data_cfg):
+    """Several comparison sources concatenated (the sampler shuffles across them)."""
+    return ConcatSource(comparison_source(n, split, data_cfg) for n in names)
