@@ -6,7 +6,8 @@ import pytest
 
 import jax
 
-from hh.train.losses import chunked_lm_losses, lm_losses, masked_sum, token_log_probs
+from hh.train.losses import (chunked_lm_losses, fused_lm_objective, lm_losses, masked_sum,
+                             token_log_probs)
 
 
 def _numpy_log_softmax(logits):
@@ -78,3 +79,31 @@ def test_chunked_losses_and_gradients_equal_the_dense_path():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="does not divide"):
         chunked_lm_losses(hidden, head, targets, chunk=5)
+
+
+@pytest.mark.parametrize("z_loss", [0.0, 1e-2])
+def test_fused_objective_and_gradients_equal_the_dense_path(z_loss):
+    rng = np.random.default_rng(3)
+    hidden = jnp.asarray(rng.normal(size=(2, 12, 8)), jnp.float32)
+    head = jnp.asarray(rng.normal(size=(8, 30)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 30, size=(2, 12)))
+    weights = jnp.asarray(rng.integers(0, 2, size=(2, 12)), jnp.float32)
+
+    def dense(h, w):
+        ce, log_z, correct = lm_losses(jnp.einsum("bld,dv->blv", h, w), targets)
+        return masked_sum(ce, weights) + z_loss * masked_sum(log_z**2, weights), (
+            masked_sum(ce, weights), masked_sum(correct, weights))
+
+    def fused(h, w):
+        value, sums = fused_lm_objective(h, w, targets, weights, z_loss, chunk=4)
+        return value, (sums["loss_sum"], sums["accuracy_sum"])
+
+    (v_dense, aux_dense), g_dense = jax.value_and_grad(dense, argnums=(0, 1), has_aux=True)(hidden, head)
+    (v_fused, aux_fused), g_fused = jax.jit(jax.value_and_grad(fused, argnums=(0, 1), has_aux=True))(hidden, head)
+    np.testing.assert_allclose(v_fused, v_dense, rtol=1e-5)
+    np.testing.assert_allclose(aux_fused, aux_dense, rtol=1e-5)
+    for a, b in zip(g_fused, g_dense):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # a scaled objective scales the gradient (the cotangent is applied in the backward pass)
+    g_half = jax.grad(lambda h: 0.5 * fused(h, head)[0])(hidden)
+    np.testing.assert_allclose(g_half, 0.5 * g_fused[0], rtol=1e-5, atol=1e-7)

@@ -1,14 +1,14 @@
 """The LM objective: next-token cross-entropy under a loss mask, optional z-loss, eval metrics.
 
 Returns sums and a token count (see hh.train.step), never means. With `loss_chunk` > 0 the LM head
-and the loss run chunk by chunk (hh.train.losses.chunked_lm_losses), so the full logits never
-exist: the same numbers, a fraction of the memory.
+and the loss run chunk by chunk (hh.train.losses), so the full logits never exist: the same
+numbers, a fraction of the memory.
 """
 
 import jax.numpy as jnp
 
 from hh.models.transformer import unembedding
-from hh.train.losses import chunked_lm_losses, lm_losses, masked_sum
+from hh.train.losses import chunked_lm_losses, fused_lm_objective, lm_losses, masked_sum
 
 
 def per_token_losses(model, params, batch, loss_chunk: int = 0):
@@ -32,7 +32,21 @@ def lm_sums(model, params, batch, loss_chunk: int = 0):
 
 
 def lm_loss_terms(params, batch, *, model, z_loss: float, loss_chunk: int = 0):
-    """The training objective (sum over tokens) and metric sums; z-loss as in PaLM (§5)."""
+    """The training objective (sum over tokens) and metric sums; z-loss as in PaLM (§5).
+
+    With loss_chunk, the head's gradient is formed chunk by chunk in the forward pass
+    (hh.train.losses.fused_lm_objective): no full logits and no recomputation.
+    """
+    if loss_chunk:
+        out = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                          batch["segment_ids"], compute_logits=False)
+        objective, sums = fused_lm_objective(out["final_hidden"], unembedding(params, model.cfg),
+                                             batch["targets"], batch["loss_mask"], z_loss, loss_chunk)
+        z_sum = sums.pop("z_sum")
+        sums = {**sums, "count": jnp.sum(batch["loss_mask"])}
+        if z_loss:
+            sums["z_loss_sum"] = z_sum
+        return objective, sums
     loss_sum, z_sum, sums = lm_sums(model, params, batch, loss_chunk)
     if z_loss:
         sums["z_loss_sum"] = z_sum
