@@ -108,3 +108,12 @@ def test_jit_compiles_the_train_step_once(tmp_path):
     task = stage.build_task(config, mesh, rules, verbose=False)
     train_loop(task, config.loop, tmp_path, meta={})
     assert task.train_step.jitted._cache_size() == 1
+
+
+def test_a_relative_workdir_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = _smoke(steps=10)
+    config.loop.eval_every = 0
+    result = main.run(config, "runs/relative")
+    assert result.step == 10
+    assert Checkpointer(tmp_path / "runs/relative/checkpoints", keep=3, every=10).all_steps() == [10]

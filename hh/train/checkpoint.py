@@ -6,13 +6,21 @@ temporary directory and renames it when complete, so a killed run never leaves a
 that would be restored. Restores take an abstract state carrying the *current* mesh's shardings.
 """
 
+import os
+
 import orbax.checkpoint as ocp
 from etils import epath
 
 
+def absolute(path) -> epath.Path:
+    """Orbax needs absolute paths; a relative local workdir is taken from the current directory."""
+    path = str(path)
+    return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
 class Checkpointer:
     def __init__(self, directory, *, keep: int, every: int, async_save: bool = True):
-        self.directory = epath.Path(directory)
+        self.directory = absolute(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, save_interval_steps=every, create=True,
             enable_async_checkpointing=async_save)
