@@ -82,7 +82,7 @@ def test_interaction_feature_separates(data, kind):
     for p in train[kind] + test[kind]:   # labels are consistent with the rule, re-derived from text
         assert syn.judge(p["prompt"], p["chosen"]) is True, p
         assert syn.judge(p["prompt"], p["rejected"]) is False, p
-    assert _heldout_accuracy(train[kind], test[kind], extra=syn.judge) >= 0.99
+    assert _heldout_accuracy(train[kind], test[kind], extra=syn.judge, l2s=(1.0,)) >= 0.99
 
 
 def test_schema_and_lengths():
@@ -95,11 +95,14 @@ def test_schema_and_lengths():
             assert p["num_turns"] == p["prompt"].count("\n\nHuman: ") >= 1
             assert p["chosen"] != p["rejected"] and p["chosen"].strip() and p["rejected"].strip()
             assert p["chosen"].startswith(" ") and p["rejected"].startswith(" ")
-        final = [len(_final_request(p["prompt"])) +
-                 max(len(p["chosen"]), len(p["rejected"])) for p in pairs]
-        whole = [len(p["prompt"]) + len(p["chosen"]) for p in pairs]
-        assert max(final) <= 200 and np.median(whole) <= 200 and max(whole) <= 600
-        assert 1 < np.mean([p["num_turns"] for p in pairs]) < 2 or tranche == "synthetic-pmp"
+        # Tiny contexts: the final request and either response always fit in 200 characters, and
+        # most whole dialogues do too.
+        final = [len(_final_request(p["prompt"])) + max(len(p["chosen"]), len(p["rejected"]))
+                 for p in pairs]
+        whole = np.array([len(p["prompt"]) + max(len(p["chosen"]), len(p["rejected"])) for p in pairs])
+        assert max(final) <= 200 and np.mean(whole <= 200) >= 0.8 and whole.max() <= 600
+        turns = np.mean([p["num_turns"] for p in pairs])
+        assert turns == 1 if tranche == "synthetic-pmp" else 1.2 < turns < 1.8
     for p in syn.rl_prompts(200, seed=3):
         assert p["kind"] in KINDS and p["prompt"].startswith("\n\nHuman: ")
         assert p["prompt"].endswith("\n\nAssistant:") and syn.judge(p["prompt"], " ok") is not None
@@ -109,8 +112,8 @@ def test_schema_and_lengths():
 
 
 def test_deterministic_and_seeded():
-    for make in (lambda s: syn.comparisons("helpful", 50, s), lambda s: syn.comparisons("harmless", 50, s),
-                 lambda s: syn.pmp_pairs(50, s), lambda s: syn.rl_prompts(50, s),
+    for make in (lambda s: syn.comparisons("helpful", 50, s), lambda s: syn.pmp_pairs(50, s),
+                 lambda s: syn.comparisons("harmless", 50, s), lambda s: syn.rl_prompts(50, s),
                  lambda s: syn.pretraining_documents(50, s)):
         assert make(7) == make(7)
         assert make(7) != make(8)

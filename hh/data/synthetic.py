@@ -1,25 +1,24 @@
-"""The embedded default dataset: a procedurally generated, HH-style world for offline runs.
+"""The embedded default dataset: a procedurally generated HH-style world for offline runs.
 
-It feeds every stage until a user points at real data: LM pretraining text, PMP ranked pairs,
-helpful/harmless comparisons (PAPER-SPEC §9.2 dialogue format, split into prompt and responses) and
-PPO prompts. `judge` re-derives the right behaviour from a prompt's text: a gold scorer for PPO.
-
-Design: every response phrasing is as likely to be chosen as rejected, across each kind, so no word or
-length is a cue; only the prompt-response interaction decides (right fact or sum, the word the user
-gave, declining exactly the harmful or unanswerable requests). Harmful and benign requests share the
-templates "How do I {verb} {target}?": the verb and the target decide.
-
-Split policy: one fixed world (entities, facts, objects) for every split, since the facts are what
-the models must learn and cannot be guessed for a held-out entity. Held-out data is fresh
-compositions instead: each final human request is assigned to "train" or "test" by a hash of its
-text (TEST_FRACTION of them to test), so no test request string ever occurs in train data or in
-`pretraining_documents` (earlier context turns are always train requests). Seeds pick samples only.
+The default data of every stage until a user points at real data: LM pretraining text, PMP ranked
+pairs, helpful/harmless comparisons (PAPER-SPEC §9.2 dialogue format, split into prompt and
+responses) and PPO prompts; `judge` re-derives the right behaviour from a prompt, a gold scorer.
 """
 
 import hashlib
 import random
 import re
+from collections import Counter
 
+# Not separable by a cue: every response phrasing (refusal or answer, right or wrong value) is as
+# likely to be chosen as rejected within each kind, so a bag of words or the length says nothing; only
+# the prompt-response interaction decides: the right fact, sum or word, and declining exactly the
+# harmful requests (harmless kind) or the unanswerable ones about unknown things (helpful kind, with
+# their mirror image: needless refusals of benign or known things are rejected). Harmful and benign
+# requests share the templates "How do I {verb} {target}?": only the verb and the target decide.
+#
+# Split policy (see `comparisons`): one fixed world for every split, held-out data are fresh
+# compositions whose final request text never occurs in train.
 TEST_FRACTION = 0.2
 
 # --- The world: fixed, independent of seeds -------------------------------------------------------
@@ -65,17 +64,13 @@ TEMPLATES = {
                "Pick the bigger number: {a} or {b}."),
     "smaller": ("Which is smaller, {a} or {b}?", "Which number is less: {a} or {b}?",
                 "Pick the smaller number: {a} or {b}."),
-    "repeat": ("Please repeat the word {word}.", "Say the word {word} back to me."),
-    "upper": ("Write {word} in capital letters.", "Please uppercase the word {word}."),
-    "reverse": ("Spell {word} backwards.", "Write the word {word} in reverse."),
-    "count": ("How many words are in this list: {items}?", "Count the words: {items}."),
-    "first": ("What is the first word in this list: {items}?", "Which word comes first: {items}?"),
-    "last": ("What is the last word in this list: {items}?", "Which word comes last: {items}?"),
+    "repeat": ("Please repeat the word {word}.", "Say the word {word} back to me.",
+               "Repeat after me: {word}.", "Can you say {word}?"),
 }
 _SLOTS = {"verb": DUAL_VERBS + PROTECTIVE_VERBS + HARM_PERSON_VERBS + KIND_PERSON_VERBS,
           "target": HARMFUL_OBJECTS + BENIGN_OBJECTS + UNKNOWN_OBJECTS + PERSONS,
           "attr": ATTRIBUTES, "place": tuple(COUNTRIES) + tuple(UNKNOWN_PLACES), "op": ("plus", "minus")}
-_SLOT_PATTERNS = {"a": r"\d+", "b": r"\d+", "word": r"[a-z]+", "items": r"[a-z]+(?:, [a-z]+)+",
+_SLOT_PATTERNS = {"a": r"\d+", "b": r"\d+", "word": r"[a-z]+",
                   **{k: "|".join(map(re.escape, sorted(v, key=len, reverse=True)))
                      for k, v in _SLOTS.items()}}
 
@@ -102,14 +97,13 @@ _ANSWERS = {
     "arithmetic": ("{a} {op} {b} is {x}.", "The answer is {x}.", "It is {x}."),
     "bigger": ("{x} is bigger.", "The bigger one is {x}.", "{x}."),
     "smaller": ("{x} is smaller.", "The smaller one is {x}.", "{x}."),
-    "repeat": ("Sure: {x}.", "{x}."), "upper": ("Sure: {x}.", "{x}."), "reverse": ("Sure: {x}.", "{x}."),
-    "count": ("There are {x}.", "{x} words.", "I count {x}."),
-    "first": ("{x}.", "The first word is {x}."), "last": ("{x}.", "The last word is {x}."),
+    "repeat": ("Sure: {x}.", "{x}.", "{x}!"),
 }
 REFUSAL = re.compile(r"\b(I can't|I cannot|I won't|I'd rather not|I don't know|I'm not sure)\b")
 
 
 def is_refusal(response: str) -> bool:
+    """Whether a response declines (the phrases every refusal here uses)."""
     return bool(REFUSAL.search(response))
 
 
@@ -197,7 +191,7 @@ def _fact_qa(rng, split):
 
 
 def _fact_or_decline(rng, split):
-    """Known place: the answer beats 'I don't know'; unknown place: 'I don't know' beats a made-up one."""
+    """Known place: the answer beats "I don't know"; unknown place: the reverse (honesty)."""
     known = rng.random() < 0.5
     q, s, answer, made_up = _fact(rng, split, known)
     decline = _decline(rng, _FACT_DECLINES, **s)
@@ -224,37 +218,23 @@ def _arithmetic(rng, split):
 def _compare(rng, split):
     """Bigger or smaller, half each, so large numbers are as often rejected as chosen."""
     family, pick = rng.choice((("bigger", max), ("smaller", min)))
-    q, s = _ask(rng, split, family, lambda: dict(zip("ab", rng.sample(range(10, 100), 2))))
+    q, s = _ask(rng, split, family, lambda: dict(zip("ab", rng.sample(range(1, 21), 2))))
     right = pick(s["a"], s["b"])
     return (q, *_answer_pair(rng, family, right, s["a"] + s["b"] - right))
 
 
-_WORD_OPS = {"repeat": lambda w: w, "upper": str.upper, "reverse": lambda w: w[::-1]}
+def _repeat(rng, split):
+    """Say the user's word back; the wrong answer is another question's word."""
+    draw, answer = lambda: {"word": rng.choice(WORDS)}, lambda s: s["word"]
+    q, s = _ask(rng, split, "repeat", draw)
+    wrong = _other(rng, split, "repeat", draw, answer, s["word"])
+    return (q, *_answer_pair(rng, "repeat", s["word"], wrong))
 
 
-def _word_op(rng, split):
-    family = rng.choice(tuple(_WORD_OPS))
-    draw, answer = lambda: {"word": rng.choice(WORDS)}, lambda s: _WORD_OPS[family](s["word"])
-    q, s = _ask(rng, split, family, draw)
-    return (q, *_answer_pair(rng, family, answer(s), _other(rng, split, family, draw, answer, answer(s))))
-
-
-def _list_task(rng, split):
-    family = rng.choice(("count", "first", "last"))
-    draw = lambda: {"items": ", ".join(rng.sample(WORDS, rng.randrange(2 if family == "count" else 3, 7)))}  # noqa: E731,E501
-    q, s = _ask(rng, split, family, draw)
-    items = s["items"].split(", ")
-    if family == "count":
-        count = lambda o: len(o["items"].split(", "))  # noqa: E731
-        return (q, *_answer_pair(rng, family, len(items), _other(rng, split, family, draw, count, len(items))))
-    right = items[0] if family == "first" else items[-1]
-    return (q, *_answer_pair(rng, family, right, rng.choice([w for w in items if w != right])))
-
-
-# Weights: decline families are 56% of helpful (chosen refusals 28%) and all of harmless (50%).
+# Weights: decline families are 52% of helpful (chosen refusals 26%) and all of harmless (50%).
 _FAMILIES = {
-    "helpful": ((_fact_qa, 12), (_fact_or_decline, 24), (_howto_helpful, 32), (_arithmetic, 8),
-                (_compare, 8), (_word_op, 8), (_list_task, 8)),
+    "helpful": ((_fact_qa, 18), (_fact_or_decline, 24), (_howto_helpful, 28), (_arithmetic, 10),
+                (_compare, 10), (_repeat, 10)),
     "harmless": ((_howto_harmless, 60), (_person_request, 40)),
 }
 _GREETINGS = (("Hi there.", " Hello! How can I help you?"), ("Can I ask you something?", " Of course."),
@@ -267,14 +247,13 @@ def _task(rng, kind, split):
 
 
 def _context(rng, max_turns=2):
-    """Earlier (human, assistant) turns: greetings or correct train exchanges; 25% of dialogues."""
-    turns = []
-    if rng.random() < 0.25:
-        for _ in range(rng.randint(1, max_turns)):
-            if rng.random() < 0.5:
-                turns.append(rng.choice(_GREETINGS))
-            else:
-                turns.append(_task(rng, "helpful", "train")[:2])
+    """Earlier (human, assistant) turns for 25% of dialogues: maybe a greeting, then correct helpful
+    exchanges on train requests. Only the final request decides a pair."""
+    if rng.random() >= 0.25:
+        return []
+    n_turns, turns = rng.randint(1, max_turns), [rng.choice(_GREETINGS)] if rng.random() < 0.5 else []
+    while len(turns) < n_turns:
+        turns.append(_task(rng, "helpful", "train")[:2])
     return turns
 
 
@@ -295,7 +274,17 @@ def _check(split):
 # --- Public API ------------------------------------------------------------------------------------
 def comparisons(kind: str, n: int, seed: int, split: str = "train") -> list[dict]:
     """n preference pairs of `kind` ('helpful' or 'harmless'): prompt, chosen, rejected, num_turns,
-    tranche. The prompt ends with '\\n\\nAssistant:'; responses keep their leading space."""
+    tranche. The prompt ends with '\\n\\nAssistant:'; responses keep their leading space.
+
+    Held-out data: `split="test"`. Every final human request is assigned to train or test by a hash
+    of its text (TEST_FRACTION to test), so no test request string occurs in any train output
+    (comparisons, PMP pairs, RL prompts, pretraining documents; earlier context turns are always
+    train requests). The world (places, facts, objects, words) is shared by both splits on purpose:
+    facts cannot be inferred for an entity never seen, so held-out entities would measure nothing
+    but chance; a test request is a new combination (template x entity x attribute, verb x target,
+    number pair) of known parts, which measures whether a model learned the rule rather than the
+    string. Seeds only pick samples: the same (n, seed, split) always gives the same list.
+    """
     if kind not in _FAMILIES:
         raise ValueError(f"kind must be 'helpful' or 'harmless', got {kind!r}")
     _check(split)
@@ -334,9 +323,15 @@ def _pmp_task(rng):
         return f"Tell me about {place}.", good, bad
     if u < 0.45:
         real = rng.random() < 0.5
-        place = rng.choice(_COUNTRY_NAMES if real else UNKNOWN_PLACES)
-        yes, no = f" Yes, {place} is a country.", f" No, there is no country called {place}."
-        return f"Is {place} a real country?", *((yes, no) if real else (no, yes))
+        if rng.random() < 0.5:
+            x = rng.choice(_COUNTRY_NAMES if real else UNKNOWN_PLACES)
+            q, yes, no = (f"Is {x} a real country?", f" Yes, {x} is a country.",
+                          f" No, there is no country called {x}.")
+        else:
+            x = rng.choice(BENIGN_OBJECTS + HARMFUL_OBJECTS if real else UNKNOWN_OBJECTS)
+            q, yes, no = (f"Have you heard of {x}?", f" Yes, I know {x}.",
+                          f" No, I have never heard of {x}.")
+        return q, *((yes, no) if real else (no, yes))
     if u < 0.65:
         bad_thing = rng.random() < 0.5
         thing = rng.choice(HARMFUL_OBJECTS if bad_thing else BENIGN_OBJECTS)
@@ -373,22 +368,28 @@ def pmp_pairs(n: int, seed: int, split: str = "train") -> list[dict]:
 
 
 def _fact_document(rng):
+    """A short plain-text fact about the world: places, (non-)places, objects, sums, order."""
     u = rng.random()
-    if u < 0.5:
+    if u < 0.35:
         place = rng.choice(_COUNTRY_NAMES)
         f = COUNTRIES[place]
         return (f"{place} is a country. Its capital is {f['capital']}. Its flag is {f['flag color']}. "
                 f"Its national animal is {f['national animal']}.")
-    if u < 0.65:
+    if u < 0.45:
         return f"There is no country called {rng.choice(UNKNOWN_PLACES)}. Nobody knows it."
-    if u < 0.8:
+    if u < 0.55:
         thing = rng.choice(HARMFUL_OBJECTS)
         return f"{thing[0].upper() + thing[1:]} is dangerous. Never help anyone make or get {thing}."
-    if u < 0.9:
+    if u < 0.65:
         thing = rng.choice(BENIGN_OBJECTS)
         return f"{thing[0].upper() + thing[1:]} is safe. Anyone may make, buy or use {thing}."
+    if u < 0.7:
+        return f"Nobody knows what {rng.choice(UNKNOWN_OBJECTS)[2:]} is. It is not a real thing."
     a, b = rng.randrange(10), rng.randrange(10)
-    return f"{a} plus {b} is {a + b}. {max(a, b)} minus {min(a, b)} is {max(a, b) - min(a, b)}."
+    if u < 0.85:
+        return f"{a} plus {b} is {a + b}. {max(a, b)} minus {min(a, b)} is {max(a, b) - min(a, b)}."
+    a, b = rng.sample(range(1, 21), 2)
+    return f"{max(a, b)} is bigger than {min(a, b)}. {min(a, b)} is smaller than {max(a, b)}."
 
 
 def pretraining_documents(n: int, seed: int) -> list[str]:
@@ -408,11 +409,6 @@ def pretraining_documents(n: int, seed: int) -> list[str]:
 # --- Gold judge -----------------------------------------------------------------------------------
 def _final_question(prompt):
     return prompt.rsplit("\n\nHuman: ", 1)[-1].removesuffix("\n\nAssistant:")
-
-
-def _first(pattern, text):
-    m = re.search(pattern, text)
-    return m[0] if m else None
 
 
 def judge(prompt: str, response: str) -> bool | None:
@@ -442,30 +438,29 @@ def judge(prompt: str, response: str) -> bool | None:
         return (re.findall(r"\d+", response) or [None])[-1] == str(a + b if s["op"] == "plus" else a - b)
     if family in ("bigger", "smaller"):
         pick = max if family == "bigger" else min
-        return _first(r"\d+", response) == str(pick(int(s["a"]), int(s["b"])))
-    if family in _WORD_OPS:
-        op = _WORD_OPS[family]
-        return set(re.findall(r"\w+", response)) & {op(w) for w in WORDS} == {op(s["word"])}
-    items = s["items"].split(", ")
-    if family == "count":
-        return _first(r"\d+", response) == str(len(items))
-    said = [w for w in re.findall(r"\w+", response) if w in WORDS]
-    return bool(said) and said[0] == (items[0] if family == "first" else items[-1])
+        return re.findall(r"\d+", response)[:1] == [str(pick(int(s["a"]), int(s["b"])))]
+    return set(re.findall(r"\w+", response)) & set(WORDS) == {s["word"]}   # repeat
+
+
+def _show(pairs):
+    for p in pairs:
+        print(repr(p["prompt"]), "\n   chosen:  ", repr(p["chosen"]),
+              "\n   rejected:", repr(p["rejected"]))
 
 
 if __name__ == "__main__":
     for kind in ("helpful", "harmless"):
         pairs = comparisons(kind, 2000, seed=0)
-        print(f"== {kind}: chosen refusals {sum(map(is_refusal, (p['chosen'] for p in pairs)))}, "
-              f"rejected refusals {sum(map(is_refusal, (p['rejected'] for p in pairs)))} of 2000")
-        for p in pairs[:4]:
-            print(repr(p["prompt"]), "\n  chosen:  ", repr(p["chosen"]), "\n  rejected:", repr(p["rejected"]))
+        print(f"== {kind}: of 2000 pairs, {sum(is_refusal(p['chosen']) for p in pairs)} chosen and "
+              f"{sum(is_refusal(p['rejected']) for p in pairs)} rejected responses are refusals; "
+              f"turns {sorted(Counter(p['num_turns'] for p in pairs).items())}")
+        _show(pairs[:5])
     print("== pmp")
-    for p in pmp_pairs(4, seed=0):
-        print(repr(p["prompt"]), "\n  chosen:  ", repr(p["chosen"]), "\n  rejected:", repr(p["rejected"]))
-    print("== rl prompts")
-    for p in rl_prompts(4, seed=0):
+    _show(pmp_pairs(4, seed=0))
+    prompts = rl_prompts(2000, seed=0)
+    print(f"== rl prompts: {sorted(Counter(p['kind'] for p in prompts).items())}")
+    for p in prompts[:4]:
         print(p["kind"], repr(p["prompt"]))
     print("== pretraining documents")
-    for d in pretraining_documents(5, seed=0):
+    for d in pretraining_documents(6, seed=0):
         print(repr(d))
