@@ -8,7 +8,8 @@ from hh.parallel.sharding import MESH_AXES, resolve_mesh_shape
 
 CHOICES = {
     "model.norm": ("layernorm", "rmsnorm"),
-    "model.activation": ("gelu", "swiglu"),
+    "model.activation": ("gelu", "gelu_exact", "swiglu"),
+    "model.rotary_scaling": ("none", "linear", "llama3"),
     "model.position": ("rotary", "learned"),
     "model.attention": ("dense", "blockwise"),
     "model.remat": ("none", "full", "dots"),

@@ -39,7 +39,12 @@ def run_tokenizer(data_cfg, documents, workdir=None):
     if spec == "bytes":
         return ByteTokenizer()
     if spec != "sentencepiece":
-        return load_tokenizer(spec)
+        tokenizer = load_tokenizer(spec)
+        # A copy in the workdir keeps the run self-contained (export, serving, a moved source).
+        saved = epath.Path(workdir) / TOKENIZER_DIR if workdir else None
+        if saved is not None and not saved.exists() and jax.process_index() == 0:
+            tokenizer.save(saved)
+        return tokenizer
     saved = epath.Path(workdir) / TOKENIZER_DIR if workdir else None
     if saved is not None and (saved / "tokenizer.model").exists():
         return SentencePieceTokenizer.load(saved)

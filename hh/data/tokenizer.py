@@ -198,14 +198,19 @@ def _write_atomically(path: epath.Path, data: bytes) -> None:
 
 
 def load_tokenizer(spec: str):
-    """'bytes' -> ByteTokenizer(); a directory holding tokenizer.model -> SentencePieceTokenizer."""
+    """'bytes' -> ByteTokenizer(); a Hugging Face tokenizer.json directory -> HFTokenizer; a
+    directory holding hh's tokenizer.model -> SentencePieceTokenizer."""
     if spec == "bytes":
         from hh.data.byte_tokenizer import ByteTokenizer
         return ByteTokenizer()
+    from hh.data.hf_tokenizer import HFTokenizer, is_hf_tokenizer_dir
+    if spec and is_hf_tokenizer_dir(spec):
+        return HFTokenizer.from_directory(spec)
     if spec and (epath.Path(spec) / MODEL_FILE).exists():
         return SentencePieceTokenizer.load(spec)
-    raise ValueError(f"tokenizer spec {spec!r}: expected 'bytes' or a directory containing "
-                     f"{MODEL_FILE} (as written by SentencePieceTokenizer.save)")
+    raise ValueError(f"tokenizer spec {spec!r}: expected 'bytes', a directory containing "
+                     f"{MODEL_FILE} (as written by SentencePieceTokenizer.save) or a Hugging Face "
+                     f"tokenizer.json")
 
 
 __all__ = ["SentencePieceTokenizer", "train_sentencepiece", "load_tokenizer", "DIALOGUE_MARKERS",

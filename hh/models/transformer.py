@@ -34,12 +34,20 @@ class TransformerConfig:
     max_len: int = 8192
     norm: str = "layernorm"               # "layernorm" | "rmsnorm"
     norm_eps: float = 1e-5
-    activation: str = "gelu"              # "gelu" | "swiglu"
-    use_bias: bool = False
+    activation: str = "gelu"              # "gelu" (tanh approx., GPT-2) | "gelu_exact" (erf, NeoX) | "swiglu"
+    use_bias: bool = False                # biases in the attention (and by default MLP) projections
+    mlp_bias: Optional[bool] = None       # None: same as use_bias (Llama can set them apart)
     tie_embeddings: bool = False
     position: str = "rotary"              # "rotary" | "learned"
     rotary_fraction: float = 1.0          # share of d_head that is rotated (GPT-NeoX uses 0.25)
     rotary_base: float = 10000.0
+    # Long-context frequency rescaling of imported models: "none" | "linear" (positions / factor) |
+    # "llama3" (low frequencies / factor, high kept, a smooth band between; Llama 3.1).
+    rotary_scaling: str = "none"
+    rotary_scaling_factor: float = 1.0
+    rotary_low_freq_factor: float = 1.0
+    rotary_high_freq_factor: float = 4.0
+    rotary_original_max_len: int = 8192
     parallel_residual: bool = False       # GPT-NeoX/GPT-J: x + attn(ln1(x)) + mlp(ln2(x))
     dtype: str = "float32"                # compute dtype; params stay param_dtype
     param_dtype: str = "float32"
@@ -62,10 +70,10 @@ class TransformerConfig:
         return jnp.dtype(self.param_dtype)
 
 
-def _dense(features, axes, cfg, name):
+def _dense(features, axes, cfg, name, use_bias=None):
     """A 2-D kernel with logical axis names (2-D kernels shard cleanly; reshape outside)."""
     return nn.Dense(
-        features, use_bias=cfg.use_bias, name=name, dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype,
+        features, use_bias=cfg.use_bias if use_bias is None else use_bias, name=name, dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype,
         kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]))
 
@@ -82,16 +90,41 @@ def _norm(cfg, name):
     raise ValueError(f"unknown norm {cfg.norm!r}: use 'layernorm' or 'rmsnorm'")
 
 
-def apply_rotary(x, positions, fraction, base):
+def rotary_frequencies(d_rot: int, cfg: TransformerConfig):
+    """Inverse frequencies [d_rot / 2] of the rotary embedding, with the config's rescaling."""
+    inv_freq = 1.0 / (cfg.rotary_base ** (jnp.arange(0, d_rot, 2, dtype=jnp.float32) / d_rot))
+    factor = cfg.rotary_scaling_factor
+    if cfg.rotary_scaling == "linear":
+        return inv_freq / factor
+    if cfg.rotary_scaling == "llama3":
+        # Wavelengths longer than original_max_len / low_freq_factor are slowed by `factor`,
+        # shorter than original_max_len / high_freq_factor kept, and the band between interpolated.
+        wavelength = 2 * jnp.pi / inv_freq
+        low_wavelength = cfg.rotary_original_max_len / cfg.rotary_low_freq_factor
+        high_wavelength = cfg.rotary_original_max_len / cfg.rotary_high_freq_factor
+        smooth = ((cfg.rotary_original_max_len / wavelength - cfg.rotary_low_freq_factor)
+                  / (cfg.rotary_high_freq_factor - cfg.rotary_low_freq_factor))
+        band = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        scaled = jnp.where(wavelength > low_wavelength, inv_freq / factor, inv_freq)
+        in_band = (wavelength >= high_wavelength) & (wavelength <= low_wavelength)
+        return jnp.where(in_band, band, scaled)
+    if cfg.rotary_scaling != "none":
+        raise ValueError(f"unknown rotary_scaling {cfg.rotary_scaling!r}: use 'none', 'linear' or 'llama3'")
+    return inv_freq
+
+
+def apply_rotary(x, positions, fraction, base=10000.0, inv_freq=None):
     """Rotate the first `fraction` of each head's dims by position (GPT-NeoX "rotate half").
 
     x: [batch, length, heads, d_head]; positions: [batch, length] (restart per packed document).
+    inv_freq: [d_rot / 2] frequencies (default: base ** (-2i / d_rot), unscaled).
     """
     d_rot = int(x.shape[-1] * fraction) // 2 * 2
     if d_rot == 0:
         return x
     x_rot, x_pass = x[..., :d_rot], x[..., d_rot:]
-    inv_freq = 1.0 / (base ** (jnp.arange(0, d_rot, 2, dtype=jnp.float32) / d_rot))
+    if inv_freq is None:
+        inv_freq = 1.0 / (base ** (jnp.arange(0, d_rot, 2, dtype=jnp.float32) / d_rot))
     angles = positions[..., None].astype(jnp.float32) * inv_freq          # [b, l, d_rot/2]
     cos = jnp.cos(jnp.concatenate([angles, angles], -1))[:, :, None, :]
     sin = jnp.sin(jnp.concatenate([angles, angles], -1))[:, :, None, :]
@@ -114,8 +147,9 @@ class Attention(nn.Module):
         k = k.reshape(batch, length, cfg.kv_heads, cfg.d_head)
         v = v.reshape(batch, length, cfg.kv_heads, cfg.d_head)
         if cfg.position == "rotary":
-            q = apply_rotary(q, positions, cfg.rotary_fraction, cfg.rotary_base)
-            k = apply_rotary(k, positions, cfg.rotary_fraction, cfg.rotary_base)
+            inv_freq = rotary_frequencies(int(cfg.d_head * cfg.rotary_fraction) // 2 * 2, cfg)
+            q = apply_rotary(q, positions, cfg.rotary_fraction, inv_freq=inv_freq)
+            k = apply_rotary(k, positions, cfg.rotary_fraction, inv_freq=inv_freq)
         q = nn.with_logical_constraint(q, (BATCH, LENGTH, HEADS, None))
         out = attention.attend(q, k, v, segment_ids, cfg.attention, cfg.attention_block)
         out = out.reshape(batch, length, cfg.n_heads * cfg.d_head)
@@ -128,15 +162,16 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg = self.cfg
-        if cfg.activation == "gelu":
-            h = nn.gelu(_dense(cfg.d_ff, (EMBED, MLP), cfg, "up")(x))
+        bias = cfg.use_bias if cfg.mlp_bias is None else cfg.mlp_bias
+        up = _dense(cfg.d_ff, (EMBED, MLP), cfg, "up", bias)
+        if cfg.activation in ("gelu", "gelu_exact"):
+            h = nn.gelu(up(x), approximate=cfg.activation == "gelu")
         elif cfg.activation == "swiglu":
-            h = nn.silu(_dense(cfg.d_ff, (EMBED, MLP), cfg, "gate")(x)) * _dense(
-                cfg.d_ff, (EMBED, MLP), cfg, "up")(x)
+            h = nn.silu(_dense(cfg.d_ff, (EMBED, MLP), cfg, "gate", bias)(x)) * up(x)
         else:
-            raise ValueError(f"unknown activation {cfg.activation!r}: use 'gelu' or 'swiglu'")
+            raise ValueError(f"unknown activation {cfg.activation!r}: use 'gelu', 'gelu_exact' or 'swiglu'")
         h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP))
-        return _dense(cfg.d_model, (MLP, EMBED), cfg, "down")(h)
+        return _dense(cfg.d_model, (MLP, EMBED), cfg, "down", bias)(h)
 
 
 class Block(nn.Module):
@@ -226,8 +261,7 @@ class TransformerLM(nn.Module):
             if cfg.tie_embeddings:
                 logits = embed.attend(final_hidden)
             else:
-                logits = _dense(cfg.vocab_size, (EMBED, VOCAB), dataclasses.replace(cfg, use_bias=False),
-                                "lm_head")(final_hidden)
+                logits = _dense(cfg.vocab_size, (EMBED, VOCAB), cfg, "lm_head", use_bias=False)(final_hidden)
             out["logits"] = nn.with_logical_constraint(logits, (BATCH, LENGTH, VOCAB))
         if return_hidden_states:
             out["hidden_states"] = jnp.concatenate([embedded[None], per_layer], axis=0)

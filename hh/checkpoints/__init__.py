@@ -1,0 +1,1 @@
+"""Public checkpoints in and out: Hugging Face (safetensors) directories <-> hh params and configs."""
