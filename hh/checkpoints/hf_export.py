@@ -10,6 +10,7 @@ kept in config.json as `hh_score_bias`. Only process 0 writes.
 import json
 import uuid
 
+import flax.linen as nn
 import jax
 import numpy as np
 from etils import epath
@@ -71,6 +72,7 @@ def export_hf(directory, params, cfg, *, tokenizer=None, kind="lm", score_head=N
         raise ValueError(f"kind={kind!r}: use 'lm' or 'pm'")
     if kind == "pm" and score_head is None:
         raise ValueError("kind='pm' needs the score head's params (score_head=...)")
+    params, score_head = nn.meta.unbox(params), nn.meta.unbox(score_head)
     family = family or hf_config.export_family(cfg)
     config = hf_config.hf_config_from(cfg, family, _special_ids(tokenizer))
     config["architectures"] = [_CLASS_PREFIX[family] + _CLASS_SUFFIX[kind]]
