@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+HF_STAMP := $(VENV)/.installed-hf
 WORKDIR ?= runs/lm-tiny
 # 8 fake CPU devices, so the sharding tests see a real mesh on any machine.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
@@ -15,15 +16,20 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# transformers + a CPU torch: the reference for the checkpoint import/export tests only.
+$(HF_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[test,hf]"
+	touch $(HF_STAMP)
+
 setup: $(STAMP)
 
 run: $(STAMP)  ## the main job: LM pretraining of the tiny preset on the embedded corpus
 	$(PY) -m hh.main --config configs/lm.py:tiny --workdir $(WORKDIR)
 
-test: $(STAMP)  ## the full test suite
+test: $(HF_STAMP)  ## the full test suite
 	$(TEST_ENV) $(PY) -m pytest -q tests
 
-test-fast: $(STAMP)
+test-fast: $(HF_STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" tests
 
 bench: $(STAMP)

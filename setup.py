@@ -19,7 +19,14 @@ CORE = [
     "numpy>=2.0",
     "tqdm>=4.66",
     "tensorboardX>=2.6.2",
+    # Hugging Face checkpoints and tokenizers (hh.checkpoints, hh.data.hf_tokenizer); no torch.
+    "safetensors>=0.4.3",
+    "tokenizers>=0.19",
 ]
+
+# The reference implementation for the import/export tests. torch is pinned to the CPU build that
+# these machines carry on disk; a range would fetch a multi-GB CUDA build from PyPI.
+HF_TEST = ["transformers>=4.45", "torch==2.13.0"]
 
 setup(
     name="hh",
@@ -31,6 +38,7 @@ setup(
     install_requires=CORE,
     extras_require={
         "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92", "hypothesis>=6.100"],
+        "hf": HF_TEST,
         "tpu": ["libtpu"],
         "notebooks": ["jupyter", "matplotlib"],
     },

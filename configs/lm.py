@@ -28,6 +28,9 @@ def get_config(arg="tiny"):
     config.stage = "lm"
     config.model_preset = preset
     config.seed = 0
+    # Params to start from: "" (fresh init) or a Hugging Face directory (Llama, GPT-NeoX/Pythia,
+    # GPT-2), whose architecture and tokenizer then replace config.model's and config.data's.
+    config.init_from = ""
 
     config.data = common.data(run["seq_len"], tokenizer=run.get("tokenizer", "sentencepiece"))
     config.model = common.model(preset)

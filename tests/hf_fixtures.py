@@ -47,9 +47,10 @@ def _perturb_norms(model, seed):
                 p.add_(0.1 * torch.randn(p.shape, generator=gen))
 
 
-def make_hf_model(directory, variant: str, seed: int = 0):
+def make_hf_model(directory, variant: str, seed: int = 0, **overrides):
     """Saves a random `variant` model in `directory`; returns the torch model (eval mode)."""
     config_cls, model_cls, fields = VARIANTS[variant]
+    fields = {**fields, **overrides}
     torch.manual_seed(seed)
     # A wider init than the default 0.02 gives O(1) logits, so small layout errors show.
     config = getattr(transformers, config_cls)(**{"initializer_range": 0.1, **fields})

@@ -7,7 +7,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from hh.config import validate
+from hh.checkpoints.pipeline import adopt_imported_architecture, imported_params, init_from_hf
+from hh.config import ConfigError, validate
 from hh.data.lm_data import eval_batches, lm_batches
 from hh.data.sources import check_vocab, lm_rows
 from hh.lm.objective import lm_eval_sums, lm_eval_summary, lm_loss_terms
@@ -17,7 +18,7 @@ from hh.train import runtime, step
 from hh.train.loop import Task, train_loop
 from hh.train.optim import make_optimizer
 from hh.train.provenance import config_hash, write_provenance
-from hh.train.state import init_state, state_shardings
+from hh.train.state import init_state, state_from_params, state_shardings
 
 
 def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
@@ -56,6 +57,9 @@ def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
 
     def fresh_state():
         with runtime.sharding_context(mesh, rules):
+            if init_from_hf(config):   # continued pretraining of an imported model
+                params = imported_params(config, abstract.params, model.cfg, tokenizer)
+                return state_from_params(params, optimizer, shardings)
             return init_state(init_params, optimizer, shardings, jax.random.key(config.seed))
 
     return Task(
@@ -68,6 +72,9 @@ def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
 
 def train_and_evaluate(config, workdir):
     """Runs LM pretraining in `workdir` (resuming if it holds a checkpoint)."""
+    if not adopt_imported_architecture(config) and config.get("init_from"):
+        raise ConfigError(f"config.init_from={config.init_from!r} is not a Hugging Face directory "
+                          f"(config.json with model.safetensors or model.safetensors.index.json)")
     validate(config, jax.device_count())
     mesh, rules = runtime.mesh_and_rules(config)
     write_provenance(workdir, config, mesh)

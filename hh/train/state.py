@@ -52,3 +52,12 @@ def init_state(init_params: Callable, optimizer, shardings, rng):
     def create(rng):
         return _state_from_params(nn.meta.unbox(init_params(rng)), optimizer)
     return jax.jit(create, out_shardings=shardings)(rng)
+
+
+def state_from_params(params, optimizer, shardings):
+    """A TrainState around given (already sharded) params: fresh optimizer state, step 0.
+
+    For `init_from` (a previous stage or an imported checkpoint); params are donated.
+    """
+    return jax.jit(lambda p: _state_from_params(p, optimizer), out_shardings=shardings,
+                   donate_argnums=0)(params)
