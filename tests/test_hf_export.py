@@ -119,3 +119,18 @@ def test_unexportable_architectures_fail_clearly(tmp_path):
     cfg = dataclasses.replace(PAPER_LIKE, norm="rmsnorm", activation="gelu")
     with pytest.raises(CheckpointFormatError, match="Llama needs SwiGLU"):
         hf_export.export_hf(tmp_path, random_params(cfg), cfg)
+
+
+@pytest.mark.parametrize("variant", ["llama", "neox"])
+def test_sharded_import_export_round_trip(tmp_path, variant):
+    """Loaded onto a (fsdp 2, tensor 4) mesh of the 8 fake devices, scanned, then exported."""
+    from hh.parallel import sharding as shd
+    model = fx.make_hf_model(tmp_path / "src", variant)
+    mesh = shd.make_mesh({"data": 1, "fsdp": 2, "tensor": 4})
+    cfg, params = hf_import.load_hf_model(tmp_path / "src", mesh=mesh, scan_layers=True)
+    assert not params["stack"]["layers"]["mlp"]["up"]["kernel"].sharding.is_fully_replicated
+    hf_export.export_hf(tmp_path / "out", params, cfg)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    tokens, mask, positions = fx.padded_batch()
+    np.testing.assert_allclose(fx.reference_logits(reloaded, tokens, mask, positions)[mask == 1],
+                               fx.reference_logits(model, tokens, mask, positions)[mask == 1], atol=1e-5)
