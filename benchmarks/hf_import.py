@@ -48,10 +48,15 @@ def load(args):
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+    kib = {k: int(status[k].split()[0]) for k in ("RssAnon", "RssFile") if k in status}
     print(json.dumps(dict(
         params=n, params_gib=round(n * 4 / 2**30, 3), load_s=round(seconds, 2), fsdp=args.fsdp,
         rss_before_load_gib=round(base / 2**20, 3), peak_rss_gib=round(peak / 2**20, 3),
         overhead_gib=round((peak - base) / 2**20 - n * 4 / 2**30, 3),
+        # After the load: anonymous memory (device buffers + allocator) vs mapped file pages
+        # (the page cache of the safetensors, reclaimable, counted in RSS while mapped).
+        rss_anon_gib=round(kib.get("RssAnon", 0) / 2**20, 3), rss_file_gib=round(kib.get("RssFile", 0) / 2**20, 3),
         per_device_gib=round(n * 4 / 2**30 / args.fsdp, 3), jax=jax.__version__)))
 
 
