@@ -19,6 +19,7 @@ CORE = [
     "numpy>=2.0",
     "tqdm>=4.66",
     "tensorboardX>=2.6.2",
+    "matplotlib>=3.8",      # PM evaluation plots (Agg backend, no display)
 ]
 
 setup(
