@@ -91,6 +91,10 @@ def validate_pm(config):
     if t.pm_weight < 0 or t.lm_weight < 0 or t.pm_weight + t.lm_weight == 0:
         raise ConfigError(f"config.train.pm_weight={t.pm_weight} and config.train.lm_weight="
                           f"{t.lm_weight} must be >= 0 and not both 0")
+    if t.eval_batch_size != t.global_batch_size:
+        # hh.train.loop.evaluate assembles eval batches at the train batch's global size
+        raise ConfigError(f"config.train.eval_batch_size={t.eval_batch_size} must equal "
+                          f"config.train.global_batch_size={t.global_batch_size}")
     if t.harmless_weight < 0:
         raise ConfigError(f"config.train.harmless_weight={t.harmless_weight} must be >= 0")
 
