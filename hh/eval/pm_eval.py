@@ -179,26 +179,33 @@ def _plot_matrix(result, path):
     plt.close(fig)
 
 
-_WORKDIRS = flags.DEFINE_multi_string("workdir", None, "PM workdir(s); several give the cross matrix")
-_TESTS = flags.DEFINE_list("test_sources", [], "test specs (default: each run's data.eval_sources)")
-_OUT = flags.DEFINE_string("out", "", "output folder (default: <workdir>/pm_eval)")
+def define_flags():
+    """Only when run as a tool (flags at import would clash with hh.main's --workdir)."""
+    flags.DEFINE_multi_string("workdir", None, "PM workdir(s); several give the cross matrix")
+    flags.DEFINE_list("test_sources", [], "test specs (default: each run's data.eval_sources)")
+    flags.DEFINE_string("out", "", "output folder (default: <workdir>/pm_eval, and "
+                        "<parent>/cross_matrix for several workdirs)")
+    flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     del argv
-    if not flags.FLAGS["verbosity"].present:
+    f = flags.FLAGS
+    if not f["verbosity"].present:
         logging.set_verbosity(logging.WARNING)   # orbax logs every restore at INFO
-    for wd in _WORKDIRS.value:
-        report = evaluate_pm(wd, _TESTS.value or None, _OUT.value or None)
+    workdirs, tests, out = f.workdir, list(f.test_sources), f.out
+    for wd in workdirs:
+        report = evaluate_pm(wd, tests or None, (out + "/" + epath.Path(wd).name) if out and len(workdirs) > 1
+                             else out or None)
         print(json.dumps({"workdir": wd, "accuracy": report["all"]["accuracy"],
                           "ece": report["all"]["calibration"]["ece"],
                           "per_set": {k: v["accuracy"] for k, v in report["sets"].items()}}))
-    if len(_WORKDIRS.value) > 1:
-        tests = _TESTS.value or list(LoadedPM(_WORKDIRS.value[0]).config.data.eval_sources)
-        out = _OUT.value or str(epath.Path(_WORKDIRS.value[0]).parent / "cross_matrix")
-        print(json.dumps(cross_matrix(_WORKDIRS.value, tests, out)))
+    if len(workdirs) > 1:
+        tests = tests or list(LoadedPM(workdirs[0]).config.data.eval_sources)
+        matrix_dir = out or str(epath.Path(workdirs[0]).parent / "cross_matrix")
+        print(json.dumps(cross_matrix(workdirs, tests, matrix_dir)))
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["workdir"])
+    define_flags()
     app.run(main)

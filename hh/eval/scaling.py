@@ -89,20 +89,18 @@ def plot_scaling(params, pairs, accuracy, fit, path):
     plt.close(fig)
 
 
-_RESULTS = flags.DEFINE_string("results", None, 'JSON list of {"params", "pairs", "accuracy"}')
-_PLOT = flags.DEFINE_string("plot", "scaling.png", "where the PNG goes")
-
-
 def main(argv):
     del argv
-    runs = json.loads(open(_RESULTS.value).read())
+    runs = json.loads(open(flags.FLAGS.results).read())
     cols = [[r[k] for r in runs] for k in ("params", "pairs", "accuracy")]
     fit = fit_scaling(*cols)
     print(describe(fit))
-    plot_scaling(*cols, fit, _PLOT.value)
+    plot_scaling(*cols, fit, flags.FLAGS.plot)
     print(json.dumps(fit))
 
 
 if __name__ == "__main__":
+    flags.DEFINE_string("results", None, 'JSON list of {"params", "pairs", "accuracy"}')
+    flags.DEFINE_string("plot", "scaling.png", "where the PNG goes")
     flags.mark_flags_as_required(["results"])
     app.run(main)
