@@ -8,6 +8,7 @@ the same code with different data and learning rates (Askell et al. 2021 §4; Ba
 import functools
 import math
 
+import flax.linen as nn
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -21,7 +22,7 @@ from hh.train import init_from, runtime, step
 from hh.train.loop import Task, train_loop
 from hh.train.optim import make_optimizer
 from hh.train.provenance import config_hash, write_provenance
-from hh.train.state import init_state, state_from_params, state_shardings
+from hh.train.state import state_from_params, state_shardings
 
 
 def resolve_steps(config, n_pairs: int):
@@ -74,7 +75,8 @@ def build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbos
     def fresh_state():
         # Resume precedence: the loop restores this workdir's own checkpoint before calling this.
         with runtime.sharding_context(mesh, rules):
-            fresh = lambda: init_state(init_fn, optimizer, shardings, jax.random.key(config.seed)).params
+            fresh = lambda: jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings.params)(
+                jax.random.key(config.seed))
             params = init_from.initial_params(config.init_from, abstract.params, fresh)
             return state_from_params(params, optimizer, shardings)
 
