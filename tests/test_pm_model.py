@@ -82,7 +82,7 @@ def test_scores_are_the_same_on_every_mesh(mesh_shape):
     seqs = _sequences(8, seed=1)
     inputs = _layout(seqs, 16, "left")
     want = model.apply({"params": params}, *inputs)["score"]
-    mesh = shd.make_mesh({**mesh_shape, **{}})
+    mesh = shd.make_mesh(mesh_shape)
     rules = shd.rules_from_config([list(r) for r in common.SHARDING_RULES])
     with runtime.sharding_context(mesh, rules):
         boxed = jax.eval_shape(lambda r: init_params(model, r, 16), jax.random.key(0))
