@@ -19,6 +19,7 @@ CORE = [
     "numpy>=2.0",
     "tqdm>=4.66",
     "tensorboardX>=2.6.2",
+    "matplotlib>=3.8",      # PM evaluation plots (Agg backend, no display)
     # Hugging Face checkpoints and tokenizers (hh.checkpoints, hh.data.hf_tokenizer); no torch.
     "safetensors>=0.4.3",
     "tokenizers>=0.19",

@@ -15,6 +15,8 @@ from hh.config import ConfigError
 
 STAGES = {
     "lm": "hh.lm.stage",
+    "pmp": "hh.pm.stage",
+    "pm": "hh.pm.stage",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<stage>.py:<preset>")

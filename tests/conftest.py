@@ -9,3 +9,24 @@ if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pm_chain(tmp_path_factory):
+    """The smoke-preset LM -> PMP -> PM chain, trained once per session: {stage: workdir}."""
+    from configs import lm as lm_config, pm as pm_config, pmp as pmp_config
+    from hh import main
+
+    root = tmp_path_factory.mktemp("pm_chain")
+    dirs = {name: root / name for name in ("lm", "pmp", "pm")}
+    main.run(lm_config.get_config("smoke"), str(dirs["lm"]))
+    pmp = pmp_config.get_config("smoke")
+    pmp.init_from = str(dirs["lm"])
+    main.run(pmp, str(dirs["pmp"]))
+    pm = pm_config.get_config("smoke")
+    pm.init_from = str(dirs["pmp"])
+    main.run(pm, str(dirs["pm"]))
+    return dirs

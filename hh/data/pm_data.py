@@ -81,6 +81,9 @@ def _pair_maker(source, tokenizer, seq_len):
             for key, value in row_arrays(ids, starts, seq_len, tokenizer.eoc_id).items():
                 batch[f"{side}_{key}"] = value
         batch["pair_mask"] = valid.astype(np.float32)   # eval padding pairs count for nothing
+        # per-pair loss weight (a source's examples may carry "weight"; default 1)
+        batch["pair_weight"] = np.array([float(source[int(i)].get("weight", 1.0)) if ok else 0.0
+                                         for i, ok in zip(indices, valid)], np.float32)
         return batch
     return make
 

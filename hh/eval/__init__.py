@@ -1,0 +1,1 @@
+"""Evaluation tools: preference-model accuracy and calibration, scaling-law fits."""

@@ -1,0 +1,211 @@
+"""Preference-model evaluation: `python -m hh.eval.pm_eval --workdir RUN [--workdir RUN2 ...]`.
+
+For each PM workdir: accuracy overall, per tranche and per conversation turn (Bai et al. 2022
+Fig 8), calibration with ECE and a reliability diagram (§3.3, Fig 9), and scores normalised by
+their held-out mean (§3.4: accuracy when both responses score above a threshold). With several
+workdirs (PMs trained on helpful fractions 0…1), the helpful-vs-harmless cross matrix (§5.1, Fig 19).
+"""
+
+import collections
+import functools
+import json
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from etils import epath
+
+from hh.data import sources
+from hh.data.pm_data import pm_eval_batches
+from hh.eval.calibration import calibration_bins, reliability_diagram
+from hh.parallel import sharding as shd
+from hh.pm import data as pm_data
+from hh.pm.model import PreferenceModel, init_params
+from hh.pm.objective import pm_score_step
+from hh.pm.stage import pair_shardings
+from hh.train import runtime
+from hh.train.checkpoint import Checkpointer, absolute
+from hh.train.state import strip_boxes
+
+THRESHOLDS = (-1.0, 0.0, 1.0)   # on mean-normalised scores
+
+
+class LoadedPM:
+    """A trained PM from its workdir: config, tokenizer, params on the config's mesh, a scorer."""
+
+    def __init__(self, workdir):
+        self.workdir = absolute(workdir)
+        self.config = ml_collections.ConfigDict(json.loads((self.workdir / "config.json").read_text()))
+        self.tokenizer = sources.run_tokenizer(self.config.data, None, str(self.workdir))
+        self.model = PreferenceModel(runtime.model_config(self.config), eoc_id=self.tokenizer.eoc_id)
+        self.mesh, self.rules = runtime.mesh_and_rules(self.config)
+        init_fn = functools.partial(init_params, self.model, seq_len=self.config.data.seq_len)
+        with runtime.sharding_context(self.mesh, self.rules):
+            boxed = jax.eval_shape(init_fn, jax.random.key(0))
+        shardings = shd.logical_shardings(boxed, self.mesh, self.rules)
+        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                strip_boxes(boxed), shardings)
+        ckpt = Checkpointer(self.workdir / "checkpoints", keep=10**6, every=1, async_save=False)
+        self.step = ckpt.latest_step()
+        if self.step is None:
+            raise FileNotFoundError(f"{self.workdir} has no checkpoint")
+        self.params = ckpt.restore_params(self.step, abstract)
+        ckpt.close()
+        self.batch_sharding = shd.batch_sharding(self.mesh, self.rules)
+        self._scorer = None
+
+    def scores(self, source):
+        """-> (chosen [pairs], rejected [pairs]) float64 scores over the whole source, in order."""
+        size, seq = self.config.train.eval_batch_size, self.config.data.seq_len
+        chosen, rejected = [], []
+        for local in pm_eval_batches(source, self.tokenizer, seq, size):
+            if self._scorer is None:
+                pairs_sh = pair_shardings(self.batch_sharding, local)
+                self._scorer = runtime.compile_step(
+                    functools.partial(pm_score_step, model=self.model), self.mesh, self.rules,
+                    (jax.tree.map(lambda a: a.sharding, self.params), pairs_sh),
+                    runtime.replicated(self.mesh))
+            batch = shd.make_global_batch(local, self.batch_sharding, size)
+            c, r = jax.device_get(self._scorer(self.params, batch))
+            keep = local["pair_mask"] > 0
+            chosen.append(np.asarray(c)[keep])
+            rejected.append(np.asarray(r)[keep])
+        return np.concatenate(chosen).astype(np.float64), np.concatenate(rejected).astype(np.float64)
+
+
+def accuracy(chosen, rejected) -> float:
+    """Share of pairs with r_chosen > r_rejected (a tie counts half)."""
+    delta = np.asarray(chosen) - np.asarray(rejected)
+    return float(np.mean(np.where(delta > 0, 1.0, np.where(delta == 0, 0.5, 0.0)))) if len(delta) else float("nan")
+
+
+def grouped_accuracy(chosen, rejected, keys) -> dict:
+    """{key: {"accuracy", "pairs"}} for each distinct key (a tranche or a turn count)."""
+    groups = collections.defaultdict(list)
+    for i, k in enumerate(keys):
+        groups[k].append(i)
+    return {str(k): {"accuracy": accuracy(chosen[idx], rejected[idx]), "pairs": len(idx)}
+            for k, idx in sorted(groups.items(), key=lambda kv: str(kv[0]))}
+
+
+def normalised(chosen, rejected, reference_mean: float):
+    """Scores minus the held-out mean (Bai et al. §3.3: 'mean-normalised on a held-out set')."""
+    return chosen - reference_mean, rejected - reference_mean
+
+
+def above_threshold_accuracy(chosen_n, rejected_n, thresholds=THRESHOLDS) -> dict:
+    """Accuracy on pairs whose two normalised scores both exceed t (Bai et al. §3.3, Fig 25)."""
+    out = {}
+    for t in thresholds:
+        keep = (chosen_n > t) & (rejected_n > t)
+        out[f"{t:g}"] = {"accuracy": accuracy(chosen_n[keep], rejected_n[keep]), "pairs": int(keep.sum())}
+    return out
+
+
+def _field(source, key, default):
+    return [pm_data.as_text(source[i].get(key, default)) if key == "tranche"
+            else int(source[i].get(key, default)) for i in range(len(source))]
+
+
+def evaluate_pm(workdir, test_specs=None, out_dir=None, n_bins: int = 10, pm=None) -> dict:
+    """Scores the workdir's PM on each test spec (default: its config's eval_sources); writes
+    `<out_dir>/pm_eval.json` and a reliability PNG per spec and for all pairs together."""
+    pm = pm or LoadedPM(workdir)
+    specs = list(test_specs or pm.config.data.eval_sources)
+    out_dir = epath.Path(out_dir or pm.workdir / "pm_eval")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report, all_c, all_r = {"workdir": str(pm.workdir), "step": int(pm.step), "sets": {}}, [], []
+    for spec in specs:
+        source = pm_data.spec_source(spec, "test", pm.config.data)
+        c, r = pm.scores(source)
+        all_c.append(c)
+        all_r.append(r)
+        bins = calibration_bins(c, r, n_bins)
+        name = spec.replace("/", "_").replace(":", "_")
+        reliability_diagram(bins, out_dir / f"reliability_{name}.png", title=spec)
+        report["sets"][spec] = {
+            "accuracy": accuracy(c, r), "pairs": int(len(c)),
+            "per_tranche": grouped_accuracy(c, r, _field(source, "tranche", "unknown")),
+            "per_turn": grouped_accuracy(c, r, _field(source, "num_turns", 0)),
+            "calibration": bins}
+    c, r = np.concatenate(all_c), np.concatenate(all_r)
+    mean = float(np.mean(np.concatenate([c, r])))
+    cn, rn = normalised(c, r, mean)
+    bins = calibration_bins(c, r, n_bins)
+    reliability_diagram(bins, out_dir / "reliability.png", title="all test pairs")
+    report["all"] = {"accuracy": accuracy(c, r), "pairs": int(len(c)), "calibration": bins,
+                     "score_mean": mean, "score_std": float(np.std(np.concatenate([c, r]))),
+                     "normalised_above_threshold": above_threshold_accuracy(cn, rn)}
+    (out_dir / "pm_eval.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def cross_matrix(workdirs, test_specs, out_dir) -> dict:
+    """Accuracy of each PM (rows, by its data.helpful_fraction) on each test set (columns); one
+    PNG and JSON (Bai et al. 2022 §5.1: one-distribution PMs fall below chance on the other)."""
+    rows = []
+    for wd in workdirs:
+        pm = LoadedPM(wd)
+        accs = [accuracy(*pm.scores(pm_data.spec_source(s, "test", pm.config.data))) for s in test_specs]
+        rows.append((float(pm.config.data.get("helpful_fraction", float("nan"))), str(wd), accs))
+    rows.sort(key=lambda row: row[0])
+    out_dir = epath.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {"test_sets": list(test_specs), "helpful_fraction": [r[0] for r in rows],
+              "workdirs": [r[1] for r in rows], "accuracy": [r[2] for r in rows]}
+    (out_dir / "cross_matrix.json").write_text(json.dumps(result, indent=2))
+    _plot_matrix(result, out_dir / "cross_matrix.png")
+    return result
+
+
+def _plot_matrix(result, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = np.array(result["accuracy"], float)
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * acc.shape[1], 1.2 + 0.45 * acc.shape[0]))
+    image = ax.imshow(acc, vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
+    for (i, j), v in np.ndenumerate(acc):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(acc.shape[1]), result["test_sets"], rotation=20, ha="right", fontsize=8)
+    ax.set_yticks(range(acc.shape[0]), [f"{f:.1f}" for f in result["helpful_fraction"]])
+    ax.set_ylabel("PM's helpful fraction")
+    ax.set_title("PM accuracy by training mixture")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)
+
+
+def define_flags():
+    """Only when run as a tool (flags at import would clash with hh.main's --workdir)."""
+    flags.DEFINE_multi_string("workdir", None, "PM workdir(s); several give the cross matrix")
+    flags.DEFINE_list("test_sources", [], "test specs (default: each run's data.eval_sources)")
+    flags.DEFINE_string("out", "", "output folder (default: <workdir>/pm_eval, and "
+                        "<parent>/cross_matrix for several workdirs)")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    if not f["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)   # orbax logs every restore at INFO
+    workdirs, tests, out = f.workdir, list(f.test_sources), f.out
+    for wd in workdirs:
+        report = evaluate_pm(wd, tests or None, (out + "/" + epath.Path(wd).name) if out and len(workdirs) > 1
+                             else out or None)
+        print(json.dumps({"workdir": wd, "accuracy": report["all"]["accuracy"],
+                          "ece": report["all"]["calibration"]["ece"],
+                          "per_set": {k: v["accuracy"] for k, v in report["sets"].items()}}))
+    if len(workdirs) > 1:
+        tests = tests or list(LoadedPM(workdirs[0]).config.data.eval_sources)
+        matrix_dir = out or str(epath.Path(workdirs[0]).parent / "cross_matrix")
+        print(json.dumps(cross_matrix(workdirs, tests, matrix_dir)))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,94 @@
+"""Params-only initialisation from a previous stage (`config.init_from`): LM -> PMP -> PM -> policy.
+
+`initial_params` and `initial_tokenizer` are the one dispatch point for where a stage's starting
+weights and vocabulary come from: "" (fresh), or an hh workdir (its latest checkpoint and its saved
+tokenizer). The loop's resume from the stage's own workdir comes first (hh.train.loop).
+"""
+
+import json
+
+import jax
+import ml_collections
+
+from hh.config import ConfigError
+from hh.data import sources
+from hh.train.checkpoint import Checkpointer, absolute
+
+# Stages whose params are a bare TransformerLM tree (no score head): they fill a PM's "trunk".
+LM_STAGES = ("lm",)
+# Fields that fix parameter shapes: they must equal the source run's.
+SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "n_kv_heads",
+                "use_bias", "tie_embeddings", "position", "norm", "activation", "scan_layers")
+
+
+def source_config(init_from) -> dict:
+    """The resolved config.json of the hh workdir `init_from`."""
+    path = absolute(init_from)
+    if not (path / "config.json").exists() or not (path / "checkpoints").exists():
+        raise ConfigError(f"config.init_from={init_from!r} is not an hh workdir "
+                          f"(needs config.json and checkpoints/)")
+    return json.loads((path / "config.json").read_text())
+
+
+def resolve_from_source(config):
+    """Before provenance is written: the model shape must equal the source run's (errors name the
+    field), and the tokenizer fields are taken from it, so config.json says what was used."""
+    init_from = config.get("init_from")
+    if not init_from:
+        return
+    source = source_config(init_from)
+    for field in ("tokenizer", "tokenizer_vocab_size"):
+        if field in source["data"]:
+            config.data[field] = source["data"][field]
+    src = source["model"]
+    for field in SHAPE_FIELDS:
+        if field in src and src[field] != config.model[field]:
+            raise ConfigError(f"config.model.{field}={config.model[field]!r} but the init_from run "
+                              f"{init_from} has {src[field]!r}: use the same model preset")
+
+
+def initial_params(init_from, abstract_params, fresh_params_fn):
+    """Params to start from: the source checkpoint's where it has them, fresh elsewhere.
+
+    abstract_params: ShapeDtypeStructs carrying the target shardings; fresh_params_fn() -> params
+    already placed. A PM started from an LM gets the LM as its "trunk" and a fresh score head.
+    """
+    if not init_from:
+        return fresh_params_fn()
+    stage = source_config(init_from)["stage"]
+    ckpt = Checkpointer(absolute(init_from) / "checkpoints", keep=10**6, every=1, async_save=False)
+    try:
+        step = ckpt.latest_step()
+        if step is None:
+            raise ConfigError(f"config.init_from={init_from!r} has no checkpoint yet")
+        if stage in LM_STAGES and "trunk" in abstract_params:
+            trunk = ckpt.restore_params(step, abstract_params["trunk"])
+            return {**fresh_params_fn(), "trunk": trunk}
+        return ckpt.restore_params(step, abstract_params)
+    finally:
+        ckpt.close()
+
+
+def initial_tokenizer(config, documents, workdir=None):
+    """The run's tokenizer. From an hh workdir: the one that run used (its saved SentencePiece
+    model, copied into this workdir so the next stage finds it too), else a fresh
+    `sources.run_tokenizer` trained on `documents`. The model vocab must cover it."""
+    init_from = config.get("init_from")
+    if not init_from:
+        tokenizer = sources.run_tokenizer(config.data, documents, workdir)
+    else:
+        src = source_config(init_from)
+        saved = absolute(init_from) / sources.TOKENIZER_DIR
+        if src["data"]["tokenizer"] == "sentencepiece" and not (saved / "tokenizer.model").exists():
+            raise ConfigError(f"config.init_from={init_from!r} trained a SentencePiece model but "
+                              f"{saved} is missing")
+        data_cfg = ml_collections.ConfigDict(src["data"])
+        tokenizer = sources.run_tokenizer(data_cfg, None, str(absolute(init_from)))
+        if data_cfg.tokenizer == "sentencepiece" and workdir and jax.process_index() == 0:
+            own = absolute(workdir) / sources.TOKENIZER_DIR
+            if not (own / "tokenizer.model").exists():
+                tokenizer.save(own)
+    if tokenizer.vocab_size > config.model.vocab_size:
+        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but "
+                          f"config.model.vocab_size={config.model.vocab_size}")
+    return tokenizer
