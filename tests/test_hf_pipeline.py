@@ -81,3 +81,26 @@ def test_cli_continues_pretraining_an_imported_model(hf_dir, tmp_path):
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     evals = [r["eval/loss"] for r in rows if "eval/loss" in r]
     assert len(evals) == 1 and np.isfinite(evals[0])
+
+
+def test_pm_stage_starts_its_trunk_from_an_imported_model(hf_dir, tmp_path):
+    """configs/pm.py with init_from = an HF directory: trunk = the checkpoint, score head = zero."""
+    from configs import pm as pm_config
+    from hh.pm import stage as pm_stage
+    from hh.pm import data as pm_data
+    from hh.train import init_from
+    config = pm_config.get_config("smoke")
+    config.init_from = str(hf_dir)
+    init_from.resolve_from_source(config)
+    assert config.model.norm == "rmsnorm" and config.data.tokenizer == str(hf_dir)
+    train_source, eval_source = pm_data.train_source(config.data, config.train), pm_data.eval_source(config.data)
+    pm_stage.resolve_steps(config, len(train_source))
+    mesh, rules = runtime.mesh_and_rules(config)
+    tokenizer = init_from.initial_tokenizer(config, pm_data.texts(train_source), tmp_path)
+    assert isinstance(tokenizer, HFTokenizer) and (tmp_path / "tokenizer" / "tokenizer.json").exists()
+    task = pm_stage.build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbose=False)
+    state = task.init_state()
+    _, reference = hf_import.load_hf_model(hf_dir, tokenizer=tokenizer)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 state.params["trunk"], reference)
+    assert float(np.abs(np.asarray(state.params["score_head"]["score"]["kernel"])).max()) == 0.0

@@ -38,7 +38,7 @@ def adopt_imported_architecture(config) -> bool:
     return True
 
 
-def imported_params(config, abstract_params, model_cfg, tokenizer):
-    """The LM params of `config.init_from` in the shardings `abstract_params` carries."""
-    return load_hf_params(init_from_hf(config), abstract_params, model_cfg,
+def imported_params(path, abstract_params, model_cfg, tokenizer):
+    """The LM params of the Hugging Face directory `path` in the shardings `abstract_params` carries."""
+    return load_hf_params(path, abstract_params, model_cfg,
                           getattr(tokenizer, "new_token_ids", ()), getattr(tokenizer, "original_vocab_size", None))

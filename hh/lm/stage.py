@@ -7,14 +7,14 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from hh.checkpoints.pipeline import adopt_imported_architecture, imported_params, init_from_hf
+from hh.checkpoints.pipeline import adopt_imported_architecture, init_from_hf
 from hh.config import ConfigError, validate
 from hh.data.lm_data import eval_batches, lm_batches
 from hh.data.sources import check_vocab, lm_rows
 from hh.lm.objective import lm_eval_sums, lm_eval_summary, lm_loss_terms
 from hh.models.transformer import TransformerLM
 from hh.parallel import sharding as shd
-from hh.train import runtime, step
+from hh.train import init_from, runtime, step
 from hh.train.loop import Task, train_loop
 from hh.train.optim import make_optimizer
 from hh.train.provenance import config_hash, write_provenance
@@ -58,7 +58,7 @@ def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
     def fresh_state():
         with runtime.sharding_context(mesh, rules):
             if init_from_hf(config):   # continued pretraining of an imported model
-                params = imported_params(config, abstract.params, model.cfg, tokenizer)
+                params = init_from.initial_params(config.init_from, abstract.params, None, model.cfg, tokenizer)
                 return state_from_params(params, optimizer, shardings)
             return init_state(init_params, optimizer, shardings, jax.random.key(config.seed))
 

@@ -1,8 +1,9 @@
 """Params-only initialisation from a previous stage (`config.init_from`): LM -> PMP -> PM -> policy.
 
 `initial_params` and `initial_tokenizer` are the one dispatch point for where a stage's starting
-weights and vocabulary come from: "" (fresh), or an hh workdir (its latest checkpoint and its saved
-tokenizer). The loop's resume from the stage's own workdir comes first (hh.train.loop).
+weights and vocabulary come from: "" (fresh), an hh workdir (its latest checkpoint and its saved
+tokenizer) or a Hugging Face directory (its architecture, weights and tokenizer, via
+hh.checkpoints). The loop's resume from the stage's own workdir comes first (hh.train.loop).
 """
 
 import json
@@ -10,6 +11,7 @@ import json
 import jax
 import ml_collections
 
+from hh.checkpoints import pipeline as hf_pipeline
 from hh.config import ConfigError
 from hh.data import sources
 from hh.train.checkpoint import Checkpointer, absolute
@@ -36,6 +38,8 @@ def resolve_from_source(config):
     init_from = config.get("init_from")
     if not init_from:
         return
+    if hf_pipeline.adopt_imported_architecture(config):   # a Hugging Face directory
+        return
     source = source_config(init_from)
     for field in ("tokenizer", "tokenizer_vocab_size"):
         if field in source["data"]:
@@ -47,14 +51,20 @@ def resolve_from_source(config):
                               f"{init_from} has {src[field]!r}: use the same model preset")
 
 
-def initial_params(init_from, abstract_params, fresh_params_fn):
+def initial_params(init_from, abstract_params, fresh_params_fn, model_cfg=None, tokenizer=None):
     """Params to start from: the source checkpoint's where it has them, fresh elsewhere.
 
     abstract_params: ShapeDtypeStructs carrying the target shardings; fresh_params_fn() -> params
     already placed. A PM started from an LM gets the LM as its "trunk" and a fresh score head.
+    model_cfg and tokenizer (its added tokens get mean embedding rows) serve Hugging Face sources.
     """
     if not init_from:
         return fresh_params_fn()
+    if hf_pipeline.init_from_hf({"init_from": init_from}):
+        if "trunk" in abstract_params:
+            trunk = hf_pipeline.imported_params(init_from, abstract_params["trunk"], model_cfg, tokenizer)
+            return {**fresh_params_fn(), "trunk": trunk}
+        return hf_pipeline.imported_params(init_from, abstract_params, model_cfg, tokenizer)
     stage = source_config(init_from)["stage"]
     ckpt = Checkpointer(absolute(init_from) / "checkpoints", keep=10**6, every=1, async_save=False)
     try:
@@ -74,7 +84,7 @@ def initial_tokenizer(config, documents, workdir=None):
     model, copied into this workdir so the next stage finds it too), else a fresh
     `sources.run_tokenizer` trained on `documents`. The model vocab must cover it."""
     init_from = config.get("init_from")
-    if not init_from:
+    if not init_from or hf_pipeline.init_from_hf(config):   # HF: config.data.tokenizer is its dir
         tokenizer = sources.run_tokenizer(config.data, documents, workdir)
     else:
         src = source_config(init_from)
