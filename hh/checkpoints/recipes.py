@@ -47,8 +47,7 @@ class Slab:
         return tuple(shape)
 
     def read(self, index):
-        (c0, c1) = bounds(index, self.shape)[-1]
-        other = bounds(index, self.shape)[:-1]
+        *other, (c0, c1) = bounds(index, self.shape)
         cols = np.arange(c0, c1)
         rows = self.feature_rows(cols) if self.feature_rows is not None else cols
         lo, hi = (int(rows.min()), int(rows.max()) + 1) if len(rows) else (0, 0)
