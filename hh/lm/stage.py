@@ -18,7 +18,7 @@ from hh.train import init_from, runtime, step
 from hh.train.loop import Task, train_loop
 from hh.train.optim import make_optimizer
 from hh.train.provenance import config_hash, write_provenance
-from hh.train.state import init_state, state_from_params, state_shardings
+from hh.train.state import init_state, state_from_params
 
 
 def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
@@ -30,12 +30,7 @@ def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
     def init_params(rng):
         return model.init(rng, jnp.zeros((1, seq), jnp.int32))["params"]
 
-    with runtime.sharding_context(mesh, rules):
-        abstract, shardings = state_shardings(init_params, optimizer, mesh, rules)
-    if verbose and jax.process_index() == 0:
-        print("parameter shardings:\n" + shd.sharding_report(abstract.params, shardings.params))
-    shd.assert_partitioned(shardings.params, abstract.params,
-                           config.sharding.min_partitioned_elements, mesh)
+    abstract, shardings = runtime.sharded_state_layout(init_params, optimizer, config, mesh, rules, verbose)
 
     batch_sh = shd.batch_sharding(mesh, rules)
     scalar = runtime.replicated(mesh)

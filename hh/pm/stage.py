@@ -22,7 +22,7 @@ from hh.train import init_from, runtime, step
 from hh.train.loop import Task, train_loop
 from hh.train.optim import make_optimizer
 from hh.train.provenance import config_hash, write_provenance
-from hh.train.state import state_from_params, state_shardings
+from hh.train.state import state_from_params
 
 
 def resolve_steps(config, n_pairs: int):
@@ -48,12 +48,7 @@ def build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbos
     seq, batch_size = config.data.seq_len, config.train.global_batch_size
     init_fn = functools.partial(init_params, model, seq_len=seq)
 
-    with runtime.sharding_context(mesh, rules):
-        abstract, shardings = state_shardings(init_fn, optimizer, mesh, rules)
-    if verbose and jax.process_index() == 0:
-        print("parameter shardings:\n" + shd.sharding_report(abstract.params, shardings.params))
-    shd.assert_partitioned(shardings.params, abstract.params,
-                           config.sharding.min_partitioned_elements, mesh)
+    abstract, shardings = runtime.sharded_state_layout(init_fn, optimizer, config, mesh, rules, verbose)
 
     weights = dict(model=model, pm_weight=config.train.pm_weight, lm_weight=config.train.lm_weight,
                    loss_chunk=config.train.loss_chunk)

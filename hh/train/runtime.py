@@ -11,6 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from hh.models.transformer import TransformerConfig
 from hh.parallel import sharding as shd
+from hh.train.state import state_shardings
 
 
 def model_config(config) -> TransformerConfig:
@@ -47,3 +48,14 @@ def compile_step(fn, mesh, rules, in_shardings, out_shardings, donate_argnums=()
 
     call.jitted = jitted
     return call
+
+
+def sharded_state_layout(init_params, optimizer, config, mesh, rules, verbose=True):
+    """-> (abstract TrainState, its shardings) for a stage, after printing the per-parameter
+    sharding report (process 0) and checking that large weights really are partitioned."""
+    with sharding_context(mesh, rules):
+        abstract, shardings = state_shardings(init_params, optimizer, mesh, rules)
+    if verbose and jax.process_index() == 0:
+        print("parameter shardings:\n" + shd.sharding_report(abstract.params, shardings.params))
+    shd.assert_partitioned(shardings.params, abstract.params, config.sharding.min_partitioned_elements, mesh)
+    return abstract, shardings
