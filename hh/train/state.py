@@ -47,12 +47,6 @@ def state_shardings(init_params: Callable, optimizer: optax.GradientTransformati
     return abstract, shardings
 
 
-def state_from_params(params, optimizer, shardings):
-    """A step-0 TrainState around given (already placed) params: fresh optimizer state, jitted
-    straight into `shardings` (for `config.init_from`, hh.train.init_from)."""
-    return jax.jit(lambda p: _state_from_params(p, optimizer), out_shardings=shardings)(params)
-
-
 def init_state(init_params: Callable, optimizer, shardings, rng):
     """A fresh TrainState, created inside jit straight into `shardings`."""
     def create(rng):
