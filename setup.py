@@ -35,7 +35,7 @@ setup(
     description="Helpful and harmless RLHF (Bai et al. 2022) in JAX/Flax: LM, PM, PPO, evaluation",
     python_requires=">=3.11",
     packages=find_packages(include=["hh", "hh.*", "configs"]),
-    package_data={"hh.data": ["default_corpus/*"]},
+    package_data={"hh.data": ["default_corpus/*"], "hh.distill": ["hhh_prompt.txt"]},
     install_requires=CORE,
     extras_require={
         "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92", "hypothesis>=6.100"],

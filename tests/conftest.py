@@ -30,3 +30,27 @@ def pm_chain(tmp_path_factory):
     pm.init_from = str(dirs["pmp"])
     main.run(pm, str(dirs["pm"]))
     return dirs
+
+
+def lm_smoke_config():
+    """The smoke LM that configs/distill.py:smoke expects: 128-token context, SentencePiece."""
+    from configs import lm as lm_config
+
+    config = lm_config.get_config("smoke")
+    config.data.seq_len = 128
+    config.data.tokenizer = "sentencepiece"
+    config.data.synthetic_documents = 4000
+    config.model.vocab_size = 512
+    config.loop.steps, config.loop.eval_every, config.loop.checkpoint_every = 150, 0, 150
+    config.optimizer.warmup_steps = 10
+    return config
+
+
+@pytest.fixture(scope="session")
+def lm_smoke(tmp_path_factory):
+    """A smoke LM trained once per session (the teacher and student of the distillation tests)."""
+    from hh import main
+
+    workdir = tmp_path_factory.mktemp("lm_smoke") / "lm"
+    main.run(lm_smoke_config(), str(workdir))
+    return workdir

@@ -17,7 +17,7 @@ from hh.data import sources
 from hh.train.checkpoint import Checkpointer, absolute
 
 # Stages whose params are a bare TransformerLM tree (no score head): they fill a PM's "trunk".
-LM_STAGES = ("lm",)
+LM_STAGES = ("lm", "distill")
 # Fields that fix parameter shapes: they must equal the source run's.
 SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "n_kv_heads",
                 "use_bias", "tie_embeddings", "position", "norm", "activation", "scan_layers")
