@@ -17,8 +17,8 @@ from hh.models import presets
 RUN_SHAPES = {
     "smoke": dict(seq_len=128, text_len=48, prompt_tokens=80, batch=8, steps=40, texts=320,
                   eval_texts=64, shard_rows=64),
-    "tiny": dict(seq_len=256, text_len=112, prompt_tokens=144, batch=16, steps=200, texts=2000,
-                 eval_texts=256, shard_rows=256),
+    "tiny": dict(seq_len=256, text_len=112, prompt_tokens=144, batch=16, steps=150, texts=1600,
+                 eval_texts=192, shard_rows=256),
 }
 # The paper's LM context here is 2048 (configs/lm.py); ~1500 text tokens per sequence (App. B.5);
 # 350M tokens at 32 × 1536 = 7,121 steps (Bai et al. App. A.1).

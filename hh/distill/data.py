@@ -7,6 +7,7 @@ import hashlib
 
 import numpy as np
 
+from hh.config import ConfigError
 from hh.data import sources, synthetic
 from hh.data.pm_data import as_text
 
@@ -27,13 +28,13 @@ def dialogue_texts(names, n: int, split: str, data_cfg) -> list[str]:
     if not n:
         return []
     if not names:
-        raise ValueError("config.data.dialogue_sources is empty but dialogue text is requested")
+        raise ConfigError("config.data.dialogue_sources is empty but config.data.generic_fraction < 1")
     per_source = [n // len(names) + (i < n % len(names)) for i in range(len(names))]
     out = []
     for name, count in zip(names, per_source):
         source = sources.comparison_source(name, split, data_cfg)
         if len(source) < count:
-            raise ValueError(f"config.data.dialogue_sources: {name!r} ({split}) has {len(source)} "
+            raise ConfigError(f"config.data.dialogue_sources: {name!r} ({split}) has {len(source)} "
                              f"pairs, {count} needed")
         out += [as_text(source[i]["prompt"]) + as_text(source[i]["chosen"]) for i in range(count)]
     return out

@@ -7,6 +7,7 @@ the student on the 51-category KL in the shared loop. The held-out KL before tra
 `eval_before.json`; the loop's final eval is the KL after.
 """
 
+import dataclasses
 import functools
 import json
 
@@ -66,10 +67,13 @@ def adopt_source_model(config):
                           f"was trained on")
 
 
+def row_sharding(batch_sh, ndim: int) -> NamedSharding:
+    """The leading (row) axis over the batch axes, the others whole."""
+    return NamedSharding(batch_sh.mesh, P(batch_sh.spec[0], *([None] * (ndim - 1))))
+
+
 def row_shardings(batch_sh, example: dict) -> dict:
-    """Per-key shardings: the leading (row) axis over the batch axes, the rest whole."""
-    return {k: NamedSharding(batch_sh.mesh, P(batch_sh.spec[0], *([None] * (v.ndim - 1))))
-            for k, v in example.items()}
+    return {k: row_sharding(batch_sh, v.ndim) for k, v in example.items()}
 
 
 def target_key(config, prompt_ids, rows, tokenizer, split) -> dict:
@@ -101,21 +105,28 @@ def ensure_targets(config, workdir, splits, prompt_ids, tokenizer, model, mesh, 
             todo[split] = (directory, missing, teacher.teacher_inputs(prompt_ids, rows, tokenizer.bos_id))
     if not todo:
         return {split: teacher.StoredTargets(epath.Path(workdir) / TEACHER_DIR / split) for split in splits}
-    params = load_params()
-    batch_sh = shd.batch_sharding(mesh, rules)
-    size, k = config.distill.teacher_batch_size, config.distill.top_k
-    fn = functools.partial(teacher.teacher_targets, model=model, n_prompt=len(prompt_ids),
-                           text_len=config.distill.text_len, k=k)
+    step_fn = teacher_step(config, model, len(prompt_ids), mesh, rules, params_layout, load_params())
     for split, (directory, missing, inputs) in todo.items():
-        in_sh = row_shardings(batch_sh, {key: v[:size] for key, v in inputs.items()})
-        out_sh = row_shardings(batch_sh, {"teacher_log_probs": np.zeros((1, 1, 1)),
-                                          "teacher_indices": np.zeros((1, 1, 1)),
-                                          "teacher_rest": np.zeros((1, 1))})
-        jitted = runtime.compile_step(fn, mesh, rules, (params_layout, in_sh), out_sh)
-        start, stop = shd.process_row_range(batch_sh, size)
-        put = lambda b: shd.make_global_batch({key: v[start:stop] for key, v in b.items()}, batch_sh, size)
-        teacher.compute_shards(directory, missing, inputs, size, lambda b: jitted(params, b), put)
+        teacher.compute_shards(directory, missing, config.distill.shard_rows, inputs,
+                               config.distill.teacher_batch_size, step_fn)
     return {split: teacher.StoredTargets(epath.Path(workdir) / TEACHER_DIR / split) for split in splits}
+
+
+def teacher_step(config, model, n_prompt, mesh, rules, params_layout, params):
+    """-> f(local numpy teacher inputs of one global batch) -> targets, jitted once, sharded by rows."""
+    batch_sh = shd.batch_sharding(mesh, rules)
+    size = config.distill.teacher_batch_size
+    fn = functools.partial(teacher.teacher_targets, model=model, n_prompt=n_prompt,
+                           text_len=config.distill.text_len, k=config.distill.top_k)
+    in_sh = {key: row_sharding(batch_sh, 2) for key in ("tokens", "positions", "segment_ids")}
+    out_sh = {key: row_sharding(batch_sh, ndim) for key, ndim in teacher.NDIM.items()}
+    jitted = runtime.compile_step(fn, mesh, rules, (params_layout, in_sh), out_sh)
+    start, stop = shd.process_row_range(batch_sh, size)
+
+    def run(batch):
+        local = {key: v[start:stop] for key, v in batch.items()}
+        return jitted(params, shd.make_global_batch(local, batch_sh, size))
+    return run
 
 
 def _batch_maker(rows, targets):
@@ -181,17 +192,14 @@ def distill_summary(sums) -> dict:
 def with_baseline(task: Task, workdir) -> Task:
     """A fresh start first evaluates the student as initialised (= the unprompted LM): the held-out
     KL before distillation, written to eval_before.json (a resumed run keeps the first one)."""
-    fresh = task.init_state
-
     def init_and_measure():
-        state = fresh()
+        state = task.init_state()
         before = evaluate(task, state)
         print("eval before distillation: " + ", ".join(f"{k}={v:.4g}" for k, v in before.items()), flush=True)
         if jax.process_index() == 0:
             teacher.write_atomically(epath.Path(workdir) / BEFORE_FILE, json.dumps(before, indent=1))
         return state
-    task.init_state = init_and_measure
-    return task
+    return dataclasses.replace(task, init_state=init_and_measure)
 
 
 def train_and_evaluate(config, workdir):
@@ -199,7 +207,10 @@ def train_and_evaluate(config, workdir):
     validate_distill(config)
     adopt_source_model(config)
     init_from.resolve_from_source(config)
-    validate(config, jax.device_count())
+    sizes = validate(config, jax.device_count())
+    if config.distill.teacher_batch_size % (sizes["data"] * sizes["fsdp"]):
+        raise ConfigError(f"config.distill.teacher_batch_size={config.distill.teacher_batch_size} is "
+                          f"not divisible by data×fsdp = {sizes['data'] * sizes['fsdp']}")
     mesh, rules = runtime.mesh_and_rules(config)
     tokenizer = init_from.initial_tokenizer(config, None, workdir)
     _, prompt_ids = hhh_prompt.load_prompt(config.distill, tokenizer, config.data.seq_len)

@@ -21,6 +21,7 @@ from hh.distill.objective import log_mass_outside
 
 MANIFEST = "manifest.json"
 ARRAYS = {"teacher_log_probs": np.float32, "teacher_indices": np.int32, "teacher_rest": np.float32}
+NDIM = {"teacher_log_probs": 3, "teacher_indices": 3, "teacher_rest": 2}   # [b, l, k] and [b, l]
 
 
 def top_k_with_rest(logits, k: int):
@@ -100,19 +101,17 @@ def missing_shards(directory: epath.Path, n_rows: int, shard_rows: int) -> list[
             if not (directory / shard_name(i)).exists()]
 
 
-def compute_shards(directory, indices, teacher_rows, batch_size: int, step, put):
-    """Runs the jitted teacher `step` over the rows of the shards `indices` and writes them.
-
-    teacher_rows: the full teacher inputs (numpy); put(batch) -> a global device batch; the last
+def compute_shards(directory, indices, shard_rows: int, teacher_rows, batch_size: int, step):
+    """Runs the teacher `step` (numpy rows of one global batch -> targets) over the rows of the
+    shards `indices` and writes them. teacher_rows: the full teacher inputs (numpy); the last
     batch of a shard is padded with repeated rows, dropped before writing."""
-    manifest = json.loads((directory / MANIFEST).read_text())
-    bounds = shard_bounds(manifest["rows"], manifest["shard_rows"])
+    bounds = shard_bounds(len(teacher_rows["tokens"]), shard_rows)
     for i in indices:
         start, stop = bounds[i]
         parts = []
         for first in range(start, stop, batch_size):
             rows = np.minimum(np.arange(first, first + batch_size), stop - 1)
-            out = step(put({k: v[rows] for k, v in teacher_rows.items()}))
+            out = step({k: v[rows] for k, v in teacher_rows.items()})
             out = multihost_utils.process_allgather(out, tiled=True)
             parts.append({k: np.asarray(v)[:min(batch_size, stop - first)] for k, v in out.items()})
         if jax.process_index() == 0:
