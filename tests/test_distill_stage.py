@@ -145,3 +145,23 @@ def test_the_result_is_an_lm_workdir_for_later_stages(distilled):
 def test_config_errors_name_the_field(lm_smoke, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         main.run(smoke_config(lm_smoke, **overrides), str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("preset", ["smoke", "tiny", "13M", "52B"])
+def test_presets_validate_with_the_papers_learning_rate(preset):
+    from configs import lm as lm_config
+    from hh.config import validate
+    from hh.distill.stage import validate_distill
+    from hh.train.optim import learning_rate_schedule
+
+    config = distill_config.get_config(preset)
+    config.init_from = "/some/lm"
+    validate_distill(config)
+    validate(config, n_devices=8)
+    lm_lr = lm_config.get_config(preset).optimizer.learning_rate
+    schedule = learning_rate_schedule(config.optimizer, config.loop.steps)   # Bai et al. App. A.1
+    assert float(schedule(0)) == pytest.approx(0.05 * lm_lr)
+    assert float(schedule(config.loop.steps // 2)) == pytest.approx(0.025 * lm_lr, rel=0.02)
+    assert float(schedule(config.loop.steps)) == pytest.approx(0.0, abs=1e-12)
+    if preset in ("13M", "52B"):
+        assert config.train.global_batch_size == 32 and config.train.loss_chunk == 256
