@@ -24,6 +24,7 @@ from hh.distill.objective import distill_eval_sums, distill_loss_terms
 from hh.models.transformer import TransformerLM
 from hh.parallel import sharding as shd
 from hh.train import init_from, runtime, step
+from hh.train.checkpoint import absolute
 from hh.train.loop import Task, evaluate, train_loop
 from hh.train.optim import make_optimizer
 from hh.train.provenance import config_hash, write_provenance
@@ -78,10 +79,10 @@ def row_shardings(batch_sh, example: dict) -> dict:
 
 def target_key(config, prompt_ids, rows, tokenizer, split) -> dict:
     """What the stored targets depend on; a mismatch with the manifest refuses to reuse them."""
-    ckpt = epath.Path(init_from.absolute(config.init_from)) / "checkpoints"
+    ckpt = absolute(config.init_from) / "checkpoints"
     steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
     fingerprint = getattr(tokenizer, "fingerprint", lambda: type(tokenizer).__name__)()
-    return {"split": split, "teacher": str(init_from.absolute(config.init_from)),
+    return {"split": split, "teacher": str(absolute(config.init_from)),
             "teacher_step": steps[-1] if steps else None, "tokenizer": fingerprint,
             "prompt": hhh_prompt.prompt_fingerprint(prompt_ids), "prompt_tokens": len(prompt_ids),
             "rows_fingerprint": distill_data.rows_fingerprint(rows), "rows": len(rows["inputs"]),
