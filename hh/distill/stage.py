@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from hh.config import ConfigError, validate
@@ -110,6 +111,8 @@ def ensure_targets(config, workdir, splits, prompt_ids, tokenizer, model, mesh, 
     for split, (directory, missing, inputs) in todo.items():
         teacher.compute_shards(directory, missing, config.distill.shard_rows, inputs,
                                config.distill.teacher_batch_size, step_fn)
+    if jax.process_count() > 1:   # process 0 wrote the shards; the others read them next
+        multihost_utils.sync_global_devices("distill teacher targets written")
     return {split: teacher.StoredTargets(epath.Path(workdir) / TEACHER_DIR / split) for split in splits}
 
 
