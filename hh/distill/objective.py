@@ -31,9 +31,8 @@ def categorical_kl(p_log, q_log):
     """Σ_c p_c (log p_c − log q_c) over the last axis; categories with p_c = 0 contribute 0 (also
     when q_c = 0 there), and no NaN reaches the gradient through them."""
     p = jnp.exp(p_log)
-    present = p > 0
-    return jnp.sum(jnp.where(present, p * (jnp.where(present, p_log, 0.0) - jnp.where(present, q_log, 0.0)),
-                             0.0), axis=-1)
+    gap = jnp.where(p > 0, p_log - q_log, 0.0)   # -inf − -inf is NaN, masked in value and gradient
+    return jnp.sum(p * gap, axis=-1)
 
 
 def distill_token_terms(student_logits, teacher_log_probs, teacher_indices, teacher_rest):
