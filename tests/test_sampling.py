@@ -322,3 +322,14 @@ def test_sharded_greedy_matches_single_device():
     np.testing.assert_array_equal(np.asarray(sharded.tokens)[trusted], tokens[trusted])
     np.testing.assert_allclose(np.asarray(sharded.logprobs)[trusted], np.asarray(single.logprobs)[trusted],
                                atol=ATOL)
+
+
+def test_sampling_config_normalises_and_validates():
+    sampling = smp.SamplingConfig(stop_sequences=[[1, 2], (3,)], banned_ids=[0, 5])
+    assert sampling.stop_sequences == ((1, 2), (3,)) and sampling.banned_ids == (0, 5)
+    hash(sampling)   # a static jit argument
+    for bad in (dict(temperature=0.0), dict(top_p=0.0), dict(top_k=-1), dict(max_new_tokens=0),
+                dict(stop_sequences=((),))):
+        with pytest.raises(ValueError):
+            smp.SamplingConfig(**bad)
+    smp.SamplingConfig(temperature=0.0, greedy=True)   # greedy ignores the temperature

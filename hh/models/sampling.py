@@ -32,6 +32,17 @@ class SamplingConfig:
     pad_id: int = 0                 # written after a row has finished
     banned_ids: tuple = ()          # never sampled (e.g. pad, the PM's EOC token; benchmarks ban EOS)
 
+    def __post_init__(self):
+        # Lists (e.g. from a ConfigDict) become tuples, so the config stays hashable for jit.
+        object.__setattr__(self, "stop_sequences", tuple(tuple(int(t) for t in s) for s in self.stop_sequences))
+        object.__setattr__(self, "banned_ids", tuple(int(t) for t in self.banned_ids))
+        if self.max_new_tokens < 1 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"need max_new_tokens >= 1, top_k >= 0, 0 < top_p <= 1: {self}")
+        if not self.greedy and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (use greedy=True for argmax): {self}")
+        if any(len(s) == 0 for s in self.stop_sequences):
+            raise ValueError("empty stop sequence")
+
 
 @flax.struct.dataclass
 class Samples:
