@@ -79,7 +79,8 @@ def compile_and_time(fn, args, runs):
 def main(argv=None):
     args = parse_args(argv)
     cfg = presets.model_config(args.preset, vocab_size=args.vocab, dtype=args.dtype)
-    params = nn.meta.unbox(jax.jit(TransformerLM(cfg).init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+    params = jax.jit(TransformerLM(cfg).init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))
+    params = nn.meta.unbox(params["params"])
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
     rows = np.random.default_rng(0).integers(1, args.vocab, (args.batch, args.prompt)).tolist()
     prompts = {k: jnp.asarray(v) for k, v in left_padded(rows, args.prompt).items() if k in smp.PROMPT_KEYS}

@@ -119,7 +119,8 @@ def test_cache_layout(scan):
     assert k.shape == ((2,) if scan else ()) + (3, 10, 2, 8) and k.dtype == jnp.float32
     axes = jax.tree_util.tree_leaves(kv_cache.cache_logical_axes(cfg), is_leaf=lambda x: isinstance(x, tuple))
     assert [len(a) for a in axes] == [x.ndim for x in jax.tree_util.tree_leaves(cache)]
-    params = nn.meta.unbox(jax.eval_shape(TransformerLM(cfg).init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+    params = jax.eval_shape(TransformerLM(cfg).init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+    params = nn.meta.unbox(params["params"])
     out = jax.eval_shape(lambda p: TransformerLM(cfg).apply(
         {"params": p}, jnp.ones((3, 4), jnp.int32), cache=cache, cache_index=2), params)
     assert jax.tree_util.tree_structure(out["cache"]) == jax.tree_util.tree_structure(cache)

@@ -34,7 +34,8 @@ class SamplingConfig:
 
     def __post_init__(self):
         # Lists (e.g. from a ConfigDict) become tuples, so the config stays hashable for jit.
-        object.__setattr__(self, "stop_sequences", tuple(tuple(int(t) for t in s) for s in self.stop_sequences))
+        stops = tuple(tuple(int(t) for t in seq) for seq in self.stop_sequences)
+        object.__setattr__(self, "stop_sequences", stops)
         object.__setattr__(self, "banned_ids", tuple(int(t) for t in self.banned_ids))
         if self.max_new_tokens < 1 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"need max_new_tokens >= 1, top_k >= 0, 0 < top_p <= 1: {self}")
@@ -48,7 +49,7 @@ class SamplingConfig:
 class Samples:
     """What `generate` returns; consumers strip `stop_lengths` trailing tokens for the response text."""
     tokens: jax.Array        # [batch, max_new_tokens] int32, pad_id after the row finished
-    logprobs: jax.Array      # [batch, max_new_tokens] float32: log softmax(logits / T), full vocab; 0 after finish
+    logprobs: jax.Array      # [batch, max_new_tokens] float32: log softmax(logits / T), full vocab; 0 after
     lengths: jax.Array       # [batch] int32: generated tokens, including a matched stop sequence / eos
     stop_lengths: jax.Array  # [batch] int32: trailing tokens of `lengths` that are the stop sequence / eos
     finished: jax.Array      # [batch] bool: ended by eos / stop sequence
@@ -141,7 +142,8 @@ def emit(state: DecodeState, logits, rng, sampling: SamplingConfig) -> DecodeSta
     stop = jnp.where(active, stop_length(tail, sampling), 0)
     samples = Samples(tokens=s.tokens.at[:, t].set(token), logprobs=s.logprobs.at[:, t].set(logprob),
                       lengths=s.lengths + active.astype(jnp.int32),
-                      stop_lengths=jnp.where(stop > 0, stop, s.stop_lengths), finished=s.finished | (stop > 0))
+                      stop_lengths=jnp.where(stop > 0, stop, s.stop_lengths),
+                      finished=s.finished | (stop > 0))
     return DecodeState(step=t + 1, cache=state.cache, samples=samples, tail=tail)
 
 
