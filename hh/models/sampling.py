@@ -160,6 +160,10 @@ def generate(params, model_cfg: TransformerConfig, prompts: dict, rng, sampling:
     tokens, segment_ids, positions = (jnp.asarray(prompts[k], jnp.int32) for k in PROMPT_KEYS)
     batch, prompt_len = tokens.shape
     n_new = sampling.max_new_tokens
+    if model_cfg.position == "learned" and prompt_len + n_new > model_cfg.max_len:
+        # positions past the learned table would be silently clamped or filled by the lookup
+        raise ValueError(f"prompt length {prompt_len} + max_new_tokens {n_new} exceeds the learned "
+                         f"position table (max_len {model_cfg.max_len})")
     model = TransformerLM(model_cfg)
     cache = kv_cache.init_cache(model_cfg, batch, prompt_len + n_new)
     out = model.apply({"params": params}, tokens, positions, segment_ids, cache=cache, cache_index=0,
