@@ -197,7 +197,8 @@ def jit_generate(model_cfg: TransformerConfig, sampling: SamplingConfig, mesh=No
 
     With a mesh and logical rules, the prompts are placed batch-sharded (over "data" and "fsdp" in
     configs/common.py's rules) and the call traces under the rules, so the cache and activations
-    shard like the model's activations; params keep the sharding they arrive with.
+    shard like the model's activations; params keep the sharding they arrive with. On several hosts
+    pass global arrays (hh.parallel.sharding.make_global_batch): host numpy is placed as one process's.
     `fn.jitted` is the underlying jax.jit function (e.g. for `_cache_size()`).
     """
     def run(params, prompts, rng):
