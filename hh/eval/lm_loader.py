@@ -33,11 +33,15 @@ def abstract_lm_params(model: TransformerLM, seq_len: int, mesh, rules):
                         strip_boxes(boxed), shardings)
 
 
-def restore_lm_params(workdir, stage: str, abstract):
-    """-> (step, TransformerLM params) of the workdir's latest checkpoint, placed as `abstract` says."""
+def check_stage(workdir, stage: str):
     if stage not in LM_STAGES + POLICY_STAGES:
         raise ValueError(f"{workdir} is a {stage!r} run: a language model is one of "
                          f"{LM_STAGES + POLICY_STAGES}")
+
+
+def restore_lm_params(workdir, stage: str, abstract):
+    """-> (step, TransformerLM params) of the workdir's latest checkpoint, placed as `abstract` says."""
+    check_stage(workdir, stage)
     ckpt = Checkpointer(absolute(workdir) / "checkpoints", keep=10**6, every=1, async_save=False)
     try:
         step = ckpt.latest_step()
@@ -57,6 +61,7 @@ class LoadedLM:
         self.workdir = absolute(workdir)
         self.config = ml_collections.ConfigDict(source_config(str(self.workdir)))
         self.stage = self.config.stage
+        check_stage(self.workdir, self.stage)
         self.tokenizer = sources.run_tokenizer(self.config.data, None, str(self.workdir))
         self.model = TransformerLM(runtime.model_config(self.config))
         self.seq_len = int(self.config.data.seq_len)

@@ -34,7 +34,7 @@ def request_ids(tokenizer, context: str, continuation: str, max_len: int):
         raise ValueError(f"continuation of {len(cont)} tokens exceeds the model's length {max_len}: "
                          f"{continuation[:60]!r}")
     keep = max_len - len(cont)
-    seq = [tokenizer.bos_id, *(ctx[len(ctx) - keep:] if keep else []), *cont]
+    seq = [tokenizer.bos_id, *(ctx[max(0, len(ctx) - keep):] if keep else []), *cont]
     return seq[:-1], seq[1:], len(cont)
 
 
