@@ -200,13 +200,12 @@ def _qa(question, answer, path, where):
 
 
 def read_triviaqa(path):
-    """TriviaQA: the rc/unfiltered json {"Data": [{"Question", "Answer": {"Aliases",
-    "NormalizedAliases", "Value"}}]}, or a simplified jsonl, one {"question", "answers": [str]} a
-    line (the first answer is the few-shot gold)."""
-    text = epath.Path(path).read_text()
-    if text.lstrip().startswith("{") and '"Data"' in text[:1000]:
+    """TriviaQA: a `.json` file is the released rc/unfiltered format {"Data": [{"Question",
+    "Answer": {"Aliases", "NormalizedAliases", "Value"}}]}; any other name is a simplified jsonl,
+    one {"question", "answers": [str]} a line (the first answer is the few-shot gold)."""
+    if epath.Path(path).suffix == ".json":
         try:
-            data = json.loads(text)["Data"]
+            data = json.loads(epath.Path(path).read_text())["Data"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise DataError(path, f"not a TriviaQA json with a 'Data' list ({e})") from None
         if not isinstance(data, list) or not data:
