@@ -269,3 +269,15 @@ def test_alignment_tax_table_same_model_has_zero_delta(pm_chain, tmp_path):
     assert "+0.0000 |" in md
     with pytest.raises(ValueError, match="FORMAT:PATH"):
         mc.parse_task("nope:x.jsonl")
+
+
+def test_cli_writes_one_models_metrics(pm_chain, tmp_path):
+    """The process boundary is what is tested: absl flags defined only under __main__."""
+    import subprocess
+    import sys
+
+    task = f"jsonl:{_write(tmp_path / 'own.jsonl', JSONL_ITEMS)}"
+    subprocess.run([sys.executable, "-m", "hh.eval.mc", "--workdir", str(pm_chain["lm"]), "--task", task,
+                    "--shots", "1", "--out", str(tmp_path / "out")], check=True, timeout=300)
+    report = json.loads((tmp_path / "out" / "mc_eval.json").read_text())
+    assert report["shots"] == 1 and report["metrics"]["jsonl/own"]["examples"] == 4

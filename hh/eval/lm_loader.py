@@ -65,9 +65,10 @@ class LoadedLM:
         self.tokenizer = sources.run_tokenizer(self.config.data, None, str(self.workdir))
         self.model = TransformerLM(runtime.model_config(self.config))
         self.seq_len = int(self.config.data.seq_len)
-        train = self.config.train
-        self.batch_size = int(train.get("eval_batch_size", train.global_batch_size))
         self.mesh, self.rules = runtime.mesh_and_rules(self.config)
+        # rounded up to the batch shards of this mesh (it may differ from the training run's)
+        train, shards = self.config.train, self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        self.batch_size = -(-int(train.get("eval_batch_size", train.global_batch_size)) // shards) * shards
         abstract = abstract_lm_params(self.model, self.seq_len, self.mesh, self.rules)
         self.step, self.params = restore_lm_params(self.workdir, self.stage, abstract)
 
