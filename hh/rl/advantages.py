@@ -7,6 +7,8 @@ contiguous run per row: right-padded variable lengths or right-aligned rows).
 import jax
 import jax.numpy as jnp
 
+from hh.rl.kl import kl_estimate
+
 
 def last_token_index(mask):
     """mask [batch, length] -> [batch] index of each row's last real token (0 for an empty row)."""
@@ -69,3 +71,17 @@ def whiten(x, mask, shift_mean: bool = True, eps: float = 1e-8):
     if not shift_mean:
         white = white + mean
     return white * mask.astype(x.dtype)
+
+
+def ppo_targets(score, old_logp, ref_logp, values, mask, *, beta, kl_estimator: str,
+                gamma: float, lam: float, whiten_advantages: bool = True):
+    """What the update needs from a scored rollout, all [batch, N] (0 on padding): the per-token
+    KL (the named estimator of π_old vs π₀), rewards, advantages (whitened over the whole
+    rollout: shift and scale, population variance) and returns (from the raw advantages).
+    score [batch]: the PM reward of each response."""
+    kl = kl_estimate(old_logp, ref_logp, kl_estimator) * mask
+    rewards = token_rewards(score, kl, mask, beta)
+    advantages, returns = gae_advantages(rewards, values, mask, gamma, lam)
+    if whiten_advantages:
+        advantages = whiten(advantages, mask)
+    return {"kl": kl, "rewards": rewards, "advantages": advantages, "returns": returns}
