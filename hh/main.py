@@ -17,6 +17,7 @@ STAGES = {
     "lm": "hh.lm.stage",
     "pmp": "hh.pm.stage",
     "pm": "hh.pm.stage",
+    "ppo": "hh.rl.stage",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<stage>.py:<preset>")
