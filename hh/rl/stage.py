@@ -23,7 +23,7 @@ from hh.models.transformer import TransformerConfig, TransformerLM
 from hh.parallel import sharding as shd
 from hh.pm.data import spec_source
 from hh.pm.model import PreferenceModel, init_params as pm_init_params
-from hh.rl import kl_control, rollout as rl_rollout
+from hh.rl import kl_control, rollout as rl_rollout, scoring
 from hh.rl.kl import ESTIMATORS
 from hh.rl.logprobs import ValueModel
 from hh.rl.ppo import bind_loss, init_ppo_state, mean_metrics, ppo_update
@@ -126,10 +126,10 @@ def build_phases(config, models, optimizers, schedule, shardings, mesh, rules, t
         return rl_rollout.generate_responses(policy_params, prompts, rng,
                                              model_cfg=models["policy"].cfg, sampling=sampling)
 
-    score = functools.partial(rl_rollout.score_rollout, policy_model=models["policy"],
+    score = functools.partial(scoring.score_rollout, policy_model=models["policy"],
                               value_model=models["value"], pm_model=models["pm"],
                               rollout_cfg=cfg_r, ppo_cfg=cfg_p)
-    loss = bind_loss(*rl_rollout.transformer_fns(models["policy"], models["value"], cfg_r.temperature), cfg_p)
+    loss = bind_loss(*scoring.transformer_fns(models["policy"], models["value"], cfg_r.temperature), cfg_p)
 
     def update(state, rollout, kl):
         rng = jax.random.fold_in(jax.random.fold_in(base, state.step), 1)
@@ -189,7 +189,7 @@ def make_train_step(phases, frozen, sample_log):
         counter["iteration"] += 1
         if sample_log.due(counter["iteration"]):
             sample_log.write(counter["iteration"], rollout, per_response)
-        rollout = {k: rollout[k] for k in rl_rollout.ROLLOUT_KEYS}
+        rollout = {k: rollout[k] for k in scoring.ROLLOUT_KEYS}
         state, update_metrics = phases["update"](state, rollout, metrics["kl"])
         return state, {**metrics, **update_metrics}
     return train_step
