@@ -22,8 +22,9 @@ def smoke_models():
 def smoke_params(policy, value, seed=0):
     tokens = jnp.zeros((1, 8), jnp.int32)
     k1, k2 = jax.random.split(jax.random.key(seed))
-    params = {"policy": policy.init(k1, tokens)["params"],
-              "value": value.init(k2, tokens, tokens, jnp.ones_like(tokens))["params"]}
+    params = jax.jit(lambda k1, k2: {
+        "policy": policy.init(k1, tokens)["params"],
+        "value": value.init(k2, tokens, tokens, jnp.ones_like(tokens))["params"]})(k1, k2)
     # a non-zero value head, so values (and their gradients) are not trivially 0
     params = nn.meta.unbox(params)
     head = params["value"]["score_head"]["score"]
@@ -44,8 +45,9 @@ def prompts_and_responses(seed=0, vocab=300, width=6, n=5):
 def smoke_rollout(params, policy, value, seed=0):
     """A rollout dict as hh.rl.scoring makes it, with random advantages and returns."""
     prompts, tokens, mask = prompts_and_responses(seed)
-    old_logp, _ = response_logprobs(params["policy"], policy, prompts, tokens, mask, 1.0)
-    old_values = response_values(params["value"], value, prompts, tokens, mask)
+    old_logp, _ = jax.jit(response_logprobs, static_argnums=(1, 5))(
+        params["policy"], policy, prompts, tokens, mask, 1.0)
+    old_values = jax.jit(response_values, static_argnums=1)(params["value"], value, prompts, tokens, mask)
     rng = np.random.default_rng(seed + 1)
     return {"prompt_tokens": prompts["tokens"], "prompt_segment_ids": prompts["segment_ids"],
             "response_tokens": tokens, "mask": mask, "old_logp": old_logp, "old_values": old_values,

@@ -20,6 +20,7 @@ PPO = ml_collections.ConfigDict(dict(clip_eps=0.2, value_clip_eps=0.2, value_coe
 TOL = dict(rtol=1e-5, atol=1e-6)
 
 
+@functools.lru_cache(maxsize=None)
 def _setup():
     _, policy, value = smoke_models()
     params = smoke_params(policy, value)

@@ -12,11 +12,11 @@ from rl_fixtures import prompts_and_responses, smoke_models, smoke_params
 def _unpadded_reference(params, policy, value, prompt_ids, response_ids, temperature):
     """One row with no padding at all, scored directly from the model's full outputs."""
     seq = jnp.asarray([prompt_ids + response_ids], jnp.int32)
-    logits = policy.apply({"params": params["policy"]}, seq)["logits"][0] / temperature
+    logits = jax.jit(policy.apply)({"params": params["policy"]}, seq)["logits"][0] / temperature
     p = len(prompt_ids)
     logp = token_log_probs(logits[p - 1:-1][None], jnp.asarray([response_ids]))[0]
-    values = value.apply({"params": params["value"]}, seq, jnp.arange(seq.shape[1])[None],
-                         jnp.ones_like(seq))[0]
+    values = jax.jit(value.apply)({"params": params["value"]}, seq, jnp.arange(seq.shape[1])[None],
+                                  jnp.ones_like(seq))[0]
     return logp, values[p - 1:-1]
 
 
@@ -24,8 +24,9 @@ def test_padding_invariant_and_matches_unpadded_rows():
     _, policy, value = smoke_models()
     params = smoke_params(policy, value)
     prompts, tokens, mask = prompts_and_responses()
-    logp, entropy = response_logprobs(params["policy"], policy, prompts, tokens, mask, 0.7)
-    values = response_values(params["value"], value, prompts, tokens, mask)
+    logp, entropy = jax.jit(response_logprobs, static_argnums=(1, 5))(
+        params["policy"], policy, prompts, tokens, mask, 0.7)
+    values = jax.jit(response_values, static_argnums=1)(params["value"], value, prompts, tokens, mask)
     for i in (0, 2, 3):
         p_ids = [int(t) for t, s in zip(prompts["tokens"][i], prompts["segment_ids"][i]) if s]
         n = int(mask[i].sum())
@@ -43,8 +44,9 @@ def test_more_padding_changes_nothing():
     prompts, tokens, mask = prompts_and_responses()
     wide = {k: jnp.pad(v, ((0, 0), (3, 0))) for k, v in prompts.items()}   # 3 more left pads
     longer, longer_mask = jnp.pad(tokens, ((0, 0), (0, 2))), jnp.pad(mask, ((0, 0), (0, 2)))
-    a, _ = response_logprobs(params["policy"], policy, prompts, tokens, mask, 1.0)
-    b, _ = response_logprobs(params["policy"], policy, wide, longer, longer_mask, 1.0)
+    logprobs = jax.jit(response_logprobs, static_argnums=(1, 5))
+    a, _ = logprobs(params["policy"], policy, prompts, tokens, mask, 1.0)
+    b, _ = logprobs(params["policy"], policy, wide, longer, longer_mask, 1.0)
     np.testing.assert_allclose(a, b[:, :5], rtol=1e-5, atol=1e-6)
 
 
