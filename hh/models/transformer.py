@@ -5,6 +5,7 @@ family (pre-LayerNorm, GELU, d_ff = 4·d_model, rotary; Askell et al. 2021 App. 
 to import public checkpoints (RMSNorm, SwiGLU, KV heads, biases, tied embeddings, rotary fraction,
 parallel residual, learned positions) are fields of `TransformerConfig`, not forks.
 Every parameter and activation carries logical axis names; `hh.parallel` maps them to the mesh.
+Decoding passes a KV cache (`hh.models.kv_cache`) through the same modules and gets it back.
 """
 
 import dataclasses
@@ -133,11 +134,34 @@ def apply_rotary(x, positions, fraction, base=10000.0, inv_freq=None):
     return jnp.concatenate([rotated.astype(x.dtype), x_pass], axis=-1)
 
 
+# Logical axes of one layer's cached keys / values [batch, max_len, kv_heads, d_head]: like activations.
+CACHE_AXES = (BATCH, LENGTH, KV_HEADS, None)
+
+
+def attend_cached(q, k, v, segment_ids, layer_cache, cache_index, kv_segment_ids):
+    """Decoding: write this call's k, v at cache slots cache_index.. and attend over the whole cache.
+
+    q: [batch, length, heads, d_head]; k, v: [batch, length, kv_heads, d_head]; layer_cache:
+    {"k", "v"} [batch, max_len, kv_heads, d_head]; kv_segment_ids: [batch, max_len], already holding
+    this call's segment ids (0 = padding or an empty slot). Causality is by absolute slot index.
+    Always dense: the [length, max_len] logits are small for a decode step (length 1); blockwise
+    attention assumes queries start at slot 0 and kv_len a multiple of the block, which a cache
+    does not give.
+    """
+    new = {name: nn.with_logical_constraint(jax.lax.dynamic_update_slice(
+        layer_cache[name], x.astype(layer_cache[name].dtype), (0, cache_index, 0, 0)), CACHE_AXES)
+        for name, x in (("k", k), ("v", v))}
+    q_index = jnp.broadcast_to(cache_index + jnp.arange(q.shape[1]), segment_ids.shape)
+    mask = attention.attention_mask(segment_ids, kv_segment_ids, q_index)
+    return attention.dense_attention(q, new["k"], new["v"], mask), new
+
+
 class Attention(nn.Module):
+    """Self-attention; with `layer_cache` it also returns the cache with this call's keys/values."""
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids):
+    def __call__(self, x, positions, segment_ids, layer_cache=None, cache_index=None, kv_segment_ids=None):
         cfg = self.cfg
         batch, length, _ = x.shape
         q = _dense(cfg.n_heads * cfg.d_head, (EMBED, HEADS), cfg, "query")(x)
@@ -151,9 +175,12 @@ class Attention(nn.Module):
             q = apply_rotary(q, positions, cfg.rotary_fraction, inv_freq=inv_freq)
             k = apply_rotary(k, positions, cfg.rotary_fraction, inv_freq=inv_freq)
         q = nn.with_logical_constraint(q, (BATCH, LENGTH, HEADS, None))
-        out = attention.attend(q, k, v, segment_ids, cfg.attention, cfg.attention_block)
+        if layer_cache is None:
+            out = attention.attend(q, k, v, segment_ids, cfg.attention, cfg.attention_block)
+        else:
+            out, layer_cache = attend_cached(q, k, v, segment_ids, layer_cache, cache_index, kv_segment_ids)
         out = out.reshape(batch, length, cfg.n_heads * cfg.d_head)
-        return _dense(cfg.d_model, (HEADS, EMBED), cfg, "out")(out)
+        return _dense(cfg.d_model, (HEADS, EMBED), cfg, "out")(out), layer_cache
 
 
 class Mlp(nn.Module):
@@ -175,20 +202,22 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """One pre-norm block. Returns (x, x) so that nn.scan can stack per-layer hidden states."""
+    """One pre-norm block. Returns (x, (x, layer_cache)) so that nn.scan can stack per-layer hidden
+    states and caches (layer_cache stays None without a cache)."""
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids):
+    def __call__(self, x, positions, segment_ids, layer_cache=None, cache_index=None, kv_segment_ids=None):
         cfg = self.cfg
-        attn = Attention(cfg, name="attention")(_norm(cfg, "attention_norm")(x), positions, segment_ids)
+        attn, layer_cache = Attention(cfg, name="attention")(
+            _norm(cfg, "attention_norm")(x), positions, segment_ids, layer_cache, cache_index, kv_segment_ids)
         if cfg.parallel_residual:
             x = x + attn + Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x))
         else:
             x = x + attn
             x = x + Mlp(cfg, name="mlp")(_norm(cfg, "mlp_norm")(x))
         x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
-        return x, x
+        return x, (x, layer_cache)
 
 
 _REMAT_POLICIES = {
@@ -206,23 +235,30 @@ def _block_class(cfg):
 
 
 class Stack(nn.Module):
-    """The n_layers blocks, as a Python loop or as one nn.scan over stacked weights."""
+    """The n_layers blocks, as a Python loop or as one nn.scan over stacked weights.
+
+    Returns (x, per-layer hidden states, cache): the cache is scanned with the layers (stacked on a
+    leading layers axis) or a {"layer_<i>": ...} dict, as the params are; None without a cache.
+    """
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x, positions, segment_ids):
+    def __call__(self, x, positions, segment_ids, cache=None, cache_index=None, kv_segment_ids=None):
         cfg, block = self.cfg, _block_class(self.cfg)
         if cfg.scan_layers:
             scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                              in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layers,
-                              metadata_params={nn.PARTITION_NAME: LAYERS})
-            x, per_layer = scanned(cfg, name="layers")(x, positions, segment_ids)
-            return x, per_layer
-        per_layer = []
+                              in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast),
+                              length=cfg.n_layers, metadata_params={nn.PARTITION_NAME: LAYERS})
+            x, (per_layer, cache) = scanned(cfg, name="layers")(
+                x, positions, segment_ids, cache, cache_index, kv_segment_ids)
+            return x, per_layer, cache
+        per_layer, new_cache = [], {}
         for i in range(cfg.n_layers):
-            x, _ = block(cfg, name=f"layer_{i}")(x, positions, segment_ids)
+            name = f"layer_{i}"
+            x, (_, new_cache[name]) = block(cfg, name=name)(
+                x, positions, segment_ids, None if cache is None else cache[name], cache_index, kv_segment_ids)
             per_layer.append(x)
-        return x, jnp.stack(per_layer)
+        return x, jnp.stack(per_layer), None if cache is None else new_cache
 
 
 class TransformerLM(nn.Module):
@@ -232,11 +268,14 @@ class TransformerLM(nn.Module):
     `hidden_states` ([n_layers + 1, b, l, d]: the embeddings, then each block's output, before the
     final norm) is returned only when asked for; `compute_logits=False` skips the LM head
     (scalar-head models that do not mix in the LM loss).
+    Decoding: `cache` (from `hh.models.kv_cache.init_cache`) and `cache_index` (int scalar, the slot
+    of tokens[:, 0]) make this call write its keys/values at slots cache_index.. and attend to every
+    slot written so far; the updated cache comes back as out["cache"].
     """
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, tokens, positions=None, segment_ids=None, *,
+    def __call__(self, tokens, positions=None, segment_ids=None, *, cache=None, cache_index=None,
                  return_hidden_states=False, compute_logits=True):
         cfg = self.cfg
         if positions is None:
@@ -254,9 +293,18 @@ class TransformerLM(nn.Module):
                              name="position_embed")(positions)
         x = nn.with_logical_constraint(x.astype(cfg.compute_dtype), (BATCH, LENGTH, EMBED))
         embedded = x
-        x, per_layer = Stack(cfg, name="stack")(x, positions, segment_ids)
+        kv_segment_ids = layers_cache = None
+        if cache is not None:
+            cache_index = jnp.asarray(cache_index, jnp.int32)
+            kv_segment_ids = jax.lax.dynamic_update_slice(
+                cache["segment_ids"], segment_ids.astype(cache["segment_ids"].dtype), (0, cache_index))
+            layers_cache = cache["layers"]
+        x, per_layer, layers_cache = Stack(cfg, name="stack")(
+            x, positions, segment_ids, layers_cache, cache_index, kv_segment_ids)
         final_hidden = _norm(cfg, "final_norm")(x)
         out = {"final_hidden": final_hidden}
+        if cache is not None:
+            out["cache"] = {"segment_ids": kv_segment_ids, "layers": layers_cache}
         if compute_logits:
             if cfg.tie_embeddings:
                 logits = embed.attend(final_hidden)

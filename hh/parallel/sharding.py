@@ -4,6 +4,7 @@ The model names its axes logically ("embed", "mlp", ...); the config's rules tab
 the three mesh axes. Nothing here knows about a particular model or stage.
 """
 
+import contextlib
 import math
 
 import flax.linen as nn
@@ -38,6 +39,13 @@ def make_mesh(shape: dict, devices=None) -> jax.sharding.Mesh:
     devices = jax.devices() if devices is None else devices
     sizes = resolve_mesh_shape(shape, len(devices))
     return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+@contextlib.contextmanager
+def sharding_context(mesh, rules):
+    """The mesh and logical rules that `nn.with_logical_constraint` needs while tracing."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
 
 
 def rules_from_config(rules) -> tuple:

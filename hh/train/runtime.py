@@ -2,15 +2,14 @@
 jitting a step with explicit shardings, donation and the logical-axis context.
 """
 
-import contextlib
 import functools
 
-import flax.linen as nn
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from hh.models.transformer import TransformerConfig
 from hh.parallel import sharding as shd
+from hh.parallel.sharding import sharding_context  # noqa: F401  (re-exported: stages use runtime.)
 from hh.train.state import state_shardings
 
 
@@ -20,13 +19,6 @@ def model_config(config) -> TransformerConfig:
 
 def mesh_and_rules(config, devices=None):
     return shd.make_mesh(dict(config.mesh), devices), shd.rules_from_config(config.sharding.rules)
-
-
-@contextlib.contextmanager
-def sharding_context(mesh, rules):
-    """The mesh and logical rules that `nn.with_logical_constraint` needs while tracing."""
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        yield
 
 
 def replicated(mesh) -> NamedSharding:
