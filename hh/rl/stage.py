@@ -116,7 +116,7 @@ def _context(fn, mesh, rules):
 def build_phases(config, models, optimizers, schedule, shardings, mesh, rules, tokenizer):
     """The three jitted phases. The rng of iteration t is a function of (seed, t) only."""
     cfg_r, cfg_p = config.rollout, config.ppo
-    sampling = rl_rollout.sampling_config(cfg_r, tokenizer)
+    sampling = rl_rollout.sampling_config(cfg_r, tokenizer, models["policy"].cfg.vocab_size)
     base = jax.random.key(config.seed)
     batch = config.train.global_batch_size
     updates_per_iteration = cfg_p.epochs * cfg_p.minibatches
@@ -146,9 +146,9 @@ def build_phases(config, models, optimizers, schedule, shardings, mesh, rules, t
     scalar = runtime.replicated(mesh)
     return {
         "generate": _context(jax.jit(generate), mesh, rules),
-        "score": _context(jax.jit(score, donate_argnums=(3,)), mesh, rules),
+        "score": _context(jax.jit(score), mesh, rules),
         # fixed output shardings: the next iteration's input matches, so it never recompiles
-        "update": _context(jax.jit(update, out_shardings=(shardings, scalar), donate_argnums=(0, 1)),
+        "update": _context(jax.jit(update, out_shardings=(shardings, scalar), donate_argnums=0),
                            mesh, rules),
     }
 
