@@ -22,6 +22,7 @@ def _config(pm_chain, steps=ITERATIONS):
     config = ppo_config.get_config("smoke")
     config.init_from, config.reward_model = str(pm_chain["lm"]), str(pm_chain["pm"])
     config.loop.steps = steps
+    config.ppo.minibatches = 2          # 8 rows each: one per fake device (data = 8)
     config.loop.checkpoint_every = ITERATIONS // 2
     config.loop.async_checkpoints = False
     config.optimizer.learning_rate = config.value_optimizer.learning_rate = 3e-3
