@@ -13,16 +13,18 @@ import ml_collections
 from configs import common
 from hh.models import presets
 
-# preset: prompt tokens, new tokens, rollout batch, PPO iterations, tokenizer
+# preset: prompt tokens, new tokens, rollout batch, PPO iterations, tokenizer, LR factor.
+# The CPU presets see ~2,000 samples, not the paper's ~10^5, so their LR factor is 0.25, not 0.01
+# (at 0.01 a 60-iteration tiny run barely moves; docs/ppo.md).
 RUN_SHAPES = {
     "smoke": dict(prompt_len=40, new_tokens=16, batch=16, iterations=12, tokenizer="bytes",
-                  samples_every=4, warmup=2),
+                  samples_every=4, warmup=2, lr_factor=0.25),
     "tiny": dict(prompt_len=128, new_tokens=32, batch=32, iterations=60, tokenizer="sentencepiece",
-                 samples_every=10, warmup=4),
+                 samples_every=10, warmup=4, lr_factor=0.25),
 }
 # Bai et al. App. B.1: 128-token responses; context 1024 as the PM's; 25,000-sample warm-up.
 PAPER_RUN = dict(prompt_len=896, new_tokens=128, batch=512, iterations=1000, tokenizer="sentencepiece",
-                 samples_every=50, warmup=math.ceil(25000 / 512))
+                 samples_every=50, warmup=math.ceil(25000 / 512), lr_factor=0.01)
 
 
 def get_config(arg="tiny"):
@@ -78,9 +80,10 @@ def get_config(arg="tiny"):
                               checkpoint_every=max(1, run["iterations"] // 4))
     # App. B.1: 0.01× the pretraining LR, linear warm-up (counted in optimizer updates = iterations
     # × epochs × minibatches; the stage scales `warmup_steps` given in iterations), then constant.
-    config.optimizer = common.optimizer(0.01 * presets.learning_rate(preset), "constant", run["warmup"])
+    lr = run["lr_factor"] * presets.learning_rate(preset)
+    config.optimizer = common.optimizer(lr, "constant", run["warmup"])
     config.optimizer.weight_decay = 0.0
-    config.value_optimizer = common.optimizer(0.01 * presets.learning_rate(preset), "constant", run["warmup"])
+    config.value_optimizer = common.optimizer(lr, "constant", run["warmup"])
     config.value_optimizer.weight_decay = 0.0
     config.curves = ml_collections.ConfigDict(dict(fit_fraction=0.5))   # early part for the √KL fit
     config.mesh = common.mesh(preset)

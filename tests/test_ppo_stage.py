@@ -67,6 +67,8 @@ def test_resume_from_the_midway_checkpoint_continues_identically(pm_chain, ppo_r
     shutil.copytree(ppo_run, workdir)
     shutil.rmtree(workdir / "checkpoints" / str(ITERATIONS))   # as if stopped after step 6
     main.run(_config(pm_chain), str(workdir))
+    samples = [json.loads(line) for line in (workdir / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples] == [4] * 4 + [8] * 4 + [12] * 4   # none written twice
     for key in ("reward", "kl", "policy_loss", "kl_coef"):
         a, b = _series(ppo_run, key), _series(workdir, key)
         assert sorted(b) == list(range(1, ITERATIONS + 1))

@@ -160,6 +160,14 @@ class SampleLog:
         self.path = epath.Path(workdir) / "samples.jsonl"
         self.tokenizer, self.every, self.n = tokenizer, every, n
 
+    def truncate_after(self, iteration: int):
+        """On resume: drop rows the interrupted run wrote after its last checkpoint."""
+        if jax.process_index() != 0 or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= iteration]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
     def due(self, iteration: int) -> bool:
         return self.every > 0 and iteration % self.every == 0
 
@@ -184,6 +192,7 @@ def make_train_step(phases, frozen, sample_log):
     def train_step(state, prompts):
         if counter["iteration"] is None:
             counter["iteration"] = int(jax.device_get(state.step))   # once: the resume point
+            sample_log.truncate_after(counter["iteration"])
         samples = phases["generate"](state.params["policy"], prompts, state.step)
         rollout, per_response, metrics = phases["score"](state.params, frozen, prompts, samples, state.kl_coef)
         counter["iteration"] += 1
