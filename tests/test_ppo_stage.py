@@ -60,6 +60,8 @@ def test_ppo_raises_the_pm_reward_and_writes_its_reports(ppo_run):
     fit = json.loads((ppo_run / "reward_vs_sqrt_kl.json").read_text())
     assert {"slope", "intercept", "r2"} <= set(fit) and fit["n_fit"] == ITERATIONS // 2
     assert (ppo_run / "reward_vs_sqrt_kl.png").stat().st_size > 1000
+    # no recompilation per iteration: each jitted phase compiled exactly once in 12 iterations
+    assert json.loads((ppo_run / "phase_compiles.json").read_text()) == {"generate": 1, "score": 1, "update": 1}
 
 
 def test_resume_from_the_midway_checkpoint_continues_identically(pm_chain, ppo_run, tmp_path):
@@ -69,6 +71,7 @@ def test_resume_from_the_midway_checkpoint_continues_identically(pm_chain, ppo_r
     main.run(_config(pm_chain), str(workdir))
     samples = [json.loads(line) for line in (workdir / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples] == [4] * 4 + [8] * 4 + [12] * 4   # none written twice
+    assert json.loads((workdir / "phase_compiles.json").read_text()) == {"generate": 1, "score": 1, "update": 1}
     for key in ("reward", "kl", "policy_loss", "kl_coef"):
         a, b = _series(ppo_run, key), _series(workdir, key)
         assert sorted(b) == list(range(1, ITERATIONS + 1))

@@ -106,10 +106,11 @@ def load_frozen(config, models, abstract_policy, mesh, rules):
                 "pm": init_from.initial_params(config.reward_model, pm_abstract, _no_fresh)}
 
 
-def _context(fn, mesh, rules):
+def _context(jitted, mesh, rules):
     def call(*args):
         with runtime.sharding_context(mesh, rules):
-            return fn(*args)
+            return jitted(*args)
+    call.jitted = jitted
     return call
 
 
@@ -201,6 +202,7 @@ def make_train_step(phases, frozen, sample_log):
         rollout = {k: rollout[k] for k in scoring.ROLLOUT_KEYS}
         state, update_metrics = phases["update"](state, rollout, metrics["kl"])
         return state, {**metrics, **update_metrics}
+    train_step.phases = phases
     return train_step
 
 
@@ -248,6 +250,10 @@ def train_and_evaluate(config, workdir):
     write_provenance(workdir, config, mesh)
     task = build_task(config, mesh, rules, tokenizer, workdir)
     result = train_loop(task, config.loop, workdir, meta={"config_hash": config_hash(config)})
-    if jax.process_index() == 0 and not result.preempted:
-        write_reward_curves(workdir, config.curves.fit_fraction)
+    if jax.process_index() == 0:
+        # each phase compiles once per run (fixed shapes and shardings): recorded, and tested
+        compiles = {k: p.jitted._cache_size() for k, p in task.train_step.phases.items()}
+        (epath.Path(workdir) / "phase_compiles.json").write_text(json.dumps(compiles) + "\n")
+        if not result.preempted:
+            write_reward_curves(workdir, config.curves.fit_fraction)
     return result
