@@ -14,13 +14,13 @@ from configs import common
 from hh.models import presets
 
 # preset: prompt tokens, new tokens, rollout batch, PPO iterations, tokenizer, LR factor.
-# The CPU presets see ~2,000 samples, not the paper's ~10^5, so their LR factor is 0.25, not 0.01
-# (at 0.01 a 60-iteration tiny run barely moves; docs/ppo.md).
+# The CPU presets see ~2,000 samples, not the paper's ~10^5, so their LR factor is 0.05, not 0.01
+# (0.25 made the tiny run unstable: KL 40+ nats, entropy collapse; docs/ppo.md).
 RUN_SHAPES = {
     "smoke": dict(prompt_len=40, new_tokens=16, batch=16, iterations=12, tokenizer="bytes",
-                  samples_every=4, warmup=2, lr_factor=0.25),
+                  samples_every=4, warmup=2, lr_factor=0.05),
     "tiny": dict(prompt_len=128, new_tokens=32, batch=32, iterations=60, tokenizer="sentencepiece",
-                 samples_every=10, warmup=4, lr_factor=0.25),
+                 samples_every=10, warmup=4, lr_factor=0.05),
 }
 # Bai et al. App. B.1: 128-token responses; context 1024 as the PM's; 25,000-sample warm-up.
 PAPER_RUN = dict(prompt_len=896, new_tokens=128, batch=512, iterations=1000, tokenizer="sentencepiece",
