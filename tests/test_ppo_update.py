@@ -3,6 +3,7 @@ is unchanged by microbatching (1, 2, 4) and by the mesh (1 device vs data=4 × t
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -67,7 +68,7 @@ def test_gradient_unchanged_by_the_mesh():
     mesh = shd.make_mesh({"data": 4, "fsdp": 1, "tensor": 2})
     rules = shd.rules_from_config(common.SHARDING_RULES)
     tokens = jnp.zeros((1, 8), jnp.int32)
-    with jax.set_mesh(mesh), __import__("flax").linen.logical_axis_rules(rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         boxed = {"policy": jax.eval_shape(lambda: policy.init(jax.random.key(0), tokens)["params"]),
                  "value": jax.eval_shape(lambda: value.init(jax.random.key(0), tokens, tokens, tokens)["params"])}
         param_sh = shd.logical_shardings(boxed, mesh, rules)

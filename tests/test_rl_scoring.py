@@ -1,12 +1,14 @@
 """Scoring a rollout: the PM reward is read at the EOC right after the response content (stop
 marker stripped), and score_rollout's targets and metrics are consistent."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from hh.models.sampling import Samples
+from hh.rl.logprobs import response_logprobs
 from hh.pm.model import PreferenceModel
 from hh.rl.scoring import pm_inputs, pm_scores, score_rollout
 from rl_fixtures import prompts_and_responses, smoke_models, smoke_params
@@ -24,7 +26,7 @@ def _pm(cfg):
     pm = PreferenceModel(cfg, eoc_id=EOC)
     tokens = jnp.zeros((1, 8), jnp.int32)
     params = jax.jit(lambda k: pm.init(k, tokens, compute_logits=True)["params"])(jax.random.key(5))
-    params = jax.tree.map(lambda x: x, __import__("flax").linen.meta.unbox(params))
+    params = nn.meta.unbox(params)
     head = params["score_head"]["score"]
     head["kernel"] = jax.random.normal(jax.random.key(6), head["kernel"].shape)
     return pm, params
@@ -81,9 +83,8 @@ def test_score_rollout_targets_and_metrics():
     np.testing.assert_allclose(m["sqrt_kl"], np.sqrt(max(float(m["kl"]), 0.0)), rtol=1e-6)
     # total reward = PM score + truncation penalty (unfinished rows) − β·Σ k1
     penalty = -2.0 * (1 - np.asarray(samples.finished, np.float32))
-    total = np.asarray(score) + penalty - 0.1 * np.sum(
-        np.asarray(rollout["old_logp"]) - np.asarray(jax.jit(lambda: __import__("hh.rl.logprobs", fromlist=["x"])
-        .response_logprobs(reference, policy, prompts, tokens, mask, 1.0)[0])()), axis=1)
+    ref_logp, _ = jax.jit(response_logprobs, static_argnums=(1, 5))(reference, policy, prompts, tokens, mask, 1.0)
+    total = np.asarray(score) + penalty - 0.1 * np.sum(np.asarray(rollout["old_logp"] - ref_logp), axis=1)
     np.testing.assert_allclose(m["reward_total"], total.mean(), rtol=1e-4, atol=1e-4)
     adv = np.asarray(rollout["advantages"])[np.asarray(mask) > 0]
     np.testing.assert_allclose([adv.mean(), adv.std()], [0.0, 1.0], atol=1e-4)
