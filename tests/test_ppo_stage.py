@@ -64,6 +64,7 @@ def test_ppo_raises_the_pm_reward_and_writes_its_reports(ppo_run):
     assert json.loads((ppo_run / "phase_compiles.json").read_text()) == {"generate": 1, "score": 1, "update": 1}
 
 
+@pytest.mark.slow
 def test_resume_from_the_midway_checkpoint_continues_identically(pm_chain, ppo_run, tmp_path):
     workdir = tmp_path / "resumed"
     shutil.copytree(ppo_run, workdir)
