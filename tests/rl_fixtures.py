@@ -8,7 +8,7 @@ import numpy as np
 from hh.data.prompt_data import left_padded
 from hh.models import presets
 from hh.models.transformer import TransformerLM
-from hh.rl.logprobs import ValueModel, response_logprobs, response_mask, response_values
+from hh.rl.logprobs import ValueModel, response_logprobs, response_values
 
 PROMPT_LENS = [3, 6, 1, 5, 4, 6, 2, 5]
 RESPONSE_LENS = [5, 2, 4, 1, 5, 3, 5, 4]
@@ -55,4 +55,4 @@ def smoke_rollout(params, policy, value, seed=0):
             "returns": jnp.asarray(rng.normal(size=mask.shape), jnp.float32) * mask}
 
 
-__all__ = ["smoke_models", "smoke_params", "prompts_and_responses", "smoke_rollout", "response_mask"]
+__all__ = ["smoke_models", "smoke_params", "prompts_and_responses", "smoke_rollout"]
