@@ -1,8 +1,9 @@
 """Attention kernels for the transformer: masks, dense attention, blockwise attention.
 
 Pure functions on arrays, no parameters. `hh.models.transformer` projects q/k/v and calls
-`attend`; decoding (issue 5) reuses `attention_mask_bias` with cache offsets. Masks are built from
-segment ids (0 = padding) and token indices, so packed documents never attend to each other.
+`attend`; decoding (`transformer.attend_cached`) reuses `attention_mask` with the cache's slot
+indices, then `dense_attention`. Masks are built from segment ids (0 = padding) and token
+indices, so packed documents never attend to each other.
 """
 
 import jax

@@ -32,12 +32,24 @@ class SamplingConfig:
     pad_id: int = 0                 # written after a row has finished
     banned_ids: tuple = ()          # never sampled (e.g. pad, the PM's EOC token; benchmarks ban EOS)
 
+    def __post_init__(self):
+        # Lists (e.g. from a ConfigDict) become tuples, so the config stays hashable for jit.
+        stops = tuple(tuple(int(t) for t in seq) for seq in self.stop_sequences)
+        object.__setattr__(self, "stop_sequences", stops)
+        object.__setattr__(self, "banned_ids", tuple(int(t) for t in self.banned_ids))
+        if self.max_new_tokens < 1 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"need max_new_tokens >= 1, top_k >= 0, 0 < top_p <= 1: {self}")
+        if not self.greedy and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (use greedy=True for argmax): {self}")
+        if any(len(s) == 0 for s in self.stop_sequences):
+            raise ValueError("empty stop sequence")
+
 
 @flax.struct.dataclass
 class Samples:
     """What `generate` returns; consumers strip `stop_lengths` trailing tokens for the response text."""
     tokens: jax.Array        # [batch, max_new_tokens] int32, pad_id after the row finished
-    logprobs: jax.Array      # [batch, max_new_tokens] float32: log softmax(logits / T), full vocab; 0 after finish
+    logprobs: jax.Array      # [batch, max_new_tokens] float32: log softmax(logits / T), full vocab; 0 after
     lengths: jax.Array       # [batch] int32: generated tokens, including a matched stop sequence / eos
     stop_lengths: jax.Array  # [batch] int32: trailing tokens of `lengths` that are the stop sequence / eos
     finished: jax.Array      # [batch] bool: ended by eos / stop sequence
@@ -130,7 +142,8 @@ def emit(state: DecodeState, logits, rng, sampling: SamplingConfig) -> DecodeSta
     stop = jnp.where(active, stop_length(tail, sampling), 0)
     samples = Samples(tokens=s.tokens.at[:, t].set(token), logprobs=s.logprobs.at[:, t].set(logprob),
                       lengths=s.lengths + active.astype(jnp.int32),
-                      stop_lengths=jnp.where(stop > 0, stop, s.stop_lengths), finished=s.finished | (stop > 0))
+                      stop_lengths=jnp.where(stop > 0, stop, s.stop_lengths),
+                      finished=s.finished | (stop > 0))
     return DecodeState(step=t + 1, cache=state.cache, samples=samples, tail=tail)
 
 
@@ -147,6 +160,10 @@ def generate(params, model_cfg: TransformerConfig, prompts: dict, rng, sampling:
     tokens, segment_ids, positions = (jnp.asarray(prompts[k], jnp.int32) for k in PROMPT_KEYS)
     batch, prompt_len = tokens.shape
     n_new = sampling.max_new_tokens
+    if model_cfg.position == "learned" and prompt_len + n_new > model_cfg.max_len:
+        # positions past the learned table would be silently clamped or filled by the lookup
+        raise ValueError(f"prompt length {prompt_len} + max_new_tokens {n_new} exceeds the learned "
+                         f"position table (max_len {model_cfg.max_len})")
     model = TransformerLM(model_cfg)
     cache = kv_cache.init_cache(model_cfg, batch, prompt_len + n_new)
     out = model.apply({"params": params}, tokens, positions, segment_ids, cache=cache, cache_index=0,
@@ -180,7 +197,8 @@ def jit_generate(model_cfg: TransformerConfig, sampling: SamplingConfig, mesh=No
 
     With a mesh and logical rules, the prompts are placed batch-sharded (over "data" and "fsdp" in
     configs/common.py's rules) and the call traces under the rules, so the cache and activations
-    shard like the model's activations; params keep the sharding they arrive with.
+    shard like the model's activations; params keep the sharding they arrive with. On several hosts
+    pass global arrays (hh.parallel.sharding.make_global_batch): host numpy is placed as one process's.
     `fn.jitted` is the underlying jax.jit function (e.g. for `_cache_size()`).
     """
     def run(params, prompts, rng):

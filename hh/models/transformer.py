@@ -255,8 +255,9 @@ class Stack(nn.Module):
         per_layer, new_cache = [], {}
         for i in range(cfg.n_layers):
             name = f"layer_{i}"
+            layer_cache = None if cache is None else cache[name]
             x, (_, new_cache[name]) = block(cfg, name=name)(
-                x, positions, segment_ids, None if cache is None else cache[name], cache_index, kv_segment_ids)
+                x, positions, segment_ids, layer_cache, cache_index, kv_segment_ids)
             per_layer.append(x)
         return x, jnp.stack(per_layer), None if cache is None else new_cache
 
