@@ -18,6 +18,7 @@ STAGES = {
     "pmp": "hh.pm.stage",
     "pm": "hh.pm.stage",
     "distill": "hh.distill.stage",
+    "ppo": "hh.rl.stage",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<stage>.py:<preset>")

@@ -1,0 +1,91 @@
+"""PPO against a preference model: `python -m hh.main --config configs/ppo.py:<preset> --workdir DIR
+--config.init_from=<LM or distill workdir> --config.reward_model=<PM workdir>`.
+
+Bai et al. 2022 §4.1 and App. B.1: LR 0.01× the pretraining LR, clip ε = 0.2, γ = 1, no entropy
+bonus, K ∈ {1, 2, 4} passes, responses of at most 128 tokens, r_total = r_PM − λ_KL·KL with
+λ_KL = 0.001. Fields the paper leaves open (GAE λ, batch, critic, temperature) are marked ours.
+"""
+
+import math
+
+import ml_collections
+
+from configs import common
+from hh.models import presets
+
+# preset: prompt tokens, new tokens, rollout batch, PPO iterations, tokenizer, LR factor.
+# The CPU presets see ~2,000 samples, not the paper's ~10^5, so their LR factor is 0.05, not 0.01
+# (0.25 made the tiny run unstable: KL 40+ nats, entropy collapse; docs/ppo.md).
+RUN_SHAPES = {
+    "smoke": dict(prompt_len=40, new_tokens=16, batch=16, iterations=12, tokenizer="bytes",
+                  samples_every=4, warmup=2, lr_factor=0.05),
+    "tiny": dict(prompt_len=128, new_tokens=32, batch=32, iterations=60, tokenizer="sentencepiece",
+                 samples_every=10, warmup=4, lr_factor=0.05),
+}
+# Bai et al. App. B.1: 128-token responses; context 1024 as the PM's; 25,000-sample warm-up.
+PAPER_RUN = dict(prompt_len=896, new_tokens=128, batch=512, iterations=1000, tokenizer="sentencepiece",
+                 samples_every=50, warmup=math.ceil(25000 / 512), lr_factor=0.01)
+
+
+def get_config(arg="tiny"):
+    preset = arg or "tiny"
+    run = RUN_SHAPES.get(preset, PAPER_RUN)
+    config = ml_collections.ConfigDict()
+    config.stage = "ppo"
+    config.model_preset = preset
+    config.seed = 0
+    # The policy (and the frozen reference) start here: an hh LM or distill workdir (App. B.1:
+    # the context-distilled LM). The tokenizer comes from it.
+    config.init_from = ""
+    # The PM workdir: the frozen reward model AND the value model's initialisation (ours, N+).
+    config.reward_model = ""
+
+    config.data = common.data(run["prompt_len"] + run["new_tokens"], tokenizer=run["tokenizer"])
+    # Prompts: the PM training comparisons with responses stripped (Bai et al. §4.1), as
+    # hh.pm.data specs, e.g. "hh_rlhf/harmless-base:train[0:2000]".
+    config.data.prompt_sources = ["synthetic-helpful", "synthetic-harmless"]
+    config.data.max_prompt_len = run["prompt_len"]
+    config.model = common.model(preset)
+    config.model.vocab_size = common.model_vocab(config.data)
+
+    config.rollout = ml_collections.ConfigDict(dict(
+        max_new_tokens=run["new_tokens"],   # App. B.1: 128 (32 in the robustness studies)
+        temperature=1.0,                    # ours: pure sampling, T = 1 (the paper is silent)
+        # Added to the PM score of a response cut at max_new_tokens (no stop marker, no EOS).
+        # 0: off, the paper's (silent) default; e.g. −1 is the "EOS trick" of RLHF-NOTES #5.
+        truncated_penalty=0.0,
+        samples_every=run["samples_every"],  # iterations between samples.jsonl entries
+        n_samples=4,                         # responses decoded each time
+    ))
+    config.ppo = ml_collections.ConfigDict(dict(
+        epochs=1,               # K: 1 (main scan), 2 (robustness), 4 (online), App. B.1
+        minibatches=4,          # ours: optimizer steps per pass over the rollout
+        clip_eps=0.2,           # App. B.1
+        value_clip_eps=0.2,     # ours, as baselines ppo2 / trlx
+        value_coef=1.0,         # separate networks: scales only the critic's gradient
+        entropy_coef=0.0,       # App. B.1: no entropy bonus
+        gamma=1.0,              # App. B.1
+        lam=0.95,               # ours (GAE λ; N, N+ and most peers)
+        kl_estimator="k1",      # per-token log-ratio, Stiennon et al.'s; "k2" | "k3"
+        whiten_advantages=True,
+    ))
+    config.kl = ml_collections.ConfigDict(dict(
+        kind="fixed",           # §4.1: a fixed λ_KL; "adaptive": Ziegler et al. 2019
+        init_coef=0.001,        # §4.1: λ_KL = 0.001
+        target=6.0, horizon=10000))   # adaptive only (Ziegler / N defaults)
+    config.train = ml_collections.ConfigDict(dict(
+        global_batch_size=run["batch"],   # prompts (= responses) per rollout
+        microbatches=1, eval_batch_size=run["batch"], loss_chunk=0))
+    config.loop = common.loop(run["iterations"], log_every=1, eval_every=0,
+                              checkpoint_every=max(1, run["iterations"] // 4))
+    # App. B.1: 0.01× the pretraining LR, linear warm-up (counted in optimizer updates = iterations
+    # × epochs × minibatches; the stage scales `warmup_steps` given in iterations), then constant.
+    lr = run["lr_factor"] * presets.learning_rate(preset)
+    config.optimizer = common.optimizer(lr, "constant", run["warmup"])
+    config.optimizer.weight_decay = 0.0
+    config.value_optimizer = common.optimizer(lr, "constant", run["warmup"])
+    config.value_optimizer.weight_decay = 0.0
+    config.curves = ml_collections.ConfigDict(dict(fit_fraction=0.5))   # early part for the √KL fit
+    config.mesh = common.mesh(preset)
+    config.sharding = common.sharding()
+    return config

@@ -1,0 +1,68 @@
+"""PM reward against sqrt(KL(π ‖ π₀)) over a PPO run (Bai et al. 2022 §4.3, Fig. 4/13: roughly
+linear early in training). Reads a workdir's metrics.jsonl; writes reward_vs_sqrt_kl.png and a
+least-squares line (slope, intercept, r²) over the first `fit_fraction` of iterations as JSON.
+"""
+
+import json
+import math
+
+import numpy as np
+from etils import epath
+
+from hh.train.metrics import read_metrics
+
+REWARD, SQRT_KL = "train/reward", "train/sqrt_kl"
+
+
+def reward_and_sqrt_kl(rows):
+    """-> (steps, sqrt_kl, reward) arrays of the rows that log both, in step order."""
+    rows = sorted((r for r in rows if REWARD in r and SQRT_KL in r), key=lambda r: r["step"])
+    return (np.array([r["step"] for r in rows]), np.array([float(r[SQRT_KL]) for r in rows]),
+            np.array([float(r[REWARD]) for r in rows]))
+
+
+def linear_fit(x, y) -> dict:
+    """Least squares y ≈ slope·x + intercept, with r² = 1 − SS_res/SS_tot."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return {"slope": float("nan"), "intercept": float("nan"), "r2": float("nan")}
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = np.sum((y - (slope * x + intercept)) ** 2)
+    total = np.sum((y - y.mean()) ** 2)
+    return {"slope": float(slope), "intercept": float(intercept),
+            "r2": float(1.0 - residual / total) if total > 0 else float("nan")}
+
+
+def write_reward_curves(workdir, fit_fraction: float = 0.5) -> dict:
+    """Writes reward_vs_sqrt_kl.{png,json} in `workdir`; returns the JSON's dict."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workdir = epath.Path(workdir)
+    steps, sqrt_kl, reward = reward_and_sqrt_kl(read_metrics(workdir))
+    n_fit = max(2, math.ceil(fit_fraction * len(steps))) if len(steps) else 0
+    fit = linear_fit(sqrt_kl[:n_fit], reward[:n_fit])
+    summary = {**fit, "fit_fraction": fit_fraction, "n_fit": int(min(n_fit, len(steps))),
+               "iterations": int(len(steps)),
+               "reward_start": float(reward[0]) if len(reward) else float("nan"),
+               "reward_end": float(reward[-1]) if len(reward) else float("nan"),
+               "sqrt_kl_end": float(sqrt_kl[-1]) if len(sqrt_kl) else float("nan")}
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(sqrt_kl, reward, c=steps, s=12, cmap="viridis")
+    if math.isfinite(fit["slope"]):
+        x = np.linspace(0, sqrt_kl[:n_fit].max(), 20)
+        ax.plot(x, fit["slope"] * x + fit["intercept"], "r-",
+                label=f"first {fit_fraction:.0%}: r² = {fit['r2']:.2f}")
+        ax.legend()
+    ax.set_xlabel("sqrt(KL(π ‖ π₀))  [nats^½, per response]")
+    ax.set_ylabel("PM reward (mean)")
+    ax.set_title("PPO: reward vs sqrt(KL)")
+    fig.tight_layout()
+    with (workdir / "reward_vs_sqrt_kl.png").open("wb") as f:
+        fig.savefig(f, dpi=100)
+    plt.close(fig)
+    (workdir / "reward_vs_sqrt_kl.json").write_text(json.dumps(
+        {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in summary.items()},
+        indent=2) + "\n")
+    return summary

@@ -1,0 +1,77 @@
+"""Log-probs, entropies and values of given response tokens: the one full, padding-invariant
+forward that RL scoring and the PPO update share (RLHF-NOTES §2.4 #1, #3, #4, #20).
+
+A sequence is the LEFT-padded prompt ⊕ the RIGHT-padded response; positions are the exclusive
+cumsum of the real-token mask and padding is segment 0, so real tokens' logits do not depend on
+padding. Logits are divided by the sampling temperature, as they were when sampling.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hh.models.heads import ScalarHead
+from hh.models.transformer import TransformerLM
+from hh.train.losses import token_log_probs
+
+
+def response_mask(lengths, width: int):
+    """lengths [batch] -> float32 [batch, width], 1 on the first `lengths` tokens."""
+    return (jnp.arange(width)[None, :] < lengths[:, None]).astype(jnp.float32)
+
+
+def sequence_inputs(prompts: dict, response_tokens, response_real):
+    """prompts {"tokens","segment_ids"} [b, P] left-padded; response_tokens, response_real [b, N]
+    -> {"tokens","segment_ids","positions"} [b, P + N]."""
+    real = jnp.concatenate([prompts["segment_ids"] > 0, response_real > 0], axis=1)
+    tokens = jnp.concatenate([prompts["tokens"], response_tokens], axis=1)
+    positions = jnp.maximum(jnp.cumsum(real, axis=1) - 1, 0).astype(jnp.int32)
+    return {"tokens": jnp.where(real, tokens, 0).astype(jnp.int32),
+            "segment_ids": real.astype(jnp.int32), "positions": positions}
+
+
+def entropy_from_logits(logits):
+    """Entropy of softmax(logits) per position: [..., vocab] -> [...] float32."""
+    logits = logits.astype(jnp.float32)
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+def response_logprobs(params, model: TransformerLM, prompts, response_tokens, mask, temperature: float):
+    """log π(y_t | x, y_<t) and the policy entropy at each response token.
+
+    params: TransformerLM params; response_tokens, mask [b, N] -> (logp [b, N], entropy [b, N]),
+    both 0 on padding. Token t is predicted at the position before it (index P − 1 + t).
+    """
+    inputs = sequence_inputs(prompts, response_tokens, mask)
+    p = prompts["tokens"].shape[1]
+    logits = model.apply({"params": params}, inputs["tokens"], inputs["positions"],
+                         inputs["segment_ids"])["logits"]
+    logits = logits[:, p - 1:-1].astype(jnp.float32) / temperature
+    logp = token_log_probs(logits, response_tokens)
+    return logp * mask, entropy_from_logits(logits) * mask
+
+
+class ValueModel(nn.Module):
+    """The critic: a transformer trunk plus a ScalarHead scoring EVERY position.
+
+    Params {"trunk", "score_head"} are named as the PreferenceModel's, so a PM checkpoint
+    initialises it (the N+ choice; Bai et al. are silent on the critic). No LM head.
+    tokens [b, L] -> values [b, L] float32.
+    """
+    cfg: object
+
+    @nn.compact
+    def __call__(self, tokens, positions, segment_ids):
+        hidden = TransformerLM(self.cfg, name="trunk")(tokens, positions, segment_ids,
+                                                       compute_logits=False)["final_hidden"]
+        return ScalarHead(name="score_head")(hidden)
+
+
+def response_values(params, model: ValueModel, prompts, response_tokens, mask):
+    """V(x, y_<t) for each response token t, read at the position BEFORE t (RLHF-NOTES #1):
+    -> [b, N], 0 on padding."""
+    inputs = sequence_inputs(prompts, response_tokens, mask)
+    p = prompts["tokens"].shape[1]
+    values = model.apply({"params": params}, inputs["tokens"], inputs["positions"], inputs["segment_ids"])
+    return values[:, p - 1:-1] * mask

@@ -1,0 +1,93 @@
+"""The second phase of a PPO iteration: score a rollout with the training forward. Old and
+reference log-probs and values (hh.rl.logprobs), the PM reward read at the EOC appended right
+after each response's content, then per-token rewards and advantages (hh.rl.advantages).
+"""
+
+import jax.numpy as jnp
+
+from hh.rl.advantages import ppo_targets
+from hh.rl.kl import kl_k1, kl_k3
+from hh.rl.logprobs import response_logprobs, response_mask, response_values, sequence_inputs
+from hh.rl.ppo_loss import explained_variance
+
+ROLLOUT_KEYS = ("prompt_tokens", "prompt_segment_ids", "response_tokens", "mask", "old_logp",
+                "old_values", "advantages", "returns")
+
+
+def pm_inputs(prompts, response_tokens, content_lengths, eoc_id: int):
+    """[bos] + prompt + response content + [eoc] (hh.data.pm_data.encode_side's layout), the
+    prompt left-padded and the rest right-padded: -> {"tokens","segment_ids","positions"}
+    [b, P + N + 1]. content_lengths [b]: response tokens before any stop marker/EOS."""
+    b, n = response_tokens.shape
+    index = jnp.arange(n + 1)[None, :]
+    tokens = jnp.concatenate([response_tokens, jnp.zeros((b, 1), response_tokens.dtype)], axis=1)
+    tokens = jnp.where(index < content_lengths[:, None], tokens,
+                       jnp.where(index == content_lengths[:, None], eoc_id, 0))
+    return sequence_inputs(prompts, tokens, index <= content_lengths[:, None])
+
+
+def pm_scores(pm_params, pm_model, prompts, samples):
+    """The PM's score of each response, read at the EOC appended right after its content
+    (stop marker / EOS stripped: the PM was trained on responses without them) -> [b]."""
+    inputs = pm_inputs(prompts, samples.tokens, samples.lengths - samples.stop_lengths, pm_model.eoc_id)
+    return pm_model.apply({"params": pm_params}, inputs["tokens"], inputs["positions"],
+                          inputs["segment_ids"])["score"]
+
+
+def score_rollout(params, frozen, prompts, samples, kl_coef, *, policy_model, value_model, pm_model,
+                  rollout_cfg, ppo_cfg):
+    """-> (rollout: ROLLOUT_KEYS [b, ...], per_response: {"score","length","finished"} [b], metrics).
+
+    params {"policy","value"} (trained), frozen {"reference","pm"}. Every log-prob comes from the
+    training forward at the sampling temperature (RLHF-NOTES #4, #20), not from the sampler.
+    """
+    tokens, n = samples.tokens, samples.tokens.shape[1]
+    mask = response_mask(samples.lengths, n)
+    temperature = rollout_cfg.temperature
+    old_logp, entropy = response_logprobs(params["policy"], policy_model, prompts, tokens, mask, temperature)
+    ref_logp, _ = response_logprobs(frozen["reference"], policy_model, prompts, tokens, mask, temperature)
+    values = response_values(params["value"], value_model, prompts, tokens, mask)
+    score = pm_scores(frozen["pm"], pm_model, prompts, samples)
+    finished = samples.finished.astype(jnp.float32)
+    reward = score + rollout_cfg.truncated_penalty * (1.0 - finished)
+    targets = ppo_targets(reward, old_logp, ref_logp, values, mask, beta=kl_coef,
+                          kl_estimator=ppo_cfg.kl_estimator, gamma=ppo_cfg.gamma, lam=ppo_cfg.lam,
+                          whiten_advantages=ppo_cfg.whiten_advantages)
+    rollout = {"prompt_tokens": prompts["tokens"], "prompt_segment_ids": prompts["segment_ids"],
+               "response_tokens": tokens, "mask": mask, "old_logp": old_logp, "old_values": values,
+               "advantages": targets["advantages"], "returns": targets["returns"]}
+    lengths = samples.lengths.astype(jnp.float32)
+    kl = jnp.mean(jnp.sum(targets["kl"], axis=1))          # per-sequence sum, batch mean
+    metrics = {
+        "reward": jnp.mean(score),                          # raw PM score, before any penalty
+        "reward_total": jnp.mean(jnp.sum(targets["rewards"], axis=1)),   # r_PM − β·KL (+ penalty)
+        "kl": kl,
+        "kl_k1": jnp.mean(jnp.sum(kl_k1(old_logp, ref_logp) * mask, axis=1)),
+        "kl_k3": jnp.mean(jnp.sum(kl_k3(old_logp, ref_logp) * mask, axis=1)),
+        "sqrt_kl": jnp.sqrt(jnp.maximum(kl, 0.0)),
+        "entropy": jnp.sum(entropy) / jnp.maximum(jnp.sum(mask), 1.0),
+        "explained_variance": explained_variance(values, targets["returns"], mask),
+        "value_mean": jnp.sum(values) / jnp.maximum(jnp.sum(mask), 1.0),
+        "response_length": jnp.mean(lengths),
+        "fraction_finished": jnp.mean(finished),
+        "kl_coef": kl_coef,
+    }
+    per_response = {"score": score, "length": samples.lengths, "finished": samples.finished}
+    return rollout, per_response, metrics
+
+
+def rollout_prompts(batch):
+    """The prompt half of a rollout minibatch -> the prompts dict the forwards take."""
+    return {"tokens": batch["prompt_tokens"], "segment_ids": batch["prompt_segment_ids"]}
+
+
+def transformer_fns(policy_model, value_model, temperature: float):
+    """(logprob_fn, value_fn) over rollout minibatches, for hh.rl.ppo.ppo_loss_terms."""
+    def logprob_fn(policy_params, batch):
+        return response_logprobs(policy_params, policy_model, rollout_prompts(batch),
+                                 batch["response_tokens"], batch["mask"], temperature)
+
+    def value_fn(value_params, batch):
+        return response_values(value_params, value_model, rollout_prompts(batch),
+                               batch["response_tokens"], batch["mask"])
+    return logprob_fn, value_fn
