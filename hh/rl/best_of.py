@@ -1,0 +1,127 @@
+"""Best-of-k rejection sampling (Bai et al. 2022 §2.3, App. B.6; PAPER-SPEC §5.3): k responses per
+prompt from a policy, each scored by a PM, the best one returned. Its KL from the policy is at most
+log k − (k−1)/k (Stiennon et al. 2020 App. G; the paper quotes log k), reported beside the scores.
+`python -m hh.rl.best_of --policy WORKDIR --reward_model PM_WORKDIR --k 1,4,16` compares k's.
+"""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+from etils import epath
+
+from hh.data.pm_data import as_text
+from hh.data.prompt_data import encode_prompt, left_padded
+from hh.eval.lm_loader import LoadedLM
+from hh.eval.pm_eval import LoadedPM
+from hh.models.sampling import Samples, generate
+from hh.pm.data import spec_source
+from hh.rl.rollout import sampling_config
+from hh.rl.scoring import pm_scores
+
+
+def kl_upper_bound(k: int) -> float:
+    """KL(best-of-k ‖ policy) ≤ log k − (k−1)/k, with equality when no two samples tie."""
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    return math.log(k) - (k - 1) / k
+
+
+def repeat_rows(tree, k: int):
+    """Each row of every [batch, ...] array repeated k times in place: [batch·k, ...]."""
+    return jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), tree)
+
+
+def pick_rows(samples: Samples, index):
+    """From Samples of [batch·k, ...], row `index[i]` of each group of k -> Samples [batch, ...]."""
+    def pick(x):
+        grouped = x.reshape(index.shape[0], -1, *x.shape[1:])
+        return jnp.take_along_axis(grouped, index.reshape(-1, 1, *([1] * (x.ndim - 1))), axis=1)[:, 0]
+    return jax.tree.map(pick, samples)
+
+
+def best_of_k(policy_params, pm_params, prompts, rng, *, model_cfg, pm_model, sampling, k: int):
+    """k samples per prompt in ONE batched `generate` call, scored by the PM; the best kept.
+
+    prompts: {"tokens","segment_ids","positions"} [b, P] left-padded. Pure and jittable
+    (model_cfg, pm_model, sampling and k static). -> {"samples": Samples [b, ...] (the best),
+    "score": [b] its PM score, "scores": [b, k] every sample's, "best_index": [b]}.
+    """
+    many = repeat_rows({key: prompts[key] for key in ("tokens", "segment_ids", "positions")}, k)
+    samples = generate(policy_params, model_cfg, many, rng, sampling)
+    scores = pm_scores(pm_params, pm_model, many, samples).reshape(-1, k)
+    best = jnp.argmax(scores, axis=1)
+    return {"samples": pick_rows(samples, best), "score": jnp.max(scores, axis=1),
+            "scores": scores, "best_index": best}
+
+
+def prompt_batches(source, tokenizer, max_prompt_len: int, n_prompts: int, batch: int):
+    """The first n_prompts prompts of a comparison source, as left-padded [batch, P] dicts (the
+    last batch padded with copies of its first row; `real` [batch] marks the real rows)."""
+    n = min(n_prompts, len(source))
+    for start in range(0, n, batch):
+        rows = [encode_prompt(as_text(source[i]["prompt"]), tokenizer, max_prompt_len)
+                for i in range(start, min(start + batch, n))]
+        real = np.arange(batch) < len(rows)
+        rows += [rows[0]] * (batch - len(rows))
+        padded = left_padded(rows, max_prompt_len)
+        yield {k: padded[k] for k in ("tokens", "segment_ids", "positions")}, real
+
+
+def evaluate_best_of(policy, pm, ks, prompt_spec: str, n_prompts: int, max_new_tokens: int,
+                     temperature: float = 1.0, batch: int = 8, seed: int = 0) -> dict:
+    """Mean PM score of the best of k samples per prompt for each k, beside the k = 1 mean and
+    the KL bound. policy: hh.eval.lm_loader.LoadedLM; pm: hh.eval.pm_eval.LoadedPM."""
+    rollout_cfg = ml_collections.ConfigDict(dict(max_new_tokens=max_new_tokens, temperature=temperature))
+    sampling = sampling_config(rollout_cfg, policy.tokenizer, policy.model.cfg.vocab_size)
+    source = spec_source(prompt_spec, "test", policy.config.data)
+    max_prompt_len = policy.seq_len - max_new_tokens
+    run = jax.jit(best_of_k, static_argnames=("model_cfg", "pm_model", "sampling", "k"))
+    report = {"prompts": prompt_spec, "max_new_tokens": max_new_tokens, "temperature": temperature,
+              "policy": str(policy.workdir), "reward_model": str(pm.workdir), "k": {}}
+    for k in ks:
+        best, first = [], []
+        for i, (prompts, real) in enumerate(prompt_batches(source, policy.tokenizer, max_prompt_len,
+                                                           n_prompts, batch)):
+            out = run(policy.params, pm.params, prompts, jax.random.key(seed * 1000003 + i),
+                      model_cfg=policy.model.cfg, pm_model=pm.model, sampling=sampling, k=k)
+            best.append(np.asarray(out["score"])[real])
+            first.append(np.asarray(out["scores"])[real, 0])
+        best, first = np.concatenate(best), np.concatenate(first)
+        report["k"][str(k)] = {"mean_best_score": float(best.mean()),
+                               "stderr": float(best.std(ddof=1) / np.sqrt(len(best))) if len(best) > 1 else 0.0,
+                               "mean_single_score": float(first.mean()),
+                               "kl_upper_bound": kl_upper_bound(k), "n_prompts": int(len(best))}
+    return report
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    policy, pm = LoadedLM(f.policy), LoadedPM(f.reward_model)
+    report = evaluate_best_of(policy, pm, [int(k) for k in f.k], f.prompts, f.n_prompts,
+                              f.max_new_tokens, f.temperature, seed=f.seed)
+    out = epath.Path(f.out or (epath.Path(f.policy) / "best_of"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "best_of.json").write_text(json.dumps(report, indent=2) + "\n")
+    for k, row in report["k"].items():
+        print(f"k={k:>3}: best {row['mean_best_score']:+.4f} ± {row['stderr']:.4f}  "
+              f"(single {row['mean_single_score']:+.4f}), KL ≤ {row['kl_upper_bound']:.3f} nats")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("policy", None, "an hh LM, distill or PPO workdir")
+    flags.DEFINE_string("reward_model", None, "an hh PM workdir")
+    flags.DEFINE_list("k", ["1", "4", "16"], "samples per prompt")
+    flags.DEFINE_string("prompts", "synthetic-helpful:test", "a comparison source spec (hh.pm.data)")
+    flags.DEFINE_integer("n_prompts", 64, "prompts to evaluate")
+    flags.DEFINE_integer("max_new_tokens", 32, "response length limit")
+    flags.DEFINE_float("temperature", 1.0, "sampling temperature")
+    flags.DEFINE_integer("seed", 0, "sampling seed")
+    flags.DEFINE_string("out", "", "output folder (default <policy>/best_of)")
+    flags.mark_flags_as_required(["policy", "reward_model"])
+    app.run(main)
