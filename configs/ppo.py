@@ -28,8 +28,15 @@ PAPER_RUN = dict(prompt_len=896, new_tokens=128, batch=512, iterations=1000, tok
 
 
 def get_config(arg="tiny"):
-    preset = arg or "tiny"
-    run = RUN_SHAPES.get(preset, PAPER_RUN)
+    """arg: a preset ("tiny", "13M", …), optionally ",robustness" for the train-PM vs test-PM
+    study (Bai et al. §4.2, App. B.1: K = 2, responses of at most 32 tokens, a held-out test PM)."""
+    preset, _, variant = (arg or "tiny").partition(",")
+    if variant not in ("", "robustness"):
+        raise ValueError(f"unknown configs/ppo.py variant {variant!r}: use '<preset>' or '<preset>,robustness'")
+    run = dict(RUN_SHAPES.get(preset, PAPER_RUN))
+    if variant == "robustness":
+        run["prompt_len"] += run["new_tokens"] - min(run["new_tokens"], 32)   # same context
+        run["new_tokens"] = min(run["new_tokens"], 32)
     config = ml_collections.ConfigDict()
     config.stage = "ppo"
     config.model_preset = preset
@@ -39,6 +46,10 @@ def get_config(arg="tiny"):
     config.init_from = ""
     # The PM workdir: the frozen reward model AND the value model's initialisation (ours, N+).
     config.reward_model = ""
+    # Robustness study (§4.2): a PM trained on the other half of the comparisons scores the same
+    # samples; both rewards are logged mean-normalised on each PM's held-out data (App. B.2).
+    config.test_reward_model = ""
+    config.robustness = variant == "robustness"
 
     config.data = common.data(run["prompt_len"] + run["new_tokens"], tokenizer=run["tokenizer"])
     # Prompts: the PM training comparisons with responses stripped (Bai et al. §4.1), as
@@ -58,7 +69,7 @@ def get_config(arg="tiny"):
         n_samples=4,                         # responses decoded each time
     ))
     config.ppo = ml_collections.ConfigDict(dict(
-        epochs=1,               # K: 1 (main scan), 2 (robustness), 4 (online), App. B.1
+        epochs=2 if variant == "robustness" else 1,   # K: 1 (main), 2 (robustness), 4 (online), App. B.1
         minibatches=4,          # ours: optimizer steps per pass over the rollout
         clip_eps=0.2,           # App. B.1
         value_clip_eps=0.2,     # ours, as baselines ppo2 / trlx

@@ -66,3 +66,62 @@ def write_reward_curves(workdir, fit_fraction: float = 0.5) -> dict:
         {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in summary.items()},
         indent=2) + "\n")
     return summary
+
+
+TRAIN_NORMALISED, TEST_NORMALISED = "train/reward_normalised", "train/test_reward_normalised"
+
+
+def _series(rows, key):
+    rows = sorted((r for r in rows if key in r and SQRT_KL in r), key=lambda r: r["step"])
+    return (np.array([r["step"] for r in rows]), np.array([float(r[SQRT_KL]) for r in rows]),
+            np.array([float(r[key]) for r in rows]))
+
+
+def robustness_summary(rows, fit_fraction: float = 0.5, tail_fraction: float = 0.1) -> dict:
+    """Train-PM vs test-PM rewards (each mean-normalised) against sqrt(KL): a line fitted to each
+    over the first `fit_fraction` of iterations, and the train − test gap averaged over the last
+    `tail_fraction` (Bai et al. 2022 §4.2: they agree early, then the train PM runs ahead)."""
+    steps, sqrt_kl, train = _series(rows, TRAIN_NORMALISED)
+    _, _, test = _series(rows, TEST_NORMALISED)
+    if len(steps) < 2 or len(test) != len(train):
+        raise ValueError("metrics.jsonl has no train/test normalised rewards: run PPO with "
+                         "config.test_reward_model set")
+    n_fit = max(2, math.ceil(fit_fraction * len(steps)))
+    n_tail = max(1, math.ceil(tail_fraction * len(steps)))
+    return {"train_pm": linear_fit(sqrt_kl[:n_fit], train[:n_fit]),
+            "test_pm": linear_fit(sqrt_kl[:n_fit], test[:n_fit]),
+            "fit_fraction": fit_fraction, "n_fit": int(n_fit), "iterations": int(len(steps)),
+            "gap_start": float(np.mean(train[:n_tail] - test[:n_tail])),
+            "gap_end": float(np.mean(train[-n_tail:] - test[-n_tail:])),
+            "train_end": float(np.mean(train[-n_tail:])), "test_end": float(np.mean(test[-n_tail:])),
+            "sqrt_kl_end": float(sqrt_kl[-1])}
+
+
+def write_robustness_curves(workdir, fit_fraction: float = 0.5) -> dict:
+    """Writes robustness.{png,json} in `workdir` (both PMs' normalised rewards vs sqrt(KL))."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workdir = epath.Path(workdir)
+    rows = read_metrics(workdir)
+    summary = robustness_summary(rows, fit_fraction)
+    _, sqrt_kl, train = _series(rows, TRAIN_NORMALISED)
+    _, _, test = _series(rows, TEST_NORMALISED)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    x = np.linspace(0, sqrt_kl[:summary["n_fit"]].max(), 20)
+    for name, y, colour in (("train PM", train, "tab:blue"), ("test PM", test, "tab:orange")):
+        fit = summary["train_pm" if name == "train PM" else "test_pm"]
+        ax.scatter(sqrt_kl, y, s=10, color=colour, label=f"{name} (early slope {fit['slope']:.3g})")
+        if math.isfinite(fit["slope"]):
+            ax.plot(x, fit["slope"] * x + fit["intercept"], color=colour, lw=1)
+    ax.set_xlabel("sqrt(KL(π ‖ π₀))  [nats^½, per response]")
+    ax.set_ylabel("PM reward − held-out mean")
+    ax.set_title("Robustness: train PM vs test PM")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with (workdir / "robustness.png").open("wb") as f:
+        fig.savefig(f, dpi=100)
+    plt.close(fig)
+    (workdir / "robustness.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary

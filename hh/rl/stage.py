@@ -12,13 +12,15 @@ import json
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
 from hh.config import ConfigError, validate
 from hh.data import sources
 from hh.data.prompt_data import prompt_batches
-from hh.eval.rl_curves import write_reward_curves
+from hh.eval.pm_eval import LoadedPM
+from hh.eval.rl_curves import write_reward_curves, write_robustness_curves
 from hh.models.transformer import TransformerConfig, TransformerLM
 from hh.parallel import sharding as shd
 from hh.pm.data import spec_source
@@ -39,6 +41,9 @@ def validate_ppo(config, n_devices):
     for field in ("init_from", "reward_model"):
         if not config.get(field):
             raise ConfigError(f"config.{field} must name an hh workdir (the {'policy' if field == 'init_from' else 'PM'})")
+    if config.robustness and not config.test_reward_model:
+        raise ConfigError("config.robustness needs config.test_reward_model (a PM workdir trained on "
+                          "the other half of the comparisons)")
     if config.ppo.kl_estimator not in ESTIMATORS:
         raise ConfigError(f"config.ppo.kl_estimator={config.ppo.kl_estimator!r}: use one of {sorted(ESTIMATORS)}")
     if config.kl.kind not in kl_control.KINDS:
@@ -97,13 +102,41 @@ def _no_fresh():
     raise ConfigError("PPO starts from trained workdirs only (config.init_from, config.reward_model)")
 
 
+def _pm_abstract(pm_model, mesh, rules):
+    pm_boxed = jax.eval_shape(functools.partial(pm_init_params, pm_model, seq_len=8), jax.random.key(0))
+    return _abstract_with_shardings(pm_boxed, mesh, rules)[0]
+
+
 def load_frozen(config, models, abstract_policy, mesh, rules):
-    """The frozen reference policy (a second copy of init_from) and the PM: no optimizer state."""
+    """The frozen reference policy (a second copy of init_from), the PM and, for the robustness
+    study, the held-out test PM: no optimizer state."""
     with runtime.sharding_context(mesh, rules):
-        pm_boxed = jax.eval_shape(functools.partial(pm_init_params, models["pm"], seq_len=8), jax.random.key(0))
-        pm_abstract, _ = _abstract_with_shardings(pm_boxed, mesh, rules)
-        return {"reference": init_from.initial_params(config.init_from, abstract_policy, _no_fresh),
-                "pm": init_from.initial_params(config.reward_model, pm_abstract, _no_fresh)}
+        frozen = {"reference": init_from.initial_params(config.init_from, abstract_policy, _no_fresh),
+                  "pm": init_from.initial_params(config.reward_model,
+                                                 _pm_abstract(models["pm"], mesh, rules), _no_fresh)}
+        if "test_pm" in models:
+            frozen["test_pm"] = init_from.initial_params(
+                config.test_reward_model, _pm_abstract(models["test_pm"], mesh, rules), _no_fresh)
+        return frozen
+
+
+def reward_offsets(config, workdir) -> dict:
+    """Each PM's mean score on its own held-out comparisons (both responses), the offset
+    subtracted before train- and test-PM rewards are compared (Bai et al. 2022 App. B.2).
+    Computed once and kept in the workdir, so a resumed run uses the same numbers."""
+    path = epath.Path(workdir) / "reward_offsets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    offsets = {}
+    for name, pm_workdir in (("reward", config.reward_model), ("test_reward", config.test_reward_model)):
+        pm = LoadedPM(pm_workdir)
+        chosen, rejected = zip(*(pm.scores(spec_source(spec, "test", pm.config.data))
+                                 for spec in pm.config.data.eval_sources))
+        offsets[name] = float(np.mean(np.concatenate([*chosen, *rejected])))
+        del pm
+    if jax.process_index() == 0:
+        path.write_text(json.dumps(offsets, indent=2) + "\n")
+    return offsets
 
 
 def _context(jitted, mesh, rules):
@@ -145,13 +178,18 @@ def build_phases(config, models, optimizers, schedule, shardings, mesh, rules, t
         return new, metrics
 
     scalar = runtime.replicated(mesh)
-    return {
+    phases = {
         "generate": _context(jax.jit(generate), mesh, rules),
         "score": _context(jax.jit(score), mesh, rules),
         # fixed output shardings: the next iteration's input matches, so it never recompiles
         "update": _context(jax.jit(update, out_shardings=(shardings, scalar), donate_argnums=0),
                            mesh, rules),
     }
+    if "test_pm" in models:   # the robustness study: the same samples, scored by the test PM
+        def test_score(test_pm_params, prompts, samples):
+            return jnp.mean(scoring.pm_scores(test_pm_params, models["test_pm"], prompts, samples))
+        phases["test_score"] = _context(jax.jit(test_score), mesh, rules)
+    return phases
 
 
 class SampleLog:
@@ -185,9 +223,10 @@ class SampleLog:
                                     "reward": float(s)}) + "\n")
 
 
-def make_train_step(phases, frozen, sample_log):
+def make_train_step(phases, frozen, sample_log, offsets=None):
     """The loop's train_step: a Python function calling the jitted phases (no host sync except
-    one read of the start step and the periodic samples)."""
+    one read of the start step and the periodic samples). offsets: {"reward", "test_reward"}
+    held-out means, subtracted into the *_normalised metrics (robustness study)."""
     counter = {"iteration": None}
 
     def train_step(state, prompts):
@@ -196,6 +235,10 @@ def make_train_step(phases, frozen, sample_log):
             sample_log.truncate_after(counter["iteration"])
         samples = phases["generate"](state.params["policy"], prompts, state.step)
         rollout, per_response, metrics = phases["score"](state.params, frozen, prompts, samples, state.kl_coef)
+        if "test_score" in phases:
+            metrics["test_reward"] = phases["test_score"](frozen["test_pm"], prompts, samples)
+        for name, offset in (offsets or {}).items():
+            metrics[f"{name}_normalised"] = metrics[name] - offset
         counter["iteration"] += 1
         if sample_log.due(counter["iteration"]):
             sample_log.write(counter["iteration"], rollout, per_response)
@@ -210,6 +253,9 @@ def build_task(config, mesh, rules, tokenizer, workdir, verbose=True) -> Task:
     policy_cfg, pm_cfg = runtime.model_config(config), workdir_model_config(config.reward_model)
     models = {"policy": TransformerLM(policy_cfg), "value": ValueModel(pm_cfg),
               "pm": PreferenceModel(pm_cfg, eoc_id=tokenizer.eoc_id)}
+    if config.test_reward_model:
+        models["test_pm"] = PreferenceModel(workdir_model_config(config.test_reward_model),
+                                            eoc_id=tokenizer.eoc_id)
     updates = config.loop.steps * config.ppo.epochs * config.ppo.minibatches
     optimizers, schedules = {}, {}
     for name, opt_cfg in (("policy", config.optimizer), ("value", config.value_optimizer)):
@@ -234,8 +280,9 @@ def build_task(config, mesh, rules, tokenizer, workdir, verbose=True) -> Task:
     batches = prompt_batches(prompt_source(config.data), tokenizer, config.data.max_prompt_len, batch,
                              config.seed, row_range=shd.process_row_range(batch_sh, batch))
     log = SampleLog(workdir, tokenizer, config.rollout.samples_every, config.rollout.n_samples)
+    offsets = reward_offsets(config, workdir) if config.test_reward_model else None
     return Task(abstract_state=abstract, init_state=fresh_state,
-                train_step=make_train_step(phases, frozen, log), train_batches=batches,
+                train_step=make_train_step(phases, frozen, log, offsets), train_batches=batches,
                 batch_sharding=batch_sh, global_batch_size=batch,
                 tokens_per_step=batch * config.data.seq_len)
 
@@ -247,6 +294,8 @@ def train_and_evaluate(config, workdir):
     mesh, rules = runtime.mesh_and_rules(config)
     tokenizer = init_from.initial_tokenizer(config, None, workdir)
     check_same_tokenizer(tokenizer, config.reward_model)
+    if config.test_reward_model:
+        check_same_tokenizer(tokenizer, config.test_reward_model)
     write_provenance(workdir, config, mesh)
     task = build_task(config, mesh, rules, tokenizer, workdir)
     result = train_loop(task, config.loop, workdir, meta={"config_hash": config_hash(config)})
@@ -256,4 +305,6 @@ def train_and_evaluate(config, workdir):
         (epath.Path(workdir) / "phase_compiles.json").write_text(json.dumps(compiles) + "\n")
         if not result.preempted:
             write_reward_curves(workdir, config.curves.fit_fraction)
+            if config.test_reward_model:
+                write_robustness_curves(workdir, config.curves.fit_fraction)
     return result
