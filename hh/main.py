@@ -21,11 +21,14 @@ STAGES = {
     "ppo": "hh.rl.stage",
 }
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<stage>.py:<preset>")
-_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and config.json go")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "jax_distributed", False, "call jax.distributed.initialize() (multi-host TPU pods)")
-flags.mark_flags_as_required(["config", "workdir"])
+
+def define_flags():
+    """Only when run as the entry point: tools that call `run` (hh.eval.robustness, the pipeline)
+    define their own flags, and a required --workdir here would clash with them."""
+    config_flags.DEFINE_config_file("config", None, "configs/<stage>.py:<preset>")
+    flags.DEFINE_string("workdir", None, "where checkpoints, metrics and config.json go")
+    flags.DEFINE_bool("jax_distributed", False, "call jax.distributed.initialize() (multi-host TPU pods)")
+    flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run(config, workdir):
@@ -38,14 +41,16 @@ def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)   # orbax and jax log every save at INFO
-    if _DISTRIBUTED.value:
+    f = flags.FLAGS
+    if f.jax_distributed:
         jax.distributed.initialize()
     try:
-        run(_CONFIG.value, _WORKDIR.value)
+        run(f.config, f.workdir)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
