@@ -7,6 +7,8 @@ the workdir, so the run is self-contained and a resume reloads the very same one
 saved tokenizer directory.
 """
 
+import json
+
 import jax
 import numpy as np
 from etils import epath
@@ -104,12 +106,32 @@ def comparison_source(name: str, split: str, data_cfg):
         return synthetic.comparisons(SYNTHETIC_COMPARISONS[name], n, data_cfg.seed, split=split)
     if name == "synthetic-pmp":
         return synthetic.pmp_pairs(n, data_cfg.seed, split=split)
+    if name.endswith(".jsonl"):
+        return jsonl_rows(name)
     if name.startswith(("hh_rlhf/", "red_team_attempts")):
         from hh.data.tfds import prepare
         builder = prepare(name, data_cfg.tfds_data_dir, data_cfg.manual_dir or None)
         return builder.as_data_source(split=split)
     raise ValueError(f"unknown comparison source {name!r}: use synthetic-helpful, "
-                     f"synthetic-harmless, synthetic-pmp or hh_rlhf/<tranche>")
+                     f"synthetic-harmless, synthetic-pmp, hh_rlhf/<tranche> or a FILE.jsonl")
+
+
+def jsonl_rows(path) -> list:
+    """A JSON-lines file of {"prompt": …} rows (e.g. hh.rl.prompt_gen's), "chosen"/"rejected"
+    optional: a source of RL prompts. Bad lines raise naming the file and line."""
+    rows = []
+    with epath.Path(path).open() as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {number}: not JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                raise ValueError(f"{path}, line {number}: needs a string field \"prompt\"")
+            rows.append(row)
+    return rows
 
 
 def comparisons(names, split: str, data_cfg):
