@@ -215,7 +215,7 @@ def test_whole_file_errors_name_the_file(tmp_path):
     (tmp_path / "tqa.json").write_text(json.dumps(bad))
     with pytest.raises(DataError, match=r"tqa.json: Data\[1\] needs"):
         fmt.read_triviaqa(tmp_path / "tqa.json")
-    with pytest.raises(DataError, match="empty.jsonl: no examples"):
+    with pytest.raises(DataError, match="empty.jsonl: empty file"):
         fmt.read_jsonl(_write(tmp_path / "empty.jsonl", []))
 
 

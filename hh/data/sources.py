@@ -7,8 +7,6 @@ the workdir, so the run is self-contained and a resume reloads the very same one
 saved tokenizer directory.
 """
 
-import json
-
 import jax
 import numpy as np
 from etils import epath
@@ -16,6 +14,7 @@ from etils import epath
 from hh.data import corpus, synthetic
 from hh.data.byte_tokenizer import ByteTokenizer
 from hh.data.packing import pack_documents
+from hh.data.records import field, jsonl_records
 from hh.data.tokenizer import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
 
 TOKENIZER_DIR = "tokenizer"
@@ -118,20 +117,8 @@ def comparison_source(name: str, split: str, data_cfg):
 
 def jsonl_rows(path) -> list:
     """A JSON-lines file of {"prompt": …} rows (e.g. hh.rl.prompt_gen's), "chosen"/"rejected"
-    optional: a source of RL prompts. Bad lines raise naming the file and line."""
-    rows = []
-    with epath.Path(path).open() as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {number}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise ValueError(f"{path}, line {number}: needs a string field \"prompt\"")
-            rows.append(row)
-    return rows
+    optional: a source of RL prompts. Bad lines raise a DataError naming the file and line."""
+    return [{**row, "prompt": field(row, "prompt", str, path, line)} for line, row in jsonl_records(path)]
 
 
 def comparisons(names, split: str, data_cfg):

@@ -14,6 +14,7 @@ import string
 from etils import epath
 
 from hh.data.errors import DataError
+from hh.data.records import jsonl_records
 
 LETTERS = "ABCDEFGHIJ"
 _PUNCTUATION = set(string.punctuation) | {"‘", "’", "´", "`"}
@@ -39,21 +40,8 @@ class QAExample:
 
 
 def _jsonl(path):
-    """-> [(line number, dict)] of a JSON-lines file; blank lines are skipped."""
-    rows = []
-    for n, line in enumerate(epath.Path(path).read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"not JSON ({e.msg})", n) from None
-        if not isinstance(row, dict):
-            raise DataError(path, "expected a JSON object", n)
-        rows.append((n, row))
-    if not rows:
-        raise DataError(path, "no examples")
-    return rows
+    """-> [(line number, dict)] of a JSON-lines file (hh.data.records: errors name file and line)."""
+    return list(jsonl_records(path))
 
 
 def _need(row, key, kind, path, n):

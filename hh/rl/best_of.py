@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from etils import epath
 
 from hh.data.pm_data import as_text
@@ -102,6 +102,8 @@ def evaluate_best_of(policy, pm, ks, prompt_spec: str, n_prompts: int, max_new_t
 def main(argv):
     del argv
     f = flags.FLAGS
+    if not f["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)   # orbax logs every restore at INFO
     policy, pm = LoadedLM(f.policy), LoadedPM(f.reward_model)
     report = evaluate_best_of(policy, pm, [int(k) for k in f.k], f.prompts, f.n_prompts,
                               f.max_new_tokens, f.temperature, seed=f.seed)

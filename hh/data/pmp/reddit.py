@@ -12,7 +12,7 @@ import re
 
 from hh.data.errors import DataError
 from hh.data.pmp.pairs import RankedPair, join_segments, sample_distinct_pair
-from hh.data.pmp.records import field, jsonl_records
+from hh.data.records import field, jsonl_records
 
 SOURCE = "reddit"
 # App. C.1 whitelists 50 subreddits; PAPER-SPEC §2.4 quotes only these, so they are the default.

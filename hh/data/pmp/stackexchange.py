@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 
 from hh.data.errors import DataError
 from hh.data.pmp.pairs import RankedPair, join_segments, sample_distinct_pair
-from hh.data.pmp.records import utf8_lines
+from hh.data.records import utf8_lines
 
 SOURCE = "stackexchange"
 QUESTION, ANSWER = "1", "2"   # PostTypeId values in the dump; others are wiki, tag-wiki, …

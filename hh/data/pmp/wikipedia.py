@@ -9,7 +9,7 @@ import collections
 import re
 
 from hh.data.pmp.pairs import RankedPair, join_segments
-from hh.data.pmp.records import field, jsonl_records
+from hh.data.records import field, jsonl_records
 
 SOURCE = "wikipedia"
 FIELDS = {"page_title": str, "before": str, "after": str, "comment": str}

@@ -1,11 +1,14 @@
-"""Strict readers for the PMP dumps: JSON-lines records with typed fields, one line at a time.
+"""Strict JSON-lines readers shared by every file format we read (PMP dumps, NLP eval sets, prompt
+files): records with typed fields, one line at a time.
 
 Every problem (empty file, non-UTF-8 bytes, malformed JSON, a missing or mistyped field) is a
-DataError naming the file and line; nothing is skipped here, skipping is the source modules' job.
+DataError naming the file and line; nothing is skipped here, skipping is the callers' job.
 """
 
 import json
 from collections.abc import Iterator
+
+from etils import epath
 
 from hh.data.errors import DataError
 
@@ -13,7 +16,7 @@ from hh.data.errors import DataError
 def utf8_lines(path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line, streamed; raises on an empty file or non-UTF-8 bytes."""
     empty = True
-    with open(path, "rb") as f:
+    with epath.Path(path).open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             empty = False
             try:
