@@ -124,3 +124,10 @@ def jsonl_rows(path) -> list:
 def comparisons(names, split: str, data_cfg):
     """Several comparison sources concatenated (the sampler shuffles across them)."""
     return ConcatSource(comparison_source(n, split, data_cfg) for n in names)
+
+
+def same_tokenizer(a, b) -> bool:
+    """Whether two tokenizers map text to the same ids (a PM must read its policy's tokens):
+    same kind, same size, and the same fingerprint where the kind has one."""
+    fingerprint = lambda t: getattr(t, "fingerprint", lambda: "")()  # noqa: E731
+    return type(a) is type(b) and a.vocab_size == b.vocab_size and fingerprint(a) == fingerprint(b)

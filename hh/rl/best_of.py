@@ -14,7 +14,9 @@ import numpy as np
 from absl import app, flags, logging
 from etils import epath
 
+from hh.config import ConfigError
 from hh.data.pm_data import as_text
+from hh.data.sources import same_tokenizer
 from hh.data.prompt_data import encode_prompt, left_padded
 from hh.eval.lm_loader import LoadedLM
 from hh.eval.pm_eval import LoadedPM
@@ -72,26 +74,39 @@ def prompt_batches(source, tokenizer, max_prompt_len: int, n_prompts: int, batch
         yield {k: padded[k] for k in ("tokens", "segment_ids", "positions")}, real
 
 
-def evaluate_best_of(policy, pm, ks, prompt_spec: str, n_prompts: int, max_new_tokens: int,
-                     temperature: float = 1.0, batch: int = 8, seed: int = 0) -> dict:
-    """Mean PM score of the best of k samples per prompt for each k, beside the k = 1 mean and
-    the KL bound. policy: hh.eval.lm_loader.LoadedLM; pm: hh.eval.pm_eval.LoadedPM."""
+def best_scores(policy, pm, k: int, prompt_spec: str, n_prompts: int, max_new_tokens: int,
+                temperature: float = 1.0, batch: int = 8, seed: int = 0):
+    """Per prompt of `prompt_spec` (its first n_prompts, in order): the PM score of the best of k
+    samples and of the first sample -> (best [n], first [n]) float64. The same seed draws the
+    same keys for every policy. policy: hh.eval.lm_loader.LoadedLM; pm: hh.eval.pm_eval.LoadedPM."""
+    if not same_tokenizer(policy.tokenizer, pm.tokenizer):
+        raise ConfigError(f"the PM {pm.workdir} reads another tokenizer than the policy {policy.workdir}")
     rollout_cfg = ml_collections.ConfigDict(dict(max_new_tokens=max_new_tokens, temperature=temperature))
     sampling = sampling_config(rollout_cfg, policy.tokenizer, policy.model.cfg.vocab_size)
     source = spec_source(prompt_spec, "test", policy.config.data)
     max_prompt_len = policy.seq_len - max_new_tokens
-    run = jax.jit(best_of_k, static_argnames=("model_cfg", "pm_model", "sampling", "k"))
+    best, first = [], []
+    for i, (prompts, real) in enumerate(prompt_batches(source, policy.tokenizer, max_prompt_len,
+                                                       n_prompts, batch)):
+        out = _jitted_best_of(policy.params, pm.params, prompts, jax.random.key(seed * 1000003 + i),
+                              model_cfg=policy.model.cfg, pm_model=pm.model, sampling=sampling, k=k)
+        best.append(np.asarray(out["score"])[real])
+        first.append(np.asarray(out["scores"])[real, 0])
+    return np.concatenate(best).astype(np.float64), np.concatenate(first).astype(np.float64)
+
+
+_jitted_best_of = jax.jit(best_of_k, static_argnames=("model_cfg", "pm_model", "sampling", "k"))
+
+
+def evaluate_best_of(policy, pm, ks, prompt_spec: str, n_prompts: int, max_new_tokens: int,
+                     temperature: float = 1.0, batch: int = 8, seed: int = 0) -> dict:
+    """Mean PM score of the best of k samples per prompt for each k, beside the k = 1 mean and
+    the KL bound."""
     report = {"prompts": prompt_spec, "max_new_tokens": max_new_tokens, "temperature": temperature,
               "policy": str(policy.workdir), "reward_model": str(pm.workdir), "k": {}}
     for k in ks:
-        best, first = [], []
-        for i, (prompts, real) in enumerate(prompt_batches(source, policy.tokenizer, max_prompt_len,
-                                                           n_prompts, batch)):
-            out = run(policy.params, pm.params, prompts, jax.random.key(seed * 1000003 + i),
-                      model_cfg=policy.model.cfg, pm_model=pm.model, sampling=sampling, k=k)
-            best.append(np.asarray(out["score"])[real])
-            first.append(np.asarray(out["scores"])[real, 0])
-        best, first = np.concatenate(best), np.concatenate(first)
+        best, first = best_scores(policy, pm, k, prompt_spec, n_prompts, max_new_tokens,
+                                  temperature, batch, seed)
         report["k"][str(k)] = {"mean_best_score": float(best.mean()),
                                "stderr": float(best.std(ddof=1) / np.sqrt(len(best))) if len(best) > 1 else 0.0,
                                "mean_single_score": float(first.mean()),

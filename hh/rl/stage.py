@@ -64,14 +64,11 @@ def workdir_model_config(workdir) -> TransformerConfig:
     return TransformerConfig(**init_from.source_config(workdir)["model"])
 
 
-def check_same_tokenizer(tokenizer, pm_workdir):
+def check_same_tokenizer(tokenizer, pm_workdir, field="reward_model"):
     """The PM must read the policy's token ids: same tokenizer (fingerprint where it has one)."""
     pm_data = ml_collections.ConfigDict(init_from.source_config(pm_workdir)["data"])
-    pm_tokenizer = sources.run_tokenizer(pm_data, None, str(absolute(pm_workdir)))
-    same = (type(pm_tokenizer) is type(tokenizer) and pm_tokenizer.vocab_size == tokenizer.vocab_size
-            and getattr(pm_tokenizer, "fingerprint", lambda: "")() == getattr(tokenizer, "fingerprint", lambda: "")())
-    if not same:
-        raise ConfigError(f"config.reward_model={pm_workdir!r} uses another tokenizer than config.init_from")
+    if not sources.same_tokenizer(sources.run_tokenizer(pm_data, None, str(absolute(pm_workdir))), tokenizer):
+        raise ConfigError(f"config.{field}={pm_workdir!r} uses another tokenizer than config.init_from")
 
 
 def prompt_source(data_cfg):
@@ -295,7 +292,7 @@ def train_and_evaluate(config, workdir):
     tokenizer = init_from.initial_tokenizer(config, None, workdir)
     check_same_tokenizer(tokenizer, config.reward_model)
     if config.test_reward_model:
-        check_same_tokenizer(tokenizer, config.test_reward_model)
+        check_same_tokenizer(tokenizer, config.test_reward_model, "test_reward_model")
     write_provenance(workdir, config, mesh)
     task = build_task(config, mesh, rules, tokenizer, workdir)
     result = train_loop(task, config.loop, workdir, meta={"config_hash": config_hash(config)})
