@@ -100,6 +100,7 @@ def test_pick_rows_hand_worked():
     np.testing.assert_array_equal(np.asarray(picked.finished), [False, False, True])
 
 
+@pytest.mark.slow
 def test_evaluate_best_of_on_the_smoke_chain(pm_chain):
     from hh.eval.lm_loader import LoadedLM
     from hh.eval.pm_eval import LoadedPM

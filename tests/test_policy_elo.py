@@ -28,6 +28,7 @@ def test_constant_gap_gives_the_174_rule(tmp_path):
     assert (tmp_path / "elo.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_policy_elo_on_the_smoke_chain(pm_chain):
     from hh.eval.pm_eval import LoadedPM
     entries = [Entry("lm", str(pm_chain["lm"])), Entry("lm-best-of-4", str(pm_chain["lm"]), 4)]

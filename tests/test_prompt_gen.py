@@ -25,6 +25,7 @@ def test_first_queries_are_unique_first_turns():
     assert first_queries(rows) == ["a", "d"]
 
 
+@pytest.mark.slow
 def test_generated_prompts_round_trip_as_a_source(pm_chain, tmp_path):
     lm = LoadedLM(pm_chain["lm"])
     queries = first_queries(spec_source("synthetic-helpful", "train", lm.config.data), limit=400)

@@ -41,6 +41,7 @@ def _config(pm_chain, steps=3):
     return config
 
 
+@pytest.mark.slow
 def test_same_pm_as_train_and_test_agrees_exactly(pm_chain, tmp_path):
     workdir = tmp_path / "ppo"
     main.run(_config(pm_chain), str(workdir))
