@@ -55,6 +55,7 @@ def test_run_writes_checkpoints_metrics_and_provenance(uninterrupted):
     assert (workdir / "tensorboard").is_dir()
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_the_resumed_run_matches(uninterrupted, tmp_path):
     reference = _train_losses(uninterrupted[0])
     config = _smoke()

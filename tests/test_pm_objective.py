@@ -125,6 +125,7 @@ def test_microbatched_pm_gradients_equal_full_batch(n_micro):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), micro, full)
 
 
+@pytest.mark.slow
 def test_chunked_lm_head_gives_the_same_objective_and_gradients():
     model, params, batch = _real_setup()
     plain = jax.value_and_grad(functools.partial(pm_loss_terms, model=model, pm_weight=1.0,

@@ -23,6 +23,7 @@ def learning_config():
     return c
 
 
+@pytest.mark.slow
 def test_a_tiny_pm_learns_the_synthetic_preferences(tmp_path):
     result = main.run(learning_config(), str(tmp_path / "pm"))
     # 1,000 held-out pairs (helpful and harmless requests never seen in training); chance is 0.5.

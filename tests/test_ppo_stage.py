@@ -41,6 +41,7 @@ def ppo_run(pm_chain, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_ppo_raises_the_pm_reward_and_writes_its_reports(ppo_run):
     reward = _series(ppo_run, "reward")
     assert sorted(reward) == list(range(1, ITERATIONS + 1))
