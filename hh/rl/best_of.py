@@ -16,10 +16,8 @@ from etils import epath
 
 from hh.config import ConfigError
 from hh.data.pm_data import as_text
-from hh.data.sources import same_tokenizer
 from hh.data.prompt_data import encode_prompt, left_padded
-from hh.eval.lm_loader import LoadedLM
-from hh.eval.pm_eval import LoadedPM
+from hh.data.sources import same_tokenizer
 from hh.models.sampling import Samples, generate
 from hh.pm.data import spec_source
 from hh.rl.rollout import sampling_config
@@ -116,6 +114,9 @@ def evaluate_best_of(policy, pm, ks, prompt_spec: str, n_prompts: int, max_new_t
 
 def main(argv):
     del argv
+    from hh.eval.lm_loader import LoadedLM   # the CLI's loaders; the library takes loaded models
+    from hh.eval.pm_eval import LoadedPM
+
     f = flags.FLAGS
     if not f["verbosity"].present:
         logging.set_verbosity(logging.WARNING)   # orbax logs every restore at INFO

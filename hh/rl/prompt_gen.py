@@ -7,10 +7,12 @@ ends with one more marker; the model's line up to the next marker is a new query
 rows that `data.prompt_sources` reads as a spec ("prompts.jsonl", hh.data.sources).
 """
 
+import dataclasses
 import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from etils import epath
@@ -18,7 +20,8 @@ from etils import epath
 from hh.data.dialogue import ASSISTANT, HUMAN, parse_dialogue
 from hh.data.pm_data import as_text
 from hh.data.prompt_data import encode_prompt, left_padded
-from hh.models.sampling import SamplingConfig, jit_generate
+from hh.models.sampling import jit_generate
+from hh.rl.rollout import sampling_config
 
 
 def first_queries(source, limit: int = 10000) -> list[str]:
@@ -60,11 +63,11 @@ def generate_prompts(lm, queries, n: int, shots: int = 10, max_new_tokens: int =
     if len(queries) < shots:
         raise ValueError(f"{len(queries)} existing queries, fewer than shots={shots}")
     tok = lm.tokenizer
-    stops = tuple(tuple(tok.encode(m)) for m in (HUMAN, ASSISTANT))
-    unused = tuple(range(tok.vocab_size, lm.model.cfg.vocab_size))
-    sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                              eos_id=tok.eos_id, stop_sequences=stops, pad_id=tok.pad_id,
-                              banned_ids=(tok.pad_id, tok.eoc_id, *unused))
+    # the RL rollout's settings (bans, eos), stopping at either marker: a query is one line
+    rollout_cfg = ml_collections.ConfigDict(dict(max_new_tokens=max_new_tokens, temperature=temperature))
+    sampling = dataclasses.replace(
+        sampling_config(rollout_cfg, tok, lm.model.cfg.vocab_size),
+        stop_sequences=tuple(tuple(tok.encode(m)) for m in (HUMAN, ASSISTANT)))
     sample = jit_generate(lm.model.cfg, sampling)
     width = lm.seq_len - max_new_tokens
     rng, known, out = np.random.default_rng(seed), set(queries), []
