@@ -1,0 +1,51 @@
+"""`python -m hh.pipeline --config configs/pipeline.py:<preset> --workdir DIR [--force STEP,...]
+[--until STEP]`: tokenizer → LM → PMP → PM → PM eval → distillation → PPO → best-of-k → Elo →
+OOD → report, one progress line per step. Rerunning skips the steps that finished with the same
+config and inputs and resumes an interrupted one from its last checkpoint.
+"""
+
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from hh.config import ConfigError
+from hh.pipeline.runner import run_steps
+from hh.pipeline.steps import steps
+
+config_flags.DEFINE_config_file("config", None, "configs/pipeline.py:<preset>")
+flags.DEFINE_string("workdir", None, "one folder per step goes under it; report/report.md at the end")
+flags.DEFINE_list("force", [], "steps to rerun from scratch even if they finished (their old "
+                  "folders are kept as <step>.stale-<n>)")
+flags.DEFINE_string("until", "", "stop after this step")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def select(all_steps, until: str, force):
+    names = [s.name for s in all_steps]
+    for name in list(force) + ([until] if until else []):
+        if name not in names:
+            raise ConfigError(f"unknown step {name!r}: the steps are {', '.join(names)}")
+    return all_steps[:names.index(until) + 1] if until else all_steps
+
+
+def main(argv):
+    del argv
+    f = flags.FLAGS
+    if not f["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)   # orbax and jax log every save at INFO
+    start = time.perf_counter()
+    try:
+        chosen = select(steps(f.config), f.until, f.force)
+        run_steps(chosen, f.config, f.workdir, force=set(f.force))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"pipeline finished in {time.perf_counter() - start:.0f} s: {f.workdir}/report/report.md"
+          if not f.until or f.until == "report" else
+          f"pipeline stopped after {f.until} in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,188 @@
+"""report.md: the main job's results in one page, with its plots copied beside it.
+
+Everything is read back from the files the steps wrote (so a report regenerated after a resume
+or with some steps skipped says the same): each step's record (wall time, headline numbers), the
+PM evaluation, the PPO metrics and samples, best-of-k, Elo and the OOD study.
+"""
+
+import datetime
+import json
+import shutil
+
+from etils import epath
+
+from hh.pipeline.runner import read_stamp
+from hh.pipeline.steps import mean_rows
+from hh.train.provenance import code_version
+
+PLOTS = {  # name in the report folder: (step, file)
+    "pm_calibration.png": ("pm_eval", "reliability.png"),
+    "reward_vs_sqrt_kl.png": ("ppo", "reward_vs_sqrt_kl.png"),
+    "best_of.png": ("best_of", "best_of.png"),
+    "elo.png": ("elo", "elo.png"),
+    "ood_auroc_by_layer.png": ("ood", "ood.png"),
+}
+
+
+def _json(path):
+    path = epath.Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _f(v, digits=3):
+    if isinstance(v, bool) or isinstance(v, int):
+        return str(v)
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def copy_plots(folders, out: epath.Path) -> dict:
+    copied = {}
+    for name, (step, file) in PLOTS.items():
+        src = folders[step] / file
+        if src.exists():
+            shutil.copyfile(str(src), str(out / name))
+            copied[name] = True
+    return copied
+
+
+def stage_table(folders) -> list:
+    lines = ["| step | wall time | headline |", "|---|---|---|"]
+    for name, folder in folders.items():
+        stamp = read_stamp(folder) or {}
+        if name == "report":
+            continue
+        summary = stamp.get("summary", {})
+        text = ", ".join(f"{k} {_f(v)}" for k, v in summary.items() if not isinstance(v, (dict, list)))
+        seconds = stamp.get("seconds")
+        lines.append(f"| {name} | {_f(seconds, 0) + ' s' if seconds is not None else '–'} | {text} |")
+    return lines
+
+
+def headlines(folders) -> dict:
+    """The numbers the issue asks for: PM accuracy, PPO reward gain and KL, Elo of the policy vs
+    its initial model, the best OOD AUROC."""
+    pm = _json(folders["pm_eval"] / "pm_eval.json") or {}
+    elo = _json(folders["elo"] / "elo.json") or {}
+    ood = _json(folders["ood"] / "ood.json") or {}
+    table = {row["model"]: row for row in elo.get("table", [])}
+    best_ood = max(((spec, method, row) for spec, methods in ood.get("best", {}).items()
+                    for method, row in methods.items()), key=lambda t: t[2]["auroc"], default=None)
+    ppo = folders["ppo"]
+    return {
+        "pm_accuracy": pm.get("all", {}).get("accuracy"),
+        "pm_ece": pm.get("all", {}).get("calibration", {}).get("ece"),
+        "ppo_reward_first5": mean_rows(ppo, "train/reward", first=5),
+        "ppo_reward_last5": mean_rows(ppo, "train/reward", last=5),
+        "ppo_kl_last5": mean_rows(ppo, "train/kl", last=5),
+        "elo_ppo_vs_initial": table.get("ppo", {}).get("elo"),
+        "elo_ppo_stderr": table.get("ppo", {}).get("stderr"),
+        "elo_anchor": elo.get("anchor"),
+        "best_ood": None if best_ood is None else {"set": best_ood[0], "method": best_ood[1], **best_ood[2]},
+    }
+
+
+def pm_section(folders) -> list:
+    pm = _json(folders["pm_eval"] / "pm_eval.json")
+    if not pm:
+        return []
+    lines = ["## Preference model (Bai et al. §3; PAPER-SPEC §3)", "",
+             "| test set | pairs | accuracy | ECE |", "|---|---|---|---|"]
+    for spec, row in pm["sets"].items():
+        lines.append(f"| {spec} | {row['pairs']} | {_f(row['accuracy'])} | {_f(row['calibration']['ece'])} |")
+    lines.append(f"| all | {pm['all']['pairs']} | {_f(pm['all']['accuracy'])} | {_f(pm['all']['calibration']['ece'])} |")
+    return lines + ["", "Calibration (predicted P(A>B) = σ(Δscore) against observed, binned):", "",
+                    "![PM calibration](pm_calibration.png)", ""]
+
+
+def ppo_section(folders) -> list:
+    ppo = folders["ppo"]
+    fit = _json(ppo / "reward_vs_sqrt_kl.json") or {}
+    lines = ["## PPO against the PM (§4)", "",
+             "| | first 5 iterations | last 5 |", "|---|---|---|"]
+    for key, label in (("train/reward", "PM reward (mean)"), ("train/kl", "KL per response"),
+                       ("train/entropy", "entropy / token"), ("train/response_length", "response length")):
+        lines.append(f"| {label} | {_f(mean_rows(ppo, key, first=5))} | {_f(mean_rows(ppo, key, last=5))} |")
+    lines += ["", f"Reward vs sqrt(KL), first {_f(fit.get('fit_fraction', 0.5), 1)} of the run: slope "
+              f"{_f(fit.get('slope'))} per √nat, r² = {_f(fit.get('r2'))}.", "",
+              "![reward vs sqrt(KL)](reward_vs_sqrt_kl.png)", ""]
+    samples = [json.loads(line) for line in (ppo / "samples.jsonl").read_text().splitlines()
+               if line.strip()] if (ppo / "samples.jsonl").exists() else []
+    if samples:
+        lines += ["Samples, first and last logged iteration:", ""]
+        for row in samples[:2] + samples[-2:]:
+            prompt = row["prompt"].strip().replace("\n", " ")[-160:]
+            response = row["response"].strip().replace("\n", " ")[:200]
+            lines.append(f"- iteration {row['step']}, reward {_f(row['reward'])}: …{prompt} → **{response}**")
+        lines.append("")
+    return lines
+
+
+def best_of_section(folders) -> list:
+    report = _json(folders["best_of"] / "best_of.json")
+    if not report:
+        return []
+    lines = [f"## Best-of-k rejection sampling (§2.3, App. B.6) from `{epath.Path(report['policy']).name}`",
+             "", "| k | mean best PM score | s.e. | KL bound log k − (k−1)/k |", "|---|---|---|---|"]
+    for k, row in sorted(report["k"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {k} | {_f(row['mean_best_score'])} | {_f(row['stderr'])} | {_f(row['kl_upper_bound'])} |")
+    return lines + ["", "![best-of-k vs PPO](best_of.png)", ""]
+
+
+def elo_section(folders) -> list:
+    report = _json(folders["elo"] / "elo.json")
+    if not report:
+        return []
+    lines = [f"## PM-judged Elo (§2.4, App. B.5), anchored at `{report['anchor']}`", "",
+             f"{report['n_prompts']} held-out prompts ({', '.join(report['prompts'])}); soft wins "
+             "σ(r_i − r_j) per prompt; ΔElo = 174·ΔPM.", "",
+             "| model | Elo | s.e. | mean PM score |", "|---|---|---|---|"]
+    for row in report["table"]:
+        lines.append(f"| {row['model']} | {_f(row['elo'], 1)} | {_f(row['stderr'], 1)} | "
+                     f"{_f(report['mean_score'][row['model']])} |")
+    return lines + ["", "![Elo](elo.png)", ""]
+
+
+def ood_section(folders) -> list:
+    report = _json(folders["ood"] / "ood.json")
+    if not report:
+        return []
+    lines = [f"## OOD detection of harmful requests (§5.4) on `{epath.Path(report['model']).name}` activations",
+             "", f"In-distribution: {report['n_fit']} `{report['in_source']}` prompts (fit) and "
+             f"{report['n_test']} held-out; pooling: {report['pooling']}; outlier exposure with "
+             f"M = {report['exposure_m']}, mean of {report['exposure_draws']} draws.", "",
+             "| OOD set | method | best layer | AUROC |", "|---|---|---|---|"]
+    for spec, methods in report["best"].items():
+        for method, row in methods.items():
+            lines.append(f"| {spec} | {method.replace('_', ' ')} | {row['layer']} | {_f(row['auroc'])} |")
+    return lines + ["", "![OOD AUROC by layer](ood_auroc_by_layer.png)", ""]
+
+
+def write_report(config, folders, out) -> epath.Path:
+    """Writes `<out>/report.md` (+ the plots) and `<out>/headlines.json`; returns the md path."""
+    out = epath.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    copy_plots(folders, out)
+    heads = headlines(folders)
+    (out / "headlines.json").write_text(json.dumps(heads, indent=2) + "\n")
+    total = sum((read_stamp(f) or {}).get("seconds", 0.0) for n, f in folders.items() if n != "report")
+    version = code_version()
+    lines = [f"# hh main job: preset `{config.preset}`", "",
+             f"Written {datetime.datetime.now().isoformat(timespec='seconds')}, git "
+             f"{(version['git_commit'] or 'unknown')[:10]}{' (dirty)' if version['git_dirty'] else ''}; "
+             f"steps' wall time {total:.0f} s (a skipped step keeps the time of the run that made it).",
+             "", "## Headlines", ""]
+    lines += [f"- PM held-out accuracy **{_f(heads['pm_accuracy'])}** (ECE {_f(heads['pm_ece'])})",
+              f"- PPO reward {_f(heads['ppo_reward_first5'])} → **{_f(heads['ppo_reward_last5'])}** "
+              f"(first → last 5 iterations) at KL {_f(heads['ppo_kl_last5'], 2)} nats",
+              f"- Elo of the PPO policy vs `{heads['elo_anchor']}`: **{_f(heads['elo_ppo_vs_initial'], 1)}** "
+              f"± {_f(heads['elo_ppo_stderr'], 1)}"]
+    if heads["best_ood"]:
+        b = heads["best_ood"]
+        lines.append(f"- Best OOD AUROC **{_f(b['auroc'])}** ({b['method'].replace('_', ' ')}, layer "
+                     f"{b['layer']}, {b['set']})")
+    lines += ["", "## Steps", ""] + stage_table(folders) + [""]
+    for section in (pm_section, ppo_section, best_of_section, elo_section, ood_section):
+        lines += section(folders)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
