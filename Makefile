@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HF_STAMP := $(VENV)/.installed-hf
-WORKDIR ?= runs/lm-tiny
+WORKDIR ?= runs/pipeline-tiny
 # 8 fake CPU devices, so the sharding tests see a real mesh on any machine.
 TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
 
@@ -23,8 +23,8 @@ $(HF_STAMP): $(STAMP)
 
 setup: $(STAMP)
 
-run: $(STAMP)  ## the main job: LM pretraining of the tiny preset on the embedded corpus
-	$(PY) -m hh.main --config configs/lm.py:tiny --workdir $(WORKDIR)
+run: $(STAMP)  ## the main job: the whole pipeline at the tiny preset on the embedded data
+	$(PY) -m hh.pipeline --config configs/pipeline.py:tiny --workdir $(WORKDIR)
 
 test: $(HF_STAMP)  ## the full test suite
 	$(TEST_ENV) $(PY) -m pytest -q tests

@@ -24,13 +24,16 @@ TRAINING_STAGES = ("lm", "pmp", "pm", "distill", "ppo")
 SHORTENED = {
     "tiny": {
         # 256-token LM context: the distillation teacher reads prompt (144) + text (112)
-        "lm.loop.steps": 120, "lm.optimizer.warmup_steps": 12, "lm.train.global_batch_size": 8,
-        "lm.train.eval_batch_size": 16, "lm.loop.eval_every": 120, "lm.loop.checkpoint_every": 60,
+        "lm.loop.steps": 150, "lm.optimizer.warmup_steps": 15, "lm.loop.eval_every": 150,
+        "lm.loop.checkpoint_every": 50,
         "lm.data.synthetic_documents": 6000, "lm.data.eval_documents": 200,
         # every synthetic pair fits 128 tokens (longest: 112)
         "pmp.data.seq_len": 128, "pmp.data.train_pairs": 320, "pmp.data.eval_comparisons": 200,
         "pmp.data.eval_sources": ["synthetic-pmp"],
+        # ~1,300 pairs, not the paper's ~10^5: 0.15× the LM's LR, not 0.01× (measured on this
+        # chain, held-out accuracy 0.572 / 0.748 / 0.774 at 0.01× / 0.05× / 0.15×; docs/pipeline.md)
         "pm.data.seq_len": 128, "pm.data.train_pairs": 1280, "pm.data.eval_comparisons": 250,
+        "pm.optimizer.learning_rate": 3e-4,
         "distill.data.distill_texts": 480, "distill.data.eval_texts": 64, "distill.loop.steps": 60,
         "distill.loop.checkpoint_every": 60, "distill.data.synthetic_documents": 2000,
         "ppo.data.seq_len": 128, "ppo.data.max_prompt_len": 96, "ppo.train.global_batch_size": 16,
@@ -57,10 +60,11 @@ SHORTENED = {
 # fitted prompts: with fewer the covariance is singular and both Mahalanobis scores collapse onto
 # its ridge directions (the relative score then ranks exactly as the plain one).
 EVAL_SHAPES = {
-    "tiny": dict(n_prompts=48, max_new_tokens=32, ks=[1, 4, 16], ood_fit=1024, ood_test=128),
-    "smoke": dict(n_prompts=8, max_new_tokens=16, ks=[1, 4], ood_fit=160, ood_test=24),
+    "tiny": dict(n_prompts=32, max_new_tokens=32, ks=[1, 4, 16], elo_ks=[4], ood_fit=1024, ood_test=128),
+    "smoke": dict(n_prompts=8, max_new_tokens=16, ks=[1, 4], elo_ks=[4], ood_fit=160, ood_test=24),
 }
-PAPER_EVAL = dict(n_prompts=512, max_new_tokens=128, ks=[1, 4, 16, 64], ood_fit=16384, ood_test=1024)
+PAPER_EVAL = dict(n_prompts=512, max_new_tokens=128, ks=[1, 4, 16, 64], elo_ks=[4, 16, 64],
+                  ood_fit=16384, ood_test=1024)
 
 
 def set_path(config, path: str, value):
@@ -99,7 +103,7 @@ def get_config(arg="tiny"):
     # PM-judged Elo on held-out prompts of every mixture; the first entry is the anchor (0), as
     # Bai et al. Fig. 1 anchor on the context-distilled model. "STAGE" or "STAGE@K" (best of K).
     config.elo = ml_collections.ConfigDict(dict(
-        entries=["distill", "lm", "ppo"] + [f"distill@{k}" for k in shape["ks"] if k > 1],
+        entries=["distill", "lm", "ppo"] + [f"distill@{k}" for k in shape["elo_ks"]],
         prompts=["synthetic-helpful:test", "synthetic-harmless:test"], n_prompts=shape["n_prompts"],
         max_new_tokens=shape["max_new_tokens"], seed=1))
     # OOD detection of harmful requests (Bai et al. §5.4): in-distribution = helpful prompts,

@@ -61,7 +61,7 @@ def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
         abstract_state=abstract, init_state=fresh_state, train_step=train_step,
         train_batches=lm_batches(train_rows, batch_size, config.seed, row_range=rows),
         batch_sharding=batch_sh, global_batch_size=batch_size, tokens_per_step=batch_size * seq,
-        eval_step=eval_step, eval_summary=lm_eval_summary,
+        eval_step=eval_step, eval_summary=lm_eval_summary, eval_batch_size=eval_size,
         eval_batches=lambda: eval_batches(eval_rows, eval_size, row_range=eval_range))
 
 

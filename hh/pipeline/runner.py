@@ -42,12 +42,14 @@ class StepFailed(RuntimeError):
 
 
 def file_digest(path: epath.Path) -> str:
-    data = path.read_bytes() if path.stat().length < WHOLE_FILE_BELOW else None
-    if data is None:
+    size = path.stat().length
+    if size < WHOLE_FILE_BELOW:
+        data = path.read_bytes()
+    else:
         with path.open("rb") as f:
             head = f.read(1 << 20)
-            f.seek(-(1 << 20), 2)
-            data = head + f.read() + str(path.stat().length).encode()
+            f.seek(max(0, size - (1 << 20)))
+            data = head + f.read() + str(size).encode()
     return hashlib.sha256(data).hexdigest()
 
 

@@ -59,6 +59,9 @@ def best_of_k(policy_params, pm_params, prompts, rng, *, model_cfg, pm_model, sa
             "scores": scores, "best_index": best}
 
 
+ROWS_PER_CALL = 128
+
+
 def prompt_batches(source, tokenizer, max_prompt_len: int, n_prompts: int, batch: int):
     """The first n_prompts prompts of a comparison source, as left-padded [batch, P] dicts (the
     last batch padded with copies of its first row; `real` [batch] marks the real rows)."""
@@ -72,11 +75,19 @@ def prompt_batches(source, tokenizer, max_prompt_len: int, n_prompts: int, batch
         yield {k: padded[k] for k in ("tokens", "segment_ids", "positions")}, real
 
 
+def prompts_per_call(k: int, n_prompts: int, rows: int = ROWS_PER_CALL) -> int:
+    """Prompts per sampling call: about `rows` sampled rows (prompts × k) each, so k = 1 is not
+    run 8 rows at a time and k = 16 does not blow up the batch."""
+    return max(1, min(n_prompts, rows // k))
+
+
 def best_scores(policy, pm, k: int, prompt_spec: str, n_prompts: int, max_new_tokens: int,
-                temperature: float = 1.0, batch: int = 8, seed: int = 0):
+                temperature: float = 1.0, batch: int = 0, seed: int = 0):
     """Per prompt of `prompt_spec` (its first n_prompts, in order): the PM score of the best of k
-    samples and of the first sample -> (best [n], first [n]) float64. The same seed draws the
-    same keys for every policy. policy: hh.eval.lm_loader.LoadedLM; pm: hh.eval.pm_eval.LoadedPM."""
+    samples and of the first sample -> (best [n], first [n]) float64. The same seed (and k) draws
+    the same keys for every policy. batch: prompts per call (0: prompts_per_call).
+    policy: hh.eval.lm_loader.LoadedLM; pm: hh.eval.pm_eval.LoadedPM."""
+    batch = batch or prompts_per_call(k, n_prompts)
     if not same_tokenizer(policy.tokenizer, pm.tokenizer):
         raise ConfigError(f"the PM {pm.workdir} reads another tokenizer than the policy {policy.workdir}")
     rollout_cfg = ml_collections.ConfigDict(dict(max_new_tokens=max_new_tokens, temperature=temperature))
@@ -97,7 +108,7 @@ _jitted_best_of = jax.jit(best_of_k, static_argnames=("model_cfg", "pm_model", "
 
 
 def evaluate_best_of(policy, pm, ks, prompt_spec: str, n_prompts: int, max_new_tokens: int,
-                     temperature: float = 1.0, batch: int = 8, seed: int = 0) -> dict:
+                     temperature: float = 1.0, batch: int = 0, seed: int = 0) -> dict:
     """Mean PM score of the best of k samples per prompt for each k, beside the k = 1 mean and
     the KL bound."""
     report = {"prompts": prompt_spec, "max_new_tokens": max_new_tokens, "temperature": temperature,

@@ -40,6 +40,7 @@ class Task:
     eval_step: Optional[Callable] = None      # jitted (state, batch) -> dict of sums
     eval_batches: Optional[Callable[[], Iterable]] = None
     eval_summary: Callable[[dict], dict] = means_from_sums
+    eval_batch_size: Optional[int] = None     # global rows per eval batch (None: global_batch_size)
 
 
 @dataclasses.dataclass
@@ -81,7 +82,7 @@ def evaluate(task: Task, state) -> dict:
     """Sums the eval step over one pass of the eval batches, then averages once."""
     totals = None
     for local in task.eval_batches():
-        batch = make_global_batch(local, task.batch_sharding, task.global_batch_size)
+        batch = make_global_batch(local, task.batch_sharding, task.eval_batch_size or task.global_batch_size)
         sums = task.eval_step(state, batch)
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     return {k: float(v) for k, v in task.eval_summary(jax.device_get(totals)).items()}
