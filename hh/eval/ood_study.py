@@ -120,12 +120,13 @@ def plot_study(report: dict, path) -> None:
         for method, values in layers.items():
             if method.endswith("_std"):
                 continue
-            ax.plot(x, values, marker="o", label=method.replace("_", " "))
+            (line,) = ax.plot(x, values, marker="o", label=method.replace("_", " "))
             if method + "_std" in layers:
                 v, s = np.asarray(values), np.asarray(layers[method + "_std"])
-                ax.fill_between(x, v - s, v + s, alpha=0.2)
+                ax.fill_between(x, v - s, v + s, alpha=0.2, color=line.get_color())
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_ylim(0.0, 1.02)
+        ax.set_xticks(x)
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylabel("AUROC")
         ax.set_title(f"OOD: {spec} vs {report['in_source']}", fontsize=9)
