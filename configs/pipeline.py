@@ -52,6 +52,7 @@ SHORTENED = {
         "distill.data.distill_texts": 64, "distill.data.eval_texts": 16, "distill.loop.steps": 8,
         "distill.loop.checkpoint_every": 8, "distill.data.synthetic_documents": 500,
         "ppo.loop.steps": 4, "ppo.loop.checkpoint_every": 2, "ppo.rollout.samples_every": 2,
+        "ppo.ppo.minibatches": 2,   # 16 responses over 2 minibatches × 8 fake devices (tests)
         "ppo.optimizer.learning_rate": 3e-3, "ppo.value_optimizer.learning_rate": 3e-3,
     },
 }
