@@ -334,3 +334,21 @@ def test_sampling_config_normalises_and_validates():
         with pytest.raises(ValueError):
             smp.SamplingConfig(**bad)
     smp.SamplingConfig(temperature=0.0, greedy=True)   # greedy ignores the temperature
+
+
+@pytest.mark.parametrize("cfg", [BASE, GQA], ids=["layers_unrolled", "layers_scanned"])
+def test_k_samples_per_prompt_equal_the_repeated_prompts(cfg):
+    """Prefill once + the cache copied k times = generating from each prompt repeated k times."""
+    params, k = make_params(cfg), 3
+    prompts = left_padded(PROMPTS, WIDTH)
+    repeated = {key: np.repeat(prompts[key], k, axis=0) for key in ("tokens", "segment_ids", "positions")}
+    run = jax.jit(smp.generate, static_argnames=("model_cfg", "sampling", "samples_per_prompt"))
+    once = run(params, cfg, {key: prompts[key] for key in repeated}, jax.random.key(5), SAMPLED,
+               samples_per_prompt=k)
+    many = run(params, cfg, repeated, jax.random.key(5), SAMPLED)
+    assert once.tokens.shape == (len(PROMPTS) * k, SAMPLED.max_new_tokens)
+    np.testing.assert_array_equal(once.tokens, many.tokens)
+    np.testing.assert_allclose(once.logprobs, many.logprobs, atol=ATOL)
+    np.testing.assert_array_equal(once.lengths, many.lengths)
+    # the k rows of one prompt are different draws, not copies
+    assert len({tuple(r) for r in np.asarray(once.tokens)[:k]}) > 1

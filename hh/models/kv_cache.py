@@ -34,3 +34,13 @@ def cache_logical_axes(cfg: TransformerConfig) -> dict:
     kv = {"k": axes, "v": axes}
     layers = kv if cfg.scan_layers else {f"layer_{i}": dict(kv) for i in range(cfg.n_layers)}
     return {"segment_ids": (BATCH, LENGTH), "layers": layers}
+
+
+def repeat_cache(cache: dict, k: int, scan_layers: bool) -> dict:
+    """Each row's cache repeated k times in place (rows i·k … i·k + k − 1 are copies of row i): a
+    prompt prefilled once serves k samples."""
+    kv_axis = 1 if scan_layers else 0
+    layers = {name: (jnp.repeat(leaf, k, axis=kv_axis) if not isinstance(leaf, dict)
+                     else {kk: jnp.repeat(v, k, axis=kv_axis) for kk, v in leaf.items()})
+              for name, leaf in cache["layers"].items()}
+    return {"segment_ids": jnp.repeat(cache["segment_ids"], k, axis=0), "layers": layers}

@@ -147,8 +147,13 @@ def emit(state: DecodeState, logits, rng, sampling: SamplingConfig) -> DecodeSta
     return DecodeState(step=t + 1, cache=state.cache, samples=samples, tail=tail)
 
 
-def generate(params, model_cfg: TransformerConfig, prompts: dict, rng, sampling: SamplingConfig) -> Samples:
+def generate(params, model_cfg: TransformerConfig, prompts: dict, rng, sampling: SamplingConfig,
+             samples_per_prompt: int = 1) -> Samples:
     """Sample up to max_new_tokens per prompt with the KV cache.
+
+    samples_per_prompt = k > 1: each prompt is prefilled ONCE and its cache copied to k rows, so
+    the result has batch·k rows (rows i·k … i·k + k − 1 answer prompt i), the same samples as
+    generating from the prompts repeated k times, for 1/k of the prefill (best-of-k).
 
     prompts: {"tokens", "segment_ids", "positions"} [batch, prompt_len], LEFT-padded as
     hh.data.prompt_data.left_padded makes them (every row non-empty: its last slot is a real token).
@@ -169,13 +174,20 @@ def generate(params, model_cfg: TransformerConfig, prompts: dict, rng, sampling:
     out = model.apply({"params": params}, tokens, positions, segment_ids, cache=cache, cache_index=0,
                       compute_logits=False)
     first_position = positions[:, -1] + 1
+    last_hidden = out["final_hidden"][:, -1]
+    cache = out["cache"]
+    if samples_per_prompt > 1:
+        k = samples_per_prompt
+        cache = kv_cache.repeat_cache(cache, k, model_cfg.scan_layers)
+        first_position, last_hidden = jnp.repeat(first_position, k, 0), jnp.repeat(last_hidden, k, 0)
+        batch = batch * k
     tail_len = max([len(s) for s in sampling.stop_sequences] + [1])
     empty = Samples(tokens=jnp.full((batch, n_new), sampling.pad_id, jnp.int32),
                     logprobs=jnp.zeros((batch, n_new), jnp.float32), lengths=jnp.zeros(batch, jnp.int32),
                     stop_lengths=jnp.zeros(batch, jnp.int32), finished=jnp.zeros(batch, bool))
-    state = DecodeState(step=jnp.zeros((), jnp.int32), cache=out["cache"], samples=empty,
+    state = DecodeState(step=jnp.zeros((), jnp.int32), cache=cache, samples=empty,
                         tail=jnp.full((batch, tail_len), -1, jnp.int32))
-    state = emit(state, next_token_logits(params, model_cfg, out["final_hidden"][:, -1]), rng, sampling)
+    state = emit(state, next_token_logits(params, model_cfg, last_hidden), rng, sampling)
 
     def not_done(state):
         return (state.step < n_new) & ~jnp.all(state.samples.finished)

@@ -45,14 +45,16 @@ def pick_rows(samples: Samples, index):
 
 
 def best_of_k(policy_params, pm_params, prompts, rng, *, model_cfg, pm_model, sampling, k: int):
-    """k samples per prompt in ONE batched `generate` call, scored by the PM; the best kept.
+    """k samples per prompt in ONE batched `generate` call (each prompt prefilled once, its cache
+    copied k times), scored by the PM; the best kept.
 
     prompts: {"tokens","segment_ids","positions"} [b, P] left-padded. Pure and jittable
     (model_cfg, pm_model, sampling and k static). -> {"samples": Samples [b, ...] (the best),
     "score": [b] its PM score, "scores": [b, k] every sample's, "best_index": [b]}.
     """
-    many = repeat_rows({key: prompts[key] for key in ("tokens", "segment_ids", "positions")}, k)
-    samples = generate(policy_params, model_cfg, many, rng, sampling)
+    prompts = {key: prompts[key] for key in ("tokens", "segment_ids", "positions")}
+    many = repeat_rows(prompts, k)
+    samples = generate(policy_params, model_cfg, prompts, rng, sampling, samples_per_prompt=k)
     scores = pm_scores(pm_params, pm_model, many, samples).reshape(-1, k)
     best = jnp.argmax(scores, axis=1)
     return {"samples": pick_rows(samples, best), "score": jnp.max(scores, axis=1),
