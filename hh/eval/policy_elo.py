@@ -46,20 +46,22 @@ def elo_from_scores(names, scores, anchor: int = 0) -> dict:
             "soft_wins": wins.tolist(), "n_prompts": int(scores.shape[1])}
 
 
-def policy_elo(entries, pm, prompt_spec: str, n_prompts: int, max_new_tokens: int, seed: int = 0) -> dict:
-    """Samples each entry (LoadedLM per distinct workdir) and fits the PM-judged Elo."""
+def policy_elo(entries, pm, prompt_specs, n_prompts: int, max_new_tokens: int, seed: int = 0) -> dict:
+    """Samples each entry (LoadedLM per distinct workdir) on the first n_prompts of each prompt
+    spec (one spec or a list) and fits the PM-judged Elo over all of them."""
     from hh.eval.lm_loader import LoadedLM
     from hh.rl.best_of import best_scores
 
+    specs = [prompt_specs] if isinstance(prompt_specs, str) else list(prompt_specs)
     loaded, scores = {}, []
     for entry in entries:
         if entry.workdir not in loaded:
             loaded[entry.workdir] = LoadedLM(entry.workdir)
-        best, _ = best_scores(loaded[entry.workdir], pm, entry.k, prompt_spec, n_prompts,
-                              max_new_tokens, seed=seed)
-        scores.append(best)
+        scores.append(np.concatenate([
+            best_scores(loaded[entry.workdir], pm, entry.k, spec, n_prompts, max_new_tokens, seed=seed)[0]
+            for spec in specs]))
     report = elo_from_scores([e.name for e in entries], np.stack(scores))
-    report.update(prompts=prompt_spec, reward_model=str(pm.workdir),
+    report.update(prompts=specs, reward_model=str(pm.workdir),
                   entries=[dataclasses.asdict(e) for e in entries])
     return report
 
@@ -90,7 +92,7 @@ def main(argv):
     if not f["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     entries = [parse_entry(p) for p in f.policy]
-    report = policy_elo(entries, LoadedPM(f.reward_model), f.prompts, f.n_prompts,
+    report = policy_elo(entries, LoadedPM(f.reward_model), list(f.prompts), f.n_prompts,
                         f.max_new_tokens, f.seed)
     out = epath.Path(f.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,7 @@ def main(argv):
 if __name__ == "__main__":
     flags.DEFINE_multi_string("policy", None, "NAME=WORKDIR or NAME=WORKDIR@K (best of K); the first is Elo 0")
     flags.DEFINE_string("reward_model", None, "the judging PM's workdir")
-    flags.DEFINE_string("prompts", "synthetic-helpful:test", "held-out prompts (a source spec)")
+    flags.DEFINE_list("prompts", ["synthetic-helpful:test"], "held-out prompts (source specs)")
     flags.DEFINE_integer("n_prompts", 64, "prompts")
     flags.DEFINE_integer("max_new_tokens", 32, "response length limit")
     flags.DEFINE_integer("seed", 0, "sampling seed")

@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Callable
 
+import jax
 from etils import epath
 
 STAMP = "pipeline_step.json"
@@ -100,6 +101,9 @@ def read_stamp(folder: epath.Path):
 
 
 def write_stamp(folder: epath.Path, record: dict) -> None:
+    """Atomically; only process 0 writes (on a pod every process runs the same steps)."""
+    if jax.process_index() != 0:
+        return
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{STAMP}.{uuid.uuid4().hex}.tmp"
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
@@ -118,7 +122,7 @@ def decide(step: Step, folder: epath.Path, key: str) -> str:
 
 def set_aside(folder: epath.Path) -> epath.Path | None:
     """Renames a non-empty folder to `<name>.stale-<n>` (the first free n); returns the new path."""
-    if not folder.exists() or not any(folder.iterdir()):
+    if jax.process_index() != 0 or not folder.exists() or not any(folder.iterdir()):
         return None
     n = 1
     while (target := folder.parent / f"{folder.name}.stale-{n}").exists():

@@ -150,24 +150,13 @@ def parse_entry(text: str):
 
 
 def run_elo(config, folder, folders):
-    import numpy as np
-
-    from hh.eval.lm_loader import LoadedLM
     from hh.eval.pm_eval import LoadedPM
-    from hh.eval.policy_elo import elo_from_scores, plot_elo
-    from hh.rl.best_of import best_scores
+    from hh.eval.policy_elo import Entry, plot_elo, policy_elo
 
-    c, pm = config.elo, LoadedPM(folders["pm"])
-    entries = [parse_entry(e) for e in c.entries]
-    loaded, scores = {}, []
-    for _, stage, k in entries:
-        if stage not in loaded:
-            loaded[stage] = LoadedLM(folders[stage])
-        per_set = [best_scores(loaded[stage], pm, k, spec, c.n_prompts, c.max_new_tokens, seed=c.seed)[0]
-                   for spec in c.prompts]
-        scores.append(np.concatenate(per_set))
-    report = elo_from_scores([e[0] for e in entries], np.stack(scores))
-    report.update(prompts=list(c.prompts), reward_model=str(folders["pm"]))
+    c = config.elo
+    entries = [Entry(name, str(folders[stage]), k) for name, stage, k in map(parse_entry, c.entries)]
+    report = policy_elo(entries, LoadedPM(folders["pm"]), list(c.prompts), c.n_prompts,
+                        c.max_new_tokens, seed=c.seed)
     (folder / "elo.json").write_text(json.dumps(report, indent=2) + "\n")
     plot_elo(report, folder / "elo.png")
     return {row["model"]: row["elo"] for row in report["table"]}
