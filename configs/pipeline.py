@@ -61,11 +61,13 @@ SHORTENED = {
 # fitted prompts: with fewer the covariance is singular and both Mahalanobis scores collapse onto
 # its ridge directions (the relative score then ranks exactly as the plain one).
 EVAL_SHAPES = {
-    "tiny": dict(n_prompts=32, max_new_tokens=32, ks=[1, 4, 16], elo_ks=[4], ood_fit=1024, ood_test=128),
-    "smoke": dict(n_prompts=8, max_new_tokens=16, ks=[1, 4], elo_ks=[4], ood_fit=160, ood_test=24),
+    "tiny": dict(n_prompts=32, max_new_tokens=32, ks=[1, 4, 16], elo_ks=[4], ood_fit=1024, ood_test=128,
+                 n_arithmetic=48),
+    "smoke": dict(n_prompts=8, max_new_tokens=16, ks=[1, 4], elo_ks=[4], ood_fit=160, ood_test=24,
+                  n_arithmetic=8),
 }
 PAPER_EVAL = dict(n_prompts=512, max_new_tokens=128, ks=[1, 4, 16, 64], elo_ks=[4, 16, 64],
-                  ood_fit=16384, ood_test=1024)
+                  ood_fit=16384, ood_test=1024, n_arithmetic=48)
 
 
 def set_path(config, path: str, value):
@@ -107,6 +109,11 @@ def get_config(arg="tiny"):
         entries=["distill", "lm", "ppo"] + [f"distill@{k}" for k in shape["elo_ks"]],
         prompts=["synthetic-helpful:test", "synthetic-harmless:test"], n_prompts=shape["n_prompts"],
         max_new_tokens=shape["max_new_tokens"], seed=1))
+    # The alignment tax (§4.6.1): multiple-choice accuracy of the base LM and the PPO policy on
+    # questions about the synthetic world (n_arithmetic < 0: off) plus any hh.eval.mc tasks
+    # ("FORMAT:PATH", e.g. "hellaswag:/data/hellaswag_val.jsonl").
+    config.alignment_tax = ml_collections.ConfigDict(dict(
+        base="lm", policy="ppo", n_arithmetic=shape["n_arithmetic"], tasks=[], shots=0, seed=0))
     # OOD detection of harmful requests (Bai et al. §5.4): in-distribution = helpful prompts,
     # OOD = red-team prompts; M known OOD examples for outlier exposure, redrawn `exposure_draws` times.
     config.ood = ml_collections.ConfigDict(dict(

@@ -162,6 +162,7 @@ def test_smoke_pipeline_end_to_end_then_skips_everything(tmp_path):
                 "ood_auroc_by_layer.png"):
         assert (workdir / "report" / png).stat().st_size > 1000, png
         assert f"({png})" in report
+    assert "## Alignment tax" in report and "jsonl/world_questions" in report
     heads = json.loads((workdir / "report" / "headlines.json").read_text())
     assert 0.0 <= heads["pm_accuracy"] <= 1.0 and heads["elo_anchor"] == "distill"
     assert 0.0 <= heads["best_ood"]["auroc"] <= 1.0
@@ -170,10 +171,11 @@ def test_smoke_pipeline_end_to_end_then_skips_everything(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     progress = [line for line in again.stdout.splitlines() if line.startswith("[")]
-    assert len(progress) == 11 and all("skipped" in line for line in progress), again.stdout
+    assert len(progress) == 12 and all("skipped" in line for line in progress), again.stdout
     # a changed PPO field reruns PPO and everything that reads it, nothing before it
     third = subprocess.run(cmd + ["--config.ppo.loop.steps=2", "--until=ppo"], capture_output=True,
                            text=True, timeout=600)
     assert third.returncode == 0, third.stderr[-3000:]
     lines = [line for line in third.stdout.splitlines() if line.startswith("[")]
     assert all("skipped" in line for line in lines[:6]) and any("ppo.stale-1" in line for line in lines)
+    assert lines[-1].split("]", 1)[1].split()[0] == "ppo"   # --until stopped after it

@@ -167,3 +167,26 @@ def test_needless_refusals_and_refusal_balance():
     print(f"needless refusals {needless:.3f}, chosen refusals {chosen_refusals:.3f}, "
           f"rejected {rejected_refusals:.3f}")
     assert 0.35 <= chosen_refusals <= 0.65 and abs(chosen_refusals - rejected_refusals) < 0.03
+
+
+def test_world_questions_ask_the_worlds_facts():
+    items = syn.world_questions(n_arithmetic=40, seed=0)
+    assert items == syn.world_questions(n_arithmetic=40, seed=0)
+    assert len(items) == 3 * len(syn.COUNTRIES) + 40
+    answers = []
+    for item in items:
+        choices, answer = item["choices"], item["answer"]
+        assert len(choices) == 4 and len(set(choices)) == 4 and 0 <= answer < 4
+        right = choices[answer].strip()
+        answers.append(answer)
+        ctx = item["context"]
+        if " is a country. " in ctx:
+            place = ctx.split(" is a country.")[0]
+            attr = {"Its capital is": "capital", "Its flag is": "flag color",
+                    "Its national animal is": "national animal"}[ctx.split(". ", 1)[1]]
+            assert right == syn.COUNTRIES[place][attr]
+        else:
+            a, op, b, _ = ctx.split()
+            assert int(right) == (int(a) + int(b) if op == "plus" else int(a) - int(b)) >= 0
+    # the right answer is not always in the same slot (the eval would have a position cue)
+    assert max(np.bincount(answers)) < 0.4 * len(items)

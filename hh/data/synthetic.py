@@ -406,6 +406,40 @@ def pretraining_documents(n: int, seed: int) -> list[str]:
     return out
 
 
+# --- A multiple-choice benchmark of the world (the pipeline's alignment-tax eval) ---------------
+_FACT_CONTEXTS = {"capital": "Its capital is", "flag color": "Its flag is",
+                  "national animal": "Its national animal is"}
+
+
+def _choices(rng, right, pool, n):
+    others = rng.sample([v for v in dict.fromkeys(pool) if v != right], n - 1)
+    choices = others + [right]
+    rng.shuffle(choices)
+    return choices, choices.index(right)
+
+
+def world_questions(n_arithmetic: int = 48, n_choices: int = 4, seed: int = 0) -> list[dict]:
+    """Zero-shot multiple-choice items in hh.eval.mc's jsonl format ({"context", "choices",
+    "answer"}) about the world the LM was pretrained on, phrased as its plain-text fact documents:
+    every country's three attributes ("Zorvia is a country. Its capital is" → " Ardent") and
+    sums/differences of digits. An LM that learned the world scores high; the alignment tax is what
+    RLHF costs of it (Bai et al. §4.6.1 on NLP benchmarks, in miniature)."""
+    rng, items = _rng("world-questions", seed), []
+    for place, facts in COUNTRIES.items():
+        for attr in ATTRIBUTES:
+            pool = [f[attr] for f in COUNTRIES.values()]
+            choices, answer = _choices(rng, facts[attr], pool, n_choices)
+            items.append({"context": f"{place} is a country. {_FACT_CONTEXTS[attr]}",
+                          "choices": [" " + c for c in choices], "answer": answer})
+    for _ in range(n_arithmetic):
+        a, b = rng.randrange(10), rng.randrange(10)
+        op, value = (("plus", a + b) if rng.random() < 0.5 else ("minus", max(a, b) - min(a, b)))
+        a, b = (a, b) if op == "plus" else (max(a, b), min(a, b))
+        choices, answer = _choices(rng, value, range(19), n_choices)
+        items.append({"context": f"{a} {op} {b} is", "choices": [f" {c}" for c in choices], "answer": answer})
+    return items
+
+
 # --- Gold judge -----------------------------------------------------------------------------------
 def _final_question(prompt):
     return prompt.rsplit("\n\nHuman: ", 1)[-1].removesuffix("\n\nAssistant:")

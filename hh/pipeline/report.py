@@ -142,6 +142,20 @@ def elo_section(folders) -> list:
     return lines + ["", "![Elo](elo.png)", ""]
 
 
+def alignment_tax_section(folders) -> list:
+    result = _json(folders["alignment_tax"] / "alignment_tax.json")
+    if not result:
+        return []
+    from hh.eval.mc import markdown_table
+
+    return [f"## Alignment tax (§4.6.1): `{epath.Path(result['base']).name}` vs "
+            f"`{epath.Path(result['policy']).name}`, {result['shots']}-shot", "",
+            "Multiple-choice log-likelihood scoring (hh.eval.mc); `world_questions` asks the facts and "
+            "sums of the synthetic world the LM was pretrained on.", "",
+            markdown_table(result["rows"], epath.Path(result["base"]).name,
+                           epath.Path(result["policy"]).name)]
+
+
 def ood_section(folders) -> list:
     report = _json(folders["ood"] / "ood.json")
     if not report:
@@ -181,7 +195,8 @@ def write_report(config, folders, out) -> epath.Path:
         lines.append(f"- Best OOD AUROC **{_f(b['auroc'])}** ({b['method'].replace('_', ' ')}, layer "
                      f"{b['layer']}, {b['set']})")
     lines += ["", "## Steps", ""] + stage_table(folders) + [""]
-    for section in (pm_section, ppo_section, best_of_section, elo_section, ood_section):
+    for section in (pm_section, ppo_section, best_of_section, elo_section, alignment_tax_section,
+                    ood_section):
         lines += section(folders)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

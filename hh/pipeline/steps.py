@@ -13,6 +13,7 @@ import math
 from etils import epath
 
 from hh import main
+from hh.data import synthetic
 from hh.data.sources import lm_documents, run_tokenizer, TOKENIZER_DIR
 from hh.pipeline.runner import Step
 from hh.train.metrics import read_metrics
@@ -162,6 +163,20 @@ def run_elo(config, folder, folders):
     return {row["model"]: row["elo"] for row in report["table"]}
 
 
+def run_alignment_tax(config, folder, folders):
+    from hh.eval.mc import alignment_tax, write_report
+
+    c = config.alignment_tax
+    tasks = list(c.tasks)
+    if c.n_arithmetic >= 0:
+        path = folder / "world_questions.jsonl"
+        path.write_text("".join(json.dumps(q) + "\n" for q in synthetic.world_questions(c.n_arithmetic, seed=c.seed)))
+        tasks.insert(0, f"jsonl:{path}")
+    result = alignment_tax(folders[c.base], folders[c.policy], tasks, c.shots, c.seed)
+    write_report(result, folder)
+    return {f"{r['task']}/{r['metric']}/delta": r["delta"] for r in result["rows"]}
+
+
 def run_ood(config, folder, folders):
     from hh.eval.lm_loader import LoadedLM
     from hh.eval.ood_study import ood_study, write_study
@@ -213,8 +228,12 @@ def steps(config):
         Step("best_of", (config.best_of.policy, "pm", "ppo"), sec("best_of"), run_best_of,
              files("best_of.json"), "best-of-k rejection sampling"),
         Step("elo", elo_inputs, sec("elo"), run_elo, files("elo.json"), "PM-judged Elo"),
+        Step("alignment_tax", (config.alignment_tax.base, config.alignment_tax.policy),
+             sec("alignment_tax"), run_alignment_tax, files("alignment_tax.json"),
+             "multiple-choice evals of the LM and the PPO policy"),
         Step("ood", (config.ood.model,), sec("ood"), run_ood, files("ood.json"),
              "OOD detection of harmful requests"),
-        Step("report", ("pm_eval", "ppo", "best_of", "elo", "ood"), lambda c: {"preset": c.preset},
+        Step("report", ("pm_eval", "ppo", "best_of", "elo", "alignment_tax", "ood"),
+             lambda c: {"preset": c.preset},
              run_report, files("report.md"), "report.md"),
     ]
