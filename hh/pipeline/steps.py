@@ -35,11 +35,6 @@ def last_row(folder: epath.Path, key: str):
     return rows[-1][key] if rows else float("nan")
 
 
-def first_row(folder: epath.Path, key: str):
-    rows = [r for r in read_metrics(folder) if key in r]
-    return rows[0][key] if rows else float("nan")
-
-
 def mean_rows(folder: epath.Path, key: str, first: int = 0, last: int = 0) -> float:
     """Mean of the first (or last) n logged values of `key`."""
     values = [r[key] for r in sorted(read_metrics(folder), key=lambda r: r["step"]) if key in r]
@@ -203,10 +198,6 @@ def run_report(config, folder, folders):
 
 # --- the step table -----------------------------------------------------------------------------
 
-def ckpt(folder):
-    return latest_checkpoint(folder)
-
-
 def files(*names):
     return lambda folder: [folder / n for n in names]
 
@@ -218,13 +209,13 @@ def steps(config):
     return [
         Step("tokenizer", (), tokenizer_section, run_tokenizer_step, files(TOKENIZER_DIR, "tokenizer.txt"),
              "SentencePiece on the LM's training text"),
-        Step("lm", ("tokenizer",), sec("lm"), train_step("lm"), ckpt, "LM pretraining"),
-        Step("pmp", ("lm",), sec("pmp"), train_step("pmp"), ckpt, "preference-model pretraining"),
-        Step("pm", ("pmp",), sec("pm"), train_step("pm"), ckpt, "PM on helpful + harmless comparisons"),
+        Step("lm", ("tokenizer",), sec("lm"), train_step("lm"), latest_checkpoint, "LM pretraining"),
+        Step("pmp", ("lm",), sec("pmp"), train_step("pmp"), latest_checkpoint, "preference-model pretraining"),
+        Step("pm", ("pmp",), sec("pm"), train_step("pm"), latest_checkpoint, "PM on helpful + harmless comparisons"),
         Step("pm_eval", ("pm",), sec("pm_eval"), run_pm_eval, files("pm_eval.json"),
              "PM accuracy and calibration"),
-        Step("distill", ("lm",), sec("distill"), train_step("distill"), ckpt, "HHH context distillation"),
-        Step("ppo", ("distill", "pm"), sec("ppo"), train_step("ppo"), ckpt, "PPO against the PM"),
+        Step("distill", ("lm",), sec("distill"), train_step("distill"), latest_checkpoint, "HHH context distillation"),
+        Step("ppo", ("distill", "pm"), sec("ppo"), train_step("ppo"), latest_checkpoint, "PPO against the PM"),
         Step("best_of", (config.best_of.policy, "pm", "ppo"), sec("best_of"), run_best_of,
              files("best_of.json"), "best-of-k rejection sampling"),
         Step("elo", elo_inputs, sec("elo"), run_elo, files("elo.json"), "PM-judged Elo"),
