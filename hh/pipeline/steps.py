@@ -9,12 +9,14 @@ returns a few headline numbers; the report reads the files the steps wrote.
 
 import json
 import math
+import sys
 
 from etils import epath
 
 from hh import main
 from hh.data import synthetic
 from hh.data.sources import lm_documents, run_tokenizer, TOKENIZER_DIR
+from hh.parallel import distributed
 from hh.pipeline.runner import Step
 from hh.train.metrics import read_metrics
 
@@ -85,7 +87,9 @@ def train_step(name):
     def run(config, folder, folders):
         result = main.run(linked(config, name, folders), str(folder))
         if getattr(result, "preempted", False):
-            raise SystemExit(f"{name} was preempted at step {result.step}; rerun the pipeline to resume")
+            print(f"{name} was preempted at step {result.step}; rerun the pipeline to resume",
+                  file=sys.stderr, flush=True)
+            sys.exit(distributed.EXIT_PREEMPTED)
         return STAGE_HEADLINES[name](folder)
     return run
 

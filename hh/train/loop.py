@@ -17,6 +17,7 @@ import tqdm
 from etils import epath
 from jax.experimental import multihost_utils
 
+from hh.parallel.distributed import one_at_a_time
 from hh.parallel.sharding import make_global_batch
 from hh.train.checkpoint import Checkpointer
 from hh.train.metrics import MetricsWriter
@@ -83,7 +84,7 @@ def evaluate(task: Task, state) -> dict:
     totals = None
     for local in task.eval_batches():
         batch = make_global_batch(local, task.batch_sharding, task.eval_batch_size or task.global_batch_size)
-        sums = task.eval_step(state, batch)
+        sums = one_at_a_time(task.eval_step(state, batch))   # eval steps are independent
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     return {k: float(v) for k, v in task.eval_summary(jax.device_get(totals)).items()}
 

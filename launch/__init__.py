@@ -1,0 +1,1 @@
+"""The sweep launcher: `python -m launch.sweep` (see launch/README.md)."""
