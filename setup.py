@@ -29,6 +29,12 @@ CORE = [
 # these machines carry on disk; a range would fetch a multi-GB CUDA build from PyPI.
 HF_TEST = ["transformers>=4.45", "torch==2.13.0"]
 
+# What tests/test_notebooks.py needs to execute notebooks/*.ipynb in a python3 kernel.
+NOTEBOOK_RUN = ["nbclient>=0.11.0", "nbformat>=5.11.1", "ipykernel>=7.4.0"]
+# The notebooks themselves, for Colab and Jupyter: unpinned, so that installing on Colab keeps
+# its own kernel packages instead of upgrading them under the running runtime.
+NOTEBOOKS = ["nbclient", "nbformat", "ipykernel", "ipython", "matplotlib"]
+
 setup(
     name="hh",
     version="0.1.0",
@@ -38,9 +44,12 @@ setup(
     package_data={"hh.data": ["default_corpus/*"], "hh.distill": ["hhh_prompt.txt"]},
     install_requires=CORE,
     extras_require={
-        "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92", "hypothesis>=6.100"],
+        "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92", "hypothesis>=6.100"] + NOTEBOOK_RUN,
         "hf": HF_TEST,
-        "tpu": ["libtpu"],
-        "notebooks": ["jupyter", "matplotlib"],
+        # jax[tpu] pins the libtpu that matches the installed jax (0.10.2: libtpu 0.0.42.*); also
+        # what hh.tools.fit needs to compile for TPU topologies from a CPU.
+        "tpu": ["jax[tpu]>=0.10.2"],
+        "notebooks": NOTEBOOKS,
+        "jupyter": NOTEBOOKS + ["jupyter"],   # a local notebook server (Colab has its own)
     },
 )

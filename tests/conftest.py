@@ -54,3 +54,20 @@ def lm_smoke(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("lm_smoke") / "lm"
     main.run(lm_smoke_config(), str(workdir))
     return workdir
+
+
+SMOKE_PIPELINE = ["-m", "hh.pipeline", "--config", "configs/pipeline.py:smoke"]
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory):
+    """The whole smoke pipeline, run once per session through its CLI: (workdir, the CLI's
+    output). Its users only read it or rerun it unchanged (every step then skips)."""
+    import subprocess
+    import sys
+
+    workdir = tmp_path_factory.mktemp("smoke_pipeline") / "pipe"
+    out = subprocess.run([sys.executable, *SMOKE_PIPELINE, "--workdir", str(workdir)],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return workdir, out

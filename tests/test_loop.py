@@ -111,6 +111,7 @@ def test_jit_compiles_the_train_step_once(tmp_path):
     assert task.train_step.jitted._cache_size() == 1
 
 
+@pytest.mark.slow   # a path detail, covered by the CLI tests too; saves the fast suite ~8 s
 def test_a_relative_workdir_works(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = _smoke(steps=10)

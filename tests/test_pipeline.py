@@ -2,6 +2,7 @@
 step table, and (slow) the smoke pipeline end to end with its report and a rerun that skips all."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 from etils import epath
 
 from configs import pipeline as pipeline_config
+from conftest import SMOKE_PIPELINE
 from hh.pipeline import runner
 from hh.pipeline.runner import Step, run_steps, tree_digest
 
@@ -151,12 +153,9 @@ def test_set_path_names_a_misspelt_field():
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_end_to_end_then_skips_everything(tmp_path):
-    workdir = tmp_path / "pipe"
-    cmd = [sys.executable, "-m", "hh.pipeline", "--config", "configs/pipeline.py:smoke",
-           "--workdir", str(workdir)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+def test_smoke_pipeline_end_to_end_then_skips_everything(smoke_pipeline, tmp_path):
+    workdir, _ = smoke_pipeline
+    cmd = [sys.executable, *SMOKE_PIPELINE, "--workdir", str(workdir)]
     report = (workdir / "report" / "report.md").read_text()
     for png in ("pm_calibration.png", "reward_vs_sqrt_kl.png", "best_of.png", "elo.png",
                 "ood_auroc_by_layer.png"):
@@ -172,7 +171,11 @@ def test_smoke_pipeline_end_to_end_then_skips_everything(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     progress = [line for line in again.stdout.splitlines() if line.startswith("[")]
     assert len(progress) == 12 and all("skipped" in line for line in progress), again.stdout
-    # a changed PPO field reruns PPO and everything that reads it, nothing before it
+    # a changed PPO field reruns PPO and everything that reads it, nothing before it (on a copy:
+    # the session's pipeline stays as it finished; the skip keys do not depend on the folder)
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    cmd = [sys.executable, *SMOKE_PIPELINE, "--workdir", str(copy)]
     third = subprocess.run(cmd + ["--config.ppo.loop.steps=2", "--until=ppo"], capture_output=True,
                            text=True, timeout=600)
     assert third.returncode == 0, third.stderr[-3000:]

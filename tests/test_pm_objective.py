@@ -114,7 +114,7 @@ def _real_setup():
     return model, params, batch
 
 
-@pytest.mark.parametrize("n_micro", [2, 4])
+@pytest.mark.parametrize("n_micro", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_microbatched_pm_gradients_equal_full_batch(n_micro):
     model, params, batch = _real_setup()
     terms = functools.partial(pm_loss_terms, model=model, pm_weight=1.0, lm_weight=1.0)

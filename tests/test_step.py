@@ -30,7 +30,7 @@ def _setup():
     return config, model, params, batch
 
 
-@pytest.mark.parametrize("n_micro", [2, 4, 8])
+@pytest.mark.parametrize("n_micro", [2, pytest.param(4, marks=pytest.mark.slow), 8])
 def test_microbatched_gradients_equal_full_batch(n_micro):
     _, model, params, batch = _setup()
     terms = functools.partial(lm_loss_terms, model=model, z_loss=1e-3)

@@ -20,6 +20,7 @@ def bench():
     return module
 
 
+@pytest.mark.slow   # the benchmark smoke run: CI's full suite runs it, the everyday suite need not
 def test_smoke_run_prints_one_json_line(bench, capsys):
     result = bench.main(["--preset", "smoke", "--seq", "32", "--batch", "2", "--steps", "1",
                          "--matmul-size", "128", "--matmul-runs", "2"])
