@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 HF_STAMP := $(VENV)/.installed-hf
 WORKDIR ?= runs/pipeline-tiny
-# 8 fake CPU devices, so the sharding tests see a real mesh on any machine.
-TEST_ENV := XLA_FLAGS=--xla_force_host_platform_device_count=8
+# 8 fake CPU devices, so the sharding tests see a real mesh on any machine. JAX_PLATFORMS=cpu: the
+# tests run on the CPU even where libtpu is installed (the `tpu` extra, for tests/test_fit.py's
+# AOT compiles), without libtpu's start-up warnings and its /tmp/libtpu_lockfile.
+TEST_ENV := JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=8
 
 .PHONY: setup run test test-fast bench presets clean
 
@@ -16,9 +18,10 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-# transformers + a CPU torch: the reference for the checkpoint import/export tests only.
+# transformers + a CPU torch: the reference for the checkpoint import/export tests only; libtpu
+# (the `tpu` extra): tests/test_fit.py compiles train steps for TPU topologies on this CPU.
 $(HF_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[test,hf]"
+	$(PY) -m pip install -q -e ".[test,hf,tpu]"
 	touch $(HF_STAMP)
 
 setup: $(STAMP)

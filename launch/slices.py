@@ -1,23 +1,26 @@
-"""The smallest TPU slice each model preset runs on, and the mesh that fit there.
+"""The smallest TPU slice each model preset runs on, and a mesh that fits every stage there.
 
-For every preset: the smallest v5p slice on which its PPO step (rollout, scoring and update with
-four models resident, the largest of the pipeline's steps) fits, as measured by the AOT fit check
-`python -m hh.tools.fit --config configs/ppo.py:<preset> --topology <topology> --mesh <mesh>`
-with each stage config's paper batch and sequence length. The measurements, and the LM and PM
-steps' own smallest slices, are in docs/scale-out.md ("Fit check") and benchmarks/fit_table.json.
+Per preset: the smallest v5p slice on which every stage's train step (LM, PM, PPO with its four
+models) fits, as measured by the AOT fit check `python -m hh.tools.fit --config
+configs/<stage>.py:<preset> --topology <topology>` at each stage config's paper batch and sequence
+length. That is the PPO step's slice from 2.7B up and the LM step's for 42M and 197M (they train
+without remat). The measurements, per stage, are in docs/scale-out.md ("Fit check") and
+benchmarks/fit_table.json.
 """
 
 DEFAULT_SLICES = {
-    # CPU test presets: the smallest v5p slice (one host) is more than enough.
+    # CPU test presets: the smallest v5p slice (one host) is far more than enough.
     "smoke": {"topology": "v5p:2x2x1", "mesh": {"data": 4, "fsdp": 1, "tensor": 1}},
     "tiny": {"topology": "v5p:2x2x1", "mesh": {"data": 4, "fsdp": 1, "tensor": 1}},
     "13M": {"topology": "v5p:2x2x1", "mesh": {"data": 4, "fsdp": 1, "tensor": 1}},
-    "42M": {"topology": "v5p:2x2x1", "mesh": {"data": 4, "fsdp": 1, "tensor": 1}},
-    "197M": {"topology": "v5p:2x2x1", "mesh": {"data": 4, "fsdp": 1, "tensor": 1}},
+    "42M": {"topology": "v5p:2x2x2", "mesh": {"data": 8, "fsdp": 1, "tensor": 1}},     # LM step
+    "197M": {"topology": "v5p:2x2x4", "mesh": {"data": 16, "fsdp": 1, "tensor": 1}},   # LM step
     "810M": {"topology": "v5p:2x2x1", "mesh": {"data": 1, "fsdp": 4, "tensor": 1}},
-    "2.7B": {"topology": "v5p:2x2x1", "mesh": {"data": 1, "fsdp": 4, "tensor": 1}},
+    "2.7B": {"topology": "v5p:2x2x2", "mesh": {"data": 1, "fsdp": 8, "tensor": 1}},
     "13B": {"topology": "v5p:2x4x4", "mesh": {"data": 1, "fsdp": 32, "tensor": 1}},
-    "52B": {"topology": "v5p:4x4x4", "mesh": {"data": 1, "fsdp": 64, "tensor": 1}},
+    # PM's 32-pair batch bounds data × fsdp at 32, and 4x4x4 splits into axes of 4 or 16:
+    # fsdp 16 × tensor 4. LM and PPO alone have more headroom at fsdp 64 (docs/scale-out.md).
+    "52B": {"topology": "v5p:4x4x4", "mesh": {"data": 1, "fsdp": 16, "tensor": 4}},
 }
 
 

@@ -21,11 +21,13 @@ from hh.train.provenance import config_hash, write_provenance
 from hh.train.state import init_state, state_from_params
 
 
-def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
-    """Everything the loop needs for LM pretraining, sharded on `mesh`."""
+def build_steps(config, mesh, rules, verbose=True) -> dict:
+    """The model, optimizer, abstract sharded state and jitted steps, without data (hh.tools.fit
+    compiles these for a TPU topology): {"model", "optimizer", "init_params", "abstract",
+    "shardings", "batch_sharding", "train_step", "eval_step"}."""
     model = TransformerLM(runtime.model_config(config))
     optimizer, schedule = make_optimizer(config.optimizer, config.loop.steps)
-    seq, batch_size = config.data.seq_len, config.train.global_batch_size
+    seq = config.data.seq_len
 
     def init_params(rng):
         return model.init(rng, jnp.zeros((1, seq), jnp.int32))["params"]
@@ -43,6 +45,16 @@ def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
     eval_step = runtime.compile_step(
         functools.partial(lm_eval_sums, model=model, loss_chunk=config.train.loss_chunk), mesh, rules,
                                      (shardings, batch_sh), scalar)
+    return dict(model=model, optimizer=optimizer, init_params=init_params, abstract=abstract,
+                shardings=shardings, batch_sharding=batch_sh, train_step=train_step, eval_step=eval_step)
+
+
+def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
+    """Everything the loop needs for LM pretraining, sharded on `mesh`."""
+    steps = build_steps(config, mesh, rules, verbose)
+    model, optimizer, init_params = steps["model"], steps["optimizer"], steps["init_params"]
+    abstract, shardings, batch_sh = steps["abstract"], steps["shardings"], steps["batch_sharding"]
+    seq, batch_size = config.data.seq_len, config.train.global_batch_size
 
     train_rows, eval_rows, tokenizer = lm_rows(config.data, workdir)
     check_vocab(tokenizer, config.model.vocab_size)
@@ -58,10 +70,10 @@ def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
             return init_state(init_params, optimizer, shardings, jax.random.key(config.seed))
 
     return Task(
-        abstract_state=abstract, init_state=fresh_state, train_step=train_step,
+        abstract_state=abstract, init_state=fresh_state, train_step=steps["train_step"],
         train_batches=lm_batches(train_rows, batch_size, config.seed, row_range=rows),
         batch_sharding=batch_sh, global_batch_size=batch_size, tokens_per_step=batch_size * seq,
-        eval_step=eval_step, eval_summary=lm_eval_summary, eval_batch_size=eval_size,
+        eval_step=steps["eval_step"], eval_summary=lm_eval_summary, eval_batch_size=eval_size,
         eval_batches=lambda: eval_batches(eval_rows, eval_size, row_range=eval_range))
 
 

@@ -41,12 +41,14 @@ def pair_shardings(batch_sh, example_batch) -> dict:
     return {k: for_rank(v) for k, v in example_batch.items()}
 
 
-def build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbose=True) -> Task:
-    """Everything the loop needs for PMP/PM training, sharded on `mesh`."""
-    model = PreferenceModel(runtime.model_config(config), eoc_id=tokenizer.eoc_id)
+def build_steps(config, mesh, rules, eoc_id, example_batch, verbose=True) -> dict:
+    """The model, optimizer, abstract sharded state and jitted steps, without data (hh.tools.fit
+    compiles these for a TPU topology). example_batch: a pair batch of any size (its keys and
+    ranks give the shardings). -> {"model", "optimizer", "init_fn", "abstract", "shardings",
+    "batch_sharding", "pair_shardings", "train_step", "eval_step"}."""
+    model = PreferenceModel(runtime.model_config(config), eoc_id=eoc_id)
     optimizer, schedule = make_optimizer(config.optimizer, config.loop.steps)
-    seq, batch_size = config.data.seq_len, config.train.global_batch_size
-    init_fn = functools.partial(init_params, model, seq_len=seq)
+    init_fn = functools.partial(init_params, model, seq_len=config.data.seq_len)
 
     abstract, shardings = runtime.sharded_state_layout(init_fn, optimizer, config, mesh, rules, verbose)
 
@@ -54,9 +56,7 @@ def build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbos
                    loss_chunk=config.train.loss_chunk)
     batch_sh = shd.batch_sharding(mesh, rules)
     scalar = runtime.replicated(mesh)
-    rows = shd.process_row_range(batch_sh, batch_size)
-    train_batches = pm_batches(train_source, tokenizer, seq, batch_size, config.seed, row_range=rows)
-    pairs_sh = pair_shardings(batch_sh, train_batches.batch(0))
+    pairs_sh = pair_shardings(batch_sh, example_batch)
     train_fn = functools.partial(step.train_step, optimizer=optimizer, schedule=schedule,
                                  n_micro=config.train.microbatches,
                                  loss_terms=functools.partial(pm_loss_terms, **weights))
@@ -64,6 +64,20 @@ def build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbos
                                       (shardings, scalar), donate_argnums=(0,))
     eval_step = runtime.compile_step(functools.partial(pm_eval_sums, **weights), mesh, rules,
                                      (shardings, pairs_sh), scalar)
+    return dict(model=model, optimizer=optimizer, init_fn=init_fn, abstract=abstract,
+                shardings=shardings, batch_sharding=batch_sh, pair_shardings=pairs_sh,
+                train_step=train_step, eval_step=eval_step)
+
+
+def build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbose=True) -> Task:
+    """Everything the loop needs for PMP/PM training, sharded on `mesh`."""
+    seq, batch_size = config.data.seq_len, config.train.global_batch_size
+    batch_sh = shd.batch_sharding(mesh, rules)
+    rows = shd.process_row_range(batch_sh, batch_size)
+    train_batches = pm_batches(train_source, tokenizer, seq, batch_size, config.seed, row_range=rows)
+    steps = build_steps(config, mesh, rules, tokenizer.eoc_id, train_batches.batch(0), verbose)
+    model, optimizer, init_fn = steps["model"], steps["optimizer"], steps["init_fn"]
+    abstract, shardings = steps["abstract"], steps["shardings"]
     eval_size = config.train.eval_batch_size
     eval_range = shd.process_row_range(batch_sh, eval_size)
 
@@ -76,10 +90,10 @@ def build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbos
             return state_from_params(params, optimizer, shardings)
 
     return Task(
-        abstract_state=abstract, init_state=fresh_state, train_step=train_step,
+        abstract_state=abstract, init_state=fresh_state, train_step=steps["train_step"],
         train_batches=train_batches,
         batch_sharding=batch_sh, global_batch_size=batch_size, tokens_per_step=2 * batch_size * seq,
-        eval_step=eval_step, eval_summary=pm_summary,
+        eval_step=steps["eval_step"], eval_summary=pm_summary,
         eval_batches=lambda: pm_eval_batches(eval_source, tokenizer, seq, eval_size, row_range=eval_range))
 
 

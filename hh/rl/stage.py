@@ -23,6 +23,7 @@ from hh.eval.pm_eval import LoadedPM
 from hh.eval.rl_curves import write_reward_curves, write_robustness_curves
 from hh.models.transformer import TransformerConfig, TransformerLM
 from hh.parallel import sharding as shd
+from hh.parallel.distributed import one_at_a_time
 from hh.pm.data import spec_source
 from hh.pm.model import PreferenceModel, init_params as pm_init_params
 from hh.rl import kl_control, rollout as rl_rollout, scoring
@@ -92,7 +93,8 @@ def ppo_state_layout(models, optimizers, seq_len, mesh, rules):
                   "value": models["value"].init(rng, tokens, tokens, jnp.ones_like(tokens))["params"]}
         return init_ppo_state(params, optimizers, 0.0)
     with runtime.sharding_context(mesh, rules):
-        return _abstract_with_shardings(jax.eval_shape(boxed_state, jax.random.key(0)), mesh, rules)
+        # the key inside the trace, as hh.train.state.state_shardings (AOT for TPU topologies)
+        return _abstract_with_shardings(jax.eval_shape(lambda: boxed_state(jax.random.key(0))), mesh, rules)
 
 
 def _no_fresh():
@@ -100,21 +102,29 @@ def _no_fresh():
 
 
 def _pm_abstract(pm_model, mesh, rules):
-    pm_boxed = jax.eval_shape(functools.partial(pm_init_params, pm_model, seq_len=8), jax.random.key(0))
+    pm_boxed = jax.eval_shape(lambda: pm_init_params(pm_model, jax.random.key(0), seq_len=8))
     return _abstract_with_shardings(pm_boxed, mesh, rules)[0]
+
+
+def frozen_layout(models, abstract_policy, mesh, rules) -> dict:
+    """Abstract frozen params carrying shardings: the reference (the policy's layout), the PM and,
+    for the robustness study, the test PM."""
+    with runtime.sharding_context(mesh, rules):
+        layout = {"reference": abstract_policy, "pm": _pm_abstract(models["pm"], mesh, rules)}
+        if "test_pm" in models:
+            layout["test_pm"] = _pm_abstract(models["test_pm"], mesh, rules)
+        return layout
 
 
 def load_frozen(config, models, abstract_policy, mesh, rules):
     """The frozen reference policy (a second copy of init_from), the PM and, for the robustness
     study, the held-out test PM: no optimizer state."""
+    layout = frozen_layout(models, abstract_policy, mesh, rules)
+    sources = {"reference": config.init_from, "pm": config.reward_model,
+               "test_pm": config.test_reward_model}
     with runtime.sharding_context(mesh, rules):
-        frozen = {"reference": init_from.initial_params(config.init_from, abstract_policy, _no_fresh),
-                  "pm": init_from.initial_params(config.reward_model,
-                                                 _pm_abstract(models["pm"], mesh, rules), _no_fresh)}
-        if "test_pm" in models:
-            frozen["test_pm"] = init_from.initial_params(
-                config.test_reward_model, _pm_abstract(models["test_pm"], mesh, rules), _no_fresh)
-        return frozen
+        return {name: init_from.initial_params(sources[name], abstract, _no_fresh)
+                for name, abstract in layout.items()}
 
 
 def reward_offsets(config, workdir) -> dict:
@@ -232,7 +242,8 @@ def make_train_step(phases, frozen, sample_log, offsets=None):
             sample_log.truncate_after(counter["iteration"])
         samples = phases["generate"](state.params["policy"], prompts, state.step)
         rollout, per_response, metrics = phases["score"](state.params, frozen, prompts, samples, state.kl_coef)
-        if "test_score" in phases:
+        if "test_score" in phases:   # independent of "score": never both in flight (multi-host)
+            metrics = one_at_a_time(metrics)
             metrics["test_reward"] = phases["test_score"](frozen["test_pm"], prompts, samples)
         for name, offset in (offsets or {}).items():
             metrics[f"{name}_normalised"] = metrics[name] - offset
@@ -246,19 +257,31 @@ def make_train_step(phases, frozen, sample_log, offsets=None):
     return train_step
 
 
-def build_task(config, mesh, rules, tokenizer, workdir, verbose=True) -> Task:
-    policy_cfg, pm_cfg = runtime.model_config(config), workdir_model_config(config.reward_model)
-    models = {"policy": TransformerLM(policy_cfg), "value": ValueModel(pm_cfg),
-              "pm": PreferenceModel(pm_cfg, eoc_id=tokenizer.eoc_id)}
-    if config.test_reward_model:
-        models["test_pm"] = PreferenceModel(workdir_model_config(config.test_reward_model),
-                                            eoc_id=tokenizer.eoc_id)
+def build_models(config, pm_cfg, eoc_id, test_pm_cfg=None) -> dict:
+    """The four networks of a PPO step: policy (and its frozen reference), value model, PM;
+    plus the test PM of the robustness study."""
+    models = {"policy": TransformerLM(runtime.model_config(config)), "value": ValueModel(pm_cfg),
+              "pm": PreferenceModel(pm_cfg, eoc_id=eoc_id)}
+    if test_pm_cfg is not None:
+        models["test_pm"] = PreferenceModel(test_pm_cfg, eoc_id=eoc_id)
+    return models
+
+
+def build_optimizers(config):
+    """-> ({"policy", "value"}: optax transformations, their schedules), counted in updates."""
     updates = config.loop.steps * config.ppo.epochs * config.ppo.minibatches
     optimizers, schedules = {}, {}
     for name, opt_cfg in (("policy", config.optimizer), ("value", config.value_optimizer)):
         scaled = ml_collections.ConfigDict(opt_cfg.to_dict())
         scaled.warmup_steps = opt_cfg.warmup_steps * config.ppo.epochs * config.ppo.minibatches
         optimizers[name], schedules[name] = make_optimizer(scaled, updates)
+    return optimizers, schedules
+
+
+def build_task(config, mesh, rules, tokenizer, workdir, verbose=True) -> Task:
+    test_pm_cfg = workdir_model_config(config.test_reward_model) if config.test_reward_model else None
+    models = build_models(config, workdir_model_config(config.reward_model), tokenizer.eoc_id, test_pm_cfg)
+    optimizers, schedules = build_optimizers(config)
     abstract, shardings = ppo_state_layout(models, optimizers, config.data.seq_len, mesh, rules)
     if verbose and jax.process_index() == 0:
         print("policy shardings:\n" + shd.sharding_report(abstract.params["policy"], shardings.params["policy"]))

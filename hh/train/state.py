@@ -38,8 +38,9 @@ def state_shardings(init_params: Callable, optimizer: optax.GradientTransformati
 
     init_params(rng) returns boxed params (nn.Partitioned leaves, as `model.init` gives).
     """
-    boxed = jax.eval_shape(lambda rng: _state_from_params(init_params(rng), optimizer),
-                           jax.random.key(0))
+    # The key is made inside the trace: under a mesh of TPU topology devices (hh.tools.fit compiles
+    # for a TPU from a CPU) an eager key would be placed on devices that are not there.
+    boxed = jax.eval_shape(lambda: _state_from_params(init_params(jax.random.key(0)), optimizer))
     shardings = shd.logical_shardings(boxed, mesh, rules)
     unboxed = strip_boxes(boxed)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

@@ -1,0 +1,105 @@
+"""hh.tools.fit: the stages' real steps compiled ahead of time for a TPU topology from this CPU.
+
+The compiles need libtpu (the `tpu` extra, which `make test` installs) and skip without it. The FLOP
+references are hh.train.flops' analytic counts, the memory reference the parameter counts of the
+real modules (hh.models.presets.parameter_counts).
+"""
+
+import math
+
+import pytest
+
+from configs import lm as lm_config, pm as pm_config, ppo as ppo_config
+from hh.models import presets
+from hh.tools import fit
+from hh.train import runtime
+from launch import slices
+
+TOPOLOGY = "v5p:2x2x1"   # 4 chips, one host
+
+
+@pytest.fixture(scope="module")
+def lm_report():
+    pytest.importorskip("libtpu")
+    return fit.fit_report(lm_config.get_config("tiny"), TOPOLOGY)
+
+
+@pytest.fixture(scope="module")
+def ppo_report():
+    pytest.importorskip("libtpu")
+    return fit.fit_report(ppo_config.get_config("smoke"), TOPOLOGY)
+
+
+def _sane(report):
+    assert report["devices"] == report["chips"] == 4 and report["generation"] == "v5p"
+    assert report["hbm_bytes_per_device"] == fit.HBM_AVAILABLE["v5p"] and report["peak_flops_per_device"] == 459e12
+    for phase in report["phases"].values():
+        for key in ("argument_bytes", "output_bytes", "temp_bytes", "total_bytes"):
+            assert phase[key] > 0, key
+        assert phase["xla_flops"] > 0 and phase["model_flops"] > 0 and phase["compile_s"] > 0
+    assert report["peak_bytes"] == max(p["total_bytes"] for p in report["phases"].values())
+    assert report["fits"] == (report["peak_bytes"] <= report["hbm_bytes_per_device"])
+
+
+def test_lm_step_report(lm_report):
+    _sane(lm_report)
+    assert list(lm_report["phases"]) == ["train"] and lm_report["fits"]
+    assert lm_report["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1}
+    train = lm_report["phases"]["train"]
+    # No loops in the tiny step, so XLA's count is the whole step: the analytic 6·N + attention per
+    # token (per chip) leaves out only norms, softmax, loss and optimizer, a few percent here.
+    assert 0.9 < train["xla_flops"] / train["model_flops"] < 1.3
+    # donated state: the new state reuses the old one's buffers
+    assert train["alias_bytes"] > 0.5 * train["argument_bytes"]
+
+
+def test_ppo_counts_all_four_models(ppo_report):
+    _sane(ppo_report)
+    phases = ppo_report["phases"]
+    assert list(phases) == ["generate", "score", "update"]
+    # Pure data parallelism (smoke): every device holds every float32 weight. Policy and value
+    # model with their Adam moments (3 copies), frozen reference and PM (1 copy each).
+    cfg = runtime.model_config(ppo_config.get_config("smoke"))
+    lm_params = presets.parameter_counts(cfg)[1]
+    value_params = lm_params - cfg.d_model * cfg.vocab_size   # the critic has no LM head
+    at_least = 4 * (3 * lm_params + 3 * value_params + lm_params + lm_params)
+    for name, phase in phases.items():
+        assert phase["total_bytes"] >= at_least, name
+        assert phase["resident_other_bytes"] > 0, name   # what the phase does not take as arguments
+    # what generate leaves resident (value model, both optimizer states, reference, PM) is most
+    # of the four models
+    assert phases["generate"]["resident_other_bytes"] > 0.6 * at_least
+
+
+def test_ppo_flops_against_analytic(ppo_report):
+    phases, minibatches = ppo_report["phases"], ppo_config.get_config("smoke").ppo.minibatches
+    # scoring has no loop: XLA and the analytic count agree
+    assert 0.7 < phases["score"]["xla_flops"] / phases["score"]["model_flops"] < 1.3
+    # XLA counts the body of the minibatch scan once: times the minibatches it is the analytic count
+    assert 0.7 < minibatches * phases["update"]["xla_flops"] / phases["update"]["model_flops"] < 1.3
+
+
+def test_cli_helpers():
+    assert fit.parse_mesh("data=1,fsdp=-1,tensor=4") == {"data": 1, "fsdp": -1, "tensor": 4}
+    config = fit.use_paper_vocab(ppo_config.get_config("13M"))
+    assert config.model.vocab_size == presets.PAPER_VOCAB
+    assert fit.use_paper_vocab(ppo_config.get_config("smoke")).model.vocab_size == 384
+    with pytest.raises(ValueError, match="topology"):
+        fit.topology_devices("v9x:2x2")
+
+
+def test_default_slices_cover_every_preset_with_a_valid_mesh():
+    assert set(slices.DEFAULT_SLICES) == set(presets.preset_names())
+    for preset in presets.preset_names():
+        entry = slices.default_slice(preset)
+        chips = math.prod(int(d) for d in entry["topology"].removeprefix("v5p:").split("x"))
+        mesh = entry["mesh"]
+        assert math.prod(mesh.values()) == chips, preset
+        shards = mesh["data"] * mesh["fsdp"]
+        # every stage's paper batch splits over the batch axes (PPO: per minibatch)
+        assert lm_config.get_config(preset).train.global_batch_size % shards == 0, preset
+        assert pm_config.get_config(preset).train.global_batch_size % shards == 0, preset
+        ppo = ppo_config.get_config(preset)
+        assert ppo.train.global_batch_size % (ppo.ppo.minibatches * shards) == 0, preset
+    with pytest.raises(KeyError, match="7B"):
+        slices.default_slice("7B")
