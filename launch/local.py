@@ -43,6 +43,7 @@ class LocalBackend:
     def __init__(self, opts: LocalOptions):
         self.opts = opts
         self._groups, self._lock = {}, threading.Lock()
+        self._stopping = False   # the launcher got SIGTERM: let runs save, restart nothing
 
     def command_preview(self, run, workdir) -> list:
         return run_commands(run, workdir, self.opts)[0]
@@ -78,8 +79,6 @@ class LocalBackend:
             print(f"[launch] {run.name}: {status}: {outcome.message}; logs: "
                   f"{', '.join(str(p) for p in logs)}", flush=True)
             return
-
-    _stopping = False
 
     def _forward(self, signum, frame):
         """The launcher itself is being stopped: every run saves, then nothing restarts."""

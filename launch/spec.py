@@ -127,13 +127,6 @@ def run_name(overrides) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", name)
 
 
-def resolve(config_file: str, module, preset: str, overrides: tuple) -> dict:
-    config = module.get_config(preset) if preset else module.get_config()
-    for key, value in overrides:
-        _set(config, key, _coerce(config, key, value, config_file))
-    return json.loads(config.to_json_best_effort())
-
-
 def expand(config_file: str, axes: list, default_preset: str = "", use_file_sweep: bool = False,
            fixed: tuple = (), per_preset=lambda preset: ()) -> list:
     """-> [RunSpec] for the product of `axes` [(key, [values])] (plus the file's get_sweep()).
@@ -161,10 +154,12 @@ def expand(config_file: str, axes: list, default_preset: str = "", use_file_swee
         defaults = tuple((k, v) for k, v in per_preset(preset) if k not in given)
         typed = tuple((k, _coerce(base, k, v, config_file))
                       for k, v in (*defaults, *fixed, *field_overrides))
+        for key, value in typed:
+            _set(base, key, value)
         name = run_name(combo)
         if name in names:
             raise SweepError(f"two runs would both be named {name!r}: make the axes' values distinct")
         names.add(name)
         runs.append(RunSpec(name=name, config_file=config_file, preset=preset, overrides=typed,
-                            config=resolve(config_file, module, preset, typed)))
+                            config=json.loads(base.to_json_best_effort())))
     return runs
