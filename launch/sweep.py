@@ -99,13 +99,13 @@ def main(argv=None) -> int:
                       use_file_sweep=args.file_sweep, fixed=_pairs(args.set, "set"),
                       per_preset=_mesh_of_slice(args.topology) if args.backend == "tpu" else (lambda p: ()))
         if args.backend == "tpu":
+            if not args.zone:
+                raise SweepError("--backend=tpu needs --zone")
             backend = tpu.TpuBackend(tpu.TpuOptions(
                 zone=args.zone, project=args.project, prefix=args.prefix,
                 runtime_version=args.runtime_version, spot=args.spot, queued=args.queued,
                 workdir_root=args.workdir_root, delete=args.delete, dry_run=args.dry_run,
                 max_restarts=args.max_restarts))
-            if not args.zone:
-                raise SweepError("--backend=tpu needs --zone")
         else:
             processes = args.processes if args.backend == "local-multihost" else 1
             backend = LocalBackend(LocalOptions(
@@ -121,8 +121,8 @@ def main(argv=None) -> int:
     print(f"[launch] {len(runs)} run(s) of {args.config} on {args.backend}; manifest {root / 'manifest.json'}")
     if args.dry_run and args.backend != "tpu":
         for r in runs:
-            for command in [backend.command_preview(r, workdir(r))]:
-                print(f"{r.name}:\n  " + "\n  ".join(" ".join(c) for c in command))
+            commands = backend.command_preview(r, workdir(r))
+            print(f"{r.name}:\n  " + "\n  ".join(" ".join(c) for c in commands))
         return 0
 
     manifest = mf.Manifest(root, {"config": args.config, "axes": args.sweep, "set": args.set,

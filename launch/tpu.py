@@ -196,8 +196,9 @@ class TpuBackend:
         return f"cd {REMOTE_CODE} && {shlex.join(argv)} >> {REMOTE_LOGS}/{run.name}.log 2>&1"
 
     def command_preview(self, run, workdir) -> list:
-        return ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "<slice>", "--worker=all",
-                f"--command={self.remote_command(run, workdir)}"]
+        """-> [command]: the one gcloud call that runs `run` (the local backends list one per process)."""
+        return [["gcloud", "compute", "tpus", "tpu-vm", "ssh", "<slice>", "--worker=all",
+                 f"--command={self.remote_command(run, workdir)}"]]
 
     def run_one(self, run, topology, manifest: mf.Manifest, log_dir: Path, tarball: Path):
         workdir = manifest.runs[run.name]["workdir"]
