@@ -39,12 +39,17 @@ def check_stage(workdir, stage: str):
                          f"{LM_STAGES + POLICY_STAGES}")
 
 
-def restore_lm_params(workdir, stage: str, abstract):
-    """-> (step, TransformerLM params) of the workdir's latest checkpoint, placed as `abstract` says."""
+def restore_lm_params(workdir, stage: str, abstract, step: int | None = None):
+    """-> (step, TransformerLM params) of the workdir's checkpoint `step` (default: the latest),
+    placed as `abstract` says."""
     check_stage(workdir, stage)
     ckpt = Checkpointer(absolute(workdir) / "checkpoints", keep=10**6, every=1, async_save=False)
     try:
-        step = ckpt.latest_step()
+        if step is None:
+            step = ckpt.latest_step()
+        elif step not in ckpt.all_steps():
+            raise FileNotFoundError(f"{workdir} has no checkpoint at step {step} "
+                                    f"(it has {sorted(ckpt.all_steps())})")
         if step is None:
             raise FileNotFoundError(f"{workdir} has no checkpoint")
         if stage in POLICY_STAGES:   # partial restore: the value model is never read
@@ -55,9 +60,10 @@ def restore_lm_params(workdir, stage: str, abstract):
 
 
 class LoadedLM:
-    """config, tokenizer, model (TransformerLM), params on `mesh`, step, seq_len and batch_size."""
+    """config, tokenizer, model (TransformerLM), params on `mesh`, step, seq_len and batch_size.
+    step: which checkpoint (default: the latest), e.g. an earlier PPO snapshot."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, step: int | None = None):
         self.workdir = absolute(workdir)
         self.config = ml_collections.ConfigDict(source_config(str(self.workdir)))
         self.stage = self.config.stage
@@ -70,7 +76,7 @@ class LoadedLM:
         train, shards = self.config.train, self.mesh.shape["data"] * self.mesh.shape["fsdp"]
         self.batch_size = -(-int(train.get("eval_batch_size", train.global_batch_size)) // shards) * shards
         abstract = abstract_lm_params(self.model, self.seq_len, self.mesh, self.rules)
-        self.step, self.params = restore_lm_params(self.workdir, self.stage, abstract)
+        self.step, self.params = restore_lm_params(self.workdir, self.stage, abstract, step)
 
     @property
     def name(self) -> str:

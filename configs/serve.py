@@ -1,0 +1,45 @@
+"""The comparison interface: `python -m hh.serve --config configs/serve.py:tiny --workdir DIR`.
+
+Which models answer (Bai et al. 2022 §2.2: context-distilled LMs, rejection samplers and RLHF
+snapshots, several at once for diversity): `deployments`, each "NAME=WORKDIR[@K][#STEP]" (best of
+K by `reward_model`; an earlier checkpoint STEP). Relative WORKDIRs are read under `models_root`.
+`pairing`: "same" (the first deployment twice), "given" (the two names in `pair`) or "random" (two
+distinct deployments per turn). The store is `<workdir>/comparisons.sqlite`; `tag` labels the
+comparisons of this deployment (the online loop tags each round's).
+
+Presets: "tiny" serves the main job's models (`make run` writes runs/pipeline-tiny); "smoke" is the
+tests' (a root given with --config.models_root).
+"""
+
+import ml_collections
+
+PRESETS = {
+    "tiny": dict(models_root="runs/pipeline-tiny",
+                 deployments=["distill=distill", "distill-bo4=distill@4", "ppo=ppo"],
+                 reward_model="pm", max_new_tokens=32),
+    "smoke": dict(models_root="", deployments=["lm=lm", "lm-bo2=lm@2"], reward_model="pm",
+                  max_new_tokens=16),
+}
+
+
+def get_config(arg="tiny"):
+    preset = arg or "tiny"
+    if preset not in PRESETS:
+        raise ValueError(f"configs/serve.py: preset {preset!r}, known: {sorted(PRESETS)}")
+    p = PRESETS[preset]
+    return ml_collections.ConfigDict(dict(
+        preset=preset,
+        models_root=p["models_root"],
+        deployments=list(p["deployments"]),
+        reward_model=p["reward_model"],     # for best-of-K deployments ("" if none)
+        pairing="random",
+        pair=[],
+        max_new_tokens=p["max_new_tokens"],
+        temperature=1.0,
+        rows_per_call=2,                    # rows of each sampling call (a pair of the same model: 1 call)
+        host="127.0.0.1",                   # localhost only unless told otherwise
+        port=8000,
+        tag="",
+        max_message_chars=2000,
+        seed=0,
+    ))

@@ -1,0 +1,304 @@
+"""The comparison store: every labeler, conversation, pending pair and comparison, in SQLite.
+
+SQLite in WAL mode is the embedded default (`<workdir>/comparisons.sqlite`): readers never block the
+writer, and a process killed mid-write leaves the last committed state (a transaction is all or
+nothing). The SQL is kept portable (TEXT / INTEGER / REAL columns, no JSON functions, no UPSERT), so
+the module can be pointed at another database with a DB-API driver by changing `connect` alone.
+
+One short-lived connection per call (sqlite3 connections must not cross threads), `BEGIN
+IMMEDIATE` for writes, so concurrent writers queue on the busy timeout instead of failing.
+`synchronous=FULL`: an acknowledged choice survives a machine crash, not only a process kill
+(../shared/ENV-NOTES.md §12).
+
+A choice is recorded exactly once: the pending pair it answers is deleted in the same transaction
+that inserts the comparison (and updates the conversation), and `comparisons.pending_id` is UNIQUE;
+a repeated submission returns the stored row instead of a second one.
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+import uuid
+
+from etils import epath
+
+DB_NAME = "comparisons.sqlite"
+MODES = ("helpful", "red-team")
+STRENGTHS = (1, 2, 3, 4)   # 1 = "slightly better" ... 4 = "much better"; 1 is dropped on export
+SCHEMA_VERSION = 1
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS labelers (
+        id TEXT PRIMARY KEY,
+        token_sha256 TEXT UNIQUE NOT NULL,
+        created_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS conversations (
+        id TEXT PRIMARY KEY,
+        labeler_id TEXT NOT NULL REFERENCES labelers(id),
+        mode TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        transcript TEXT NOT NULL,
+        turns INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        finished_at REAL)""",
+    """CREATE TABLE IF NOT EXISTS pending (
+        id TEXT PRIMARY KEY,
+        conversation_id TEXT UNIQUE NOT NULL REFERENCES conversations(id),
+        turn INTEGER NOT NULL,
+        context TEXT NOT NULL,
+        response_a TEXT NOT NULL, response_b TEXT NOT NULL,
+        model_a TEXT NOT NULL, model_b TEXT NOT NULL,
+        settings_a TEXT NOT NULL, settings_b TEXT NOT NULL,
+        seed_a INTEGER NOT NULL, seed_b INTEGER NOT NULL,
+        display_order TEXT NOT NULL,
+        shown_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS comparisons (
+        id INTEGER PRIMARY KEY,
+        pending_id TEXT UNIQUE NOT NULL,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id),
+        turn INTEGER NOT NULL,
+        context TEXT NOT NULL,
+        response_a TEXT NOT NULL, response_b TEXT NOT NULL,
+        model_a TEXT NOT NULL, model_b TEXT NOT NULL,
+        settings_a TEXT NOT NULL, settings_b TEXT NOT NULL,
+        seed_a INTEGER NOT NULL, seed_b INTEGER NOT NULL,
+        display_order TEXT NOT NULL,
+        choice TEXT NOT NULL,
+        strength INTEGER NOT NULL,
+        edited INTEGER NOT NULL,
+        edit TEXT,
+        mode TEXT NOT NULL,
+        labeler_id TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        shown_at REAL NOT NULL,
+        decided_at REAL NOT NULL,
+        seconds REAL NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS comparisons_by_tag ON comparisons (tag)""",
+    """CREATE INDEX IF NOT EXISTS conversations_by_labeler ON conversations (labeler_id)""",
+)
+
+
+class StoreError(ValueError):
+    """A request the store refuses; `status` is the HTTP status the server answers with."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One model response offered for comparison, with what produced it."""
+    text: str
+    model: str
+    settings: dict
+    seed: int
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def response_after(choice: str, row) -> str:
+    """The text the conversation continues from: the edit if there is one, else the picked one."""
+    if row["edited"]:
+        return row["edit"]
+    return row["response_a"] if choice == "a" else row["response_b"]
+
+
+class Store:
+    """The comparison database of one workdir (or an explicit path)."""
+
+    def __init__(self, path):
+        self.path = epath.Path(path)
+        if self.path.is_dir() or not self.path.suffix:
+            self.path = self.path / DB_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            for statement in SCHEMA:
+                db.execute(statement)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.commit()
+            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        if int(version) != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version}, this hh reads {SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def connect(self):
+        db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One write transaction: committed on leaving, rolled back on an exception."""
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # --- labelers -------------------------------------------------------------------------------
+
+    def add_labeler(self, labeler_id: str) -> str:
+        """Registers a labeler; -> their personal token (only its hash is stored)."""
+        if not labeler_id or len(labeler_id) > 64 or not all(c.isalnum() or c in "-_." for c in labeler_id):
+            raise StoreError(f"labeler id {labeler_id!r}: use 1-64 letters, digits, '-', '_' or '.'")
+        token = secrets.token_urlsafe(24)
+        try:
+            with self.transaction() as db:
+                db.execute("INSERT INTO labelers VALUES (?, ?, ?)", (labeler_id, token_digest(token), time.time()))
+        except sqlite3.IntegrityError:
+            raise StoreError(f"labeler {labeler_id!r} already exists", 409) from None
+        return token
+
+    def labeler_for_token(self, token: str):
+        """The labeler id a token belongs to, or None."""
+        if not token:
+            return None
+        with self.connect() as db:
+            row = db.execute("SELECT id FROM labelers WHERE token_sha256=?", (token_digest(token),)).fetchone()
+        return row["id"] if row else None
+
+    def labelers(self) -> list[str]:
+        with self.connect() as db:
+            return [r["id"] for r in db.execute("SELECT id FROM labelers ORDER BY created_at")]
+
+    # --- conversations --------------------------------------------------------------------------
+
+    def start_conversation(self, labeler_id: str, mode: str, tag: str = "") -> str:
+        if mode not in MODES:
+            raise StoreError(f"mode {mode!r}: use one of {list(MODES)}", 422)
+        conversation_id = new_id("c")
+        with self.transaction() as db:
+            db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, '', 0, ?, NULL)",
+                       (conversation_id, labeler_id, mode, tag, time.time()))
+        return conversation_id
+
+    def conversation(self, conversation_id: str, labeler_id: str | None = None) -> dict:
+        """The conversation (transcript, turns, mode, finished) and its pending pair, if any. With
+        `labeler_id`, only that labeler's own: another's is reported as unknown (no existence leak)."""
+        with self.connect() as db:
+            row = db.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+            if row is None or (labeler_id is not None and row["labeler_id"] != labeler_id):
+                raise StoreError(f"no conversation {conversation_id!r} for this labeler", 404)
+            pending = db.execute("SELECT * FROM pending WHERE conversation_id=?", (conversation_id,)).fetchone()
+        out = dict(row)
+        out["pending"] = dict(pending) if pending else None
+        return out
+
+    def conversations(self, labeler_id: str) -> list[dict]:
+        with self.connect() as db:
+            rows = db.execute("SELECT id, mode, turns, created_at, finished_at FROM conversations "
+                              "WHERE labeler_id=? ORDER BY created_at", (labeler_id,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def finish(self, conversation_id: str, labeler_id: str) -> None:
+        self.conversation(conversation_id, labeler_id)
+        with self.transaction() as db:
+            db.execute("UPDATE conversations SET finished_at=? WHERE id=? AND finished_at IS NULL",
+                       (time.time(), conversation_id))
+            db.execute("DELETE FROM pending WHERE conversation_id=?", (conversation_id,))
+
+    # --- pairs and choices ----------------------------------------------------------------------
+
+    def offer(self, conversation_id: str, labeler_id: str, context: str, a: Candidate, b: Candidate,
+              display_order: str) -> dict:
+        """Records the pair shown for the next turn (server state: the client never sends texts
+        back). `context` ends with the "\\n\\nAssistant:" marker. -> the pending row."""
+        if display_order not in ("ab", "ba"):
+            raise StoreError(f"display_order {display_order!r}: 'ab' or 'ba'")
+        conv = self.conversation(conversation_id, labeler_id)
+        if conv["finished_at"] is not None:
+            raise StoreError(f"conversation {conversation_id} is finished", 409)
+        row = dict(id=new_id("p"), conversation_id=conversation_id, turn=conv["turns"], context=context,
+                   response_a=a.text, response_b=b.text, model_a=a.model, model_b=b.model,
+                   settings_a=json.dumps(a.settings, sort_keys=True),
+                   settings_b=json.dumps(b.settings, sort_keys=True), seed_a=int(a.seed),
+                   seed_b=int(b.seed), display_order=display_order, shown_at=time.time())
+        with self.transaction() as db:
+            now = db.execute("SELECT turns, finished_at FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+            if now["turns"] != conv["turns"] or now["finished_at"] is not None:
+                raise StoreError("the conversation moved on while the responses were sampled; reload it", 409)
+            db.execute("DELETE FROM pending WHERE conversation_id=?", (conversation_id,))
+            db.execute(f"INSERT INTO pending ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                       tuple(row.values()))
+        return row
+
+    def choose(self, conversation_id: str, labeler_id: str, pending_id: str, choice: str, strength: int,
+               edit: str | None = None, decided_at: float | None = None) -> tuple[dict, bool]:
+        """Records the labeler's choice of the pending pair `pending_id`: choice "a" or "b" (the
+        stored responses, not the screen sides), strength 1-4, an optional edit of the picked
+        response that the conversation continues from. -> (comparison row, duplicate): a repeated
+        submission of the same pending id returns the row stored the first time."""
+        if choice not in ("a", "b"):
+            raise StoreError(f"choice {choice!r}: 'a' or 'b'", 422)
+        if strength not in STRENGTHS:
+            raise StoreError(f"strength {strength!r}: one of {list(STRENGTHS)}", 422)
+        decided_at = time.time() if decided_at is None else decided_at
+        with self.transaction() as db:
+            conv = db.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+            if conv is None or conv["labeler_id"] != labeler_id:
+                raise StoreError(f"no conversation {conversation_id!r} for this labeler", 404)
+            done = db.execute("SELECT * FROM comparisons WHERE pending_id=?", (pending_id,)).fetchone()
+            if done is not None:
+                if done["conversation_id"] != conversation_id:
+                    raise StoreError(f"pair {pending_id} belongs to another conversation", 409)
+                return dict(done), True
+            pending = db.execute("SELECT * FROM pending WHERE id=?", (pending_id,)).fetchone()
+            if pending is None or pending["conversation_id"] != conversation_id:
+                raise StoreError(f"pair {pending_id!r} is not waiting for a choice (it was replaced or "
+                                 f"the conversation was finished): reload the conversation", 409)
+            row = {k: pending[k] for k in pending.keys() if k not in ("id",)}
+            row.update(pending_id=pending_id, choice=choice, strength=int(strength),
+                       edited=int(edit is not None), edit=edit, mode=conv["mode"], labeler_id=labeler_id,
+                       tag=conv["tag"], decided_at=decided_at,
+                       seconds=max(0.0, decided_at - pending["shown_at"]))
+            db.execute(f"INSERT INTO comparisons ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                       tuple(row.values()))
+            db.execute("DELETE FROM pending WHERE id=?", (pending_id,))
+            transcript = row["context"] + response_after(choice, row)
+            db.execute("UPDATE conversations SET transcript=?, turns=turns+1 WHERE id=?",
+                       (transcript, conversation_id))
+            stored = db.execute("SELECT * FROM comparisons WHERE pending_id=?", (pending_id,)).fetchone()
+        return dict(stored), False
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def comparisons(self, tag: str | None = None) -> list[dict]:
+        """Every stored comparison (of one tag), in the order they were recorded."""
+        query, args = "SELECT * FROM comparisons", ()
+        if tag is not None:
+            query, args = query + " WHERE tag=?", (tag,)
+        with self.connect() as db:
+            return [dict(r) for r in db.execute(query + " ORDER BY id", args)]
+
+    def count(self, tag: str | None = None) -> int:
+        query, args = "SELECT COUNT(*) FROM comparisons", ()
+        if tag is not None:
+            query, args = query + " WHERE tag=?", (tag,)
+        with self.connect() as db:
+            return int(db.execute(query, args).fetchone()[0])
+
+    def check_integrity(self) -> str:
+        with self.connect() as db:
+            return db.execute("PRAGMA integrity_check").fetchone()[0]
