@@ -10,7 +10,7 @@ WORKDIR ?= runs/pipeline-tiny
 # AOT compiles), without libtpu's start-up warnings and its /tmp/libtpu_lockfile.
 TEST_ENV := JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: setup run test test-fast bench presets clean
+.PHONY: setup chromium run test test-fast bench presets clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,26 @@ $(HF_STAMP): $(STAMP)
 
 setup: $(STAMP)
 
+# Debian's Chromium for the comparison page's browser tests (tests/test_serve_browser.py), driven by
+# the playwright in .venv. Never `playwright install`: its browser download needs the internet.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "chromium: /usr/bin/chromium is missing and there is no apt-get: install Chromium there, or the browser tests fail"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) || echo "chromium: apt-get failed; the browser tests will fail"; \
+	elif command -v sudo >/dev/null 2>&1; then \
+	  (sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) || echo "chromium: apt-get failed; the browser tests will fail"; \
+	else \
+	  echo "chromium: /usr/bin/chromium is missing and installing it needs root (no sudo here): as root, apt-get install -y chromium; until then the browser tests fail"; \
+	fi
+
 run: $(STAMP)  ## the main job: the whole pipeline at the tiny preset on the embedded data
 	$(PY) -m hh.pipeline --config configs/pipeline.py:tiny --workdir $(WORKDIR)
 
-test: $(HF_STAMP)  ## the full test suite
-	$(TEST_ENV) $(PY) -m pytest -q tests
+# HH_REQUIRE_BROWSER=1: a missing Chromium fails the browser tests instead of skipping them
+test: $(HF_STAMP) chromium  ## the full test suite
+	$(TEST_ENV) HH_REQUIRE_BROWSER=1 $(PY) -m pytest -q tests
 
 test-fast: $(HF_STAMP)
 	$(TEST_ENV) $(PY) -m pytest -q -m "not slow" tests

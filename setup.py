@@ -23,6 +23,9 @@ CORE = [
     # Hugging Face checkpoints and tokenizers (hh.checkpoints, hh.data.hf_tokenizer); no torch.
     "safetensors>=0.4.3",
     "tokenizers>=0.19",
+    # the comparison interface (hh.serve): a JSON API and one static page, on localhost
+    "fastapi>=0.165",
+    "uvicorn>=0.54",
 ]
 
 # The reference implementation for the import/export tests. torch is pinned to the CPU build that
@@ -41,10 +44,13 @@ setup(
     description="Helpful and harmless RLHF (Bai et al. 2022) in JAX/Flax: LM, PM, PPO, evaluation",
     python_requires=">=3.11",
     packages=find_packages(include=["hh", "hh.*", "configs"]),
-    package_data={"hh.data": ["default_corpus/*"], "hh.distill": ["hhh_prompt.txt"]},
+    package_data={"hh.data": ["default_corpus/*"], "hh.distill": ["hhh_prompt.txt"], "hh.serve": ["static/*"]},
     install_requires=CORE,
     extras_require={
-        "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92", "hypothesis>=6.100"] + NOTEBOOK_RUN,
+        # playwright drives Debian's Chromium (`make chromium`) in tests/test_serve_browser.py; httpx is
+        # what the API tests' TestClient speaks through
+        "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92", "hypothesis>=6.100",
+                 "playwright>=1.65", "httpx>=0.27"] + NOTEBOOK_RUN,
         "hf": HF_TEST,
         # jax[tpu] pins the libtpu that matches the installed jax (0.10.2: libtpu 0.0.42.*); also
         # what hh.tools.fit needs to compile for TPU topologies from a CPU.

@@ -255,3 +255,71 @@ def test_plain_jsonl_and_blank_lines_are_read(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text(pair_line(0) + "\n\n" + pair_line(1) + "\n")
     assert [line for line, _, _ in read_all(path)] == [1, 3]
+
+
+# --- local tranches: the user's own exported comparisons (hh.serve.export) ----------------------
+
+def prepare_local(manual_dir, data_dir, tranche="local"):
+    from hh.data.tfds import prepare
+
+    return prepare(f"hh_rlhf/{tranche}", data_dir, manual_dir)
+
+
+def test_local_tranche_reads_gz_and_plain_jsonl_without_a_pinned_hash(tmp_path):
+    manual = tmp_path / "manual"
+    train = write_gz(manual / "local/train.jsonl.gz", [pair_line(i, 2) for i in range(5)])
+    test = manual / "local/test.jsonl"
+    test.write_text("\n".join(pair_line(i) for i in range(2)) + "\n")
+    builder = prepare_local(manual, tmp_path / "data")
+    assert builder.info.splits["train"].num_examples == 5
+    assert builder.info.splits["test"].num_examples == 2
+    reports = builder.info.metadata["splits"]
+    for split, path in (("train", train), ("test", test)):
+        assert reports[split]["sha256"] == files.sha256_file(path)
+        assert not reports[split]["sha256_verified"]
+    assert {e["tranche"] for e in examples(builder, "test")} == {b"local"}
+
+
+def test_local_tranche_needs_a_manual_dir_and_one_file_per_split(tmp_path):
+    with pytest.raises(DataError, match="a local tranche is read from manual_dir"):
+        HhRlhf(config="local", data_dir=str(tmp_path / "data"),
+               file_format="array_record").download_and_prepare()
+    write_gz(tmp_path / "manual/local-harmless/train.jsonl.gz", [pair_line(0)])
+    (tmp_path / "manual/local-harmless/train.jsonl").write_text(pair_line(1) + "\n")
+    with pytest.raises(DataError, match="both train.jsonl.gz and train.jsonl exist"):
+        prepare_local(tmp_path / "manual", tmp_path / "data", "local-harmless")
+
+
+def test_local_tranche_is_rebuilt_when_its_files_change_and_reused_when_not(tmp_path):
+    manual, data = tmp_path / "manual", tmp_path / "data"
+    write_gz(manual / "local/train.jsonl.gz", [pair_line(i) for i in range(3)])
+    builder = prepare_local(manual, data)
+    info_file = Path(builder.data_dir) / "dataset_info.json"
+    stamp = info_file.stat().st_mtime_ns
+    assert not builder.sources_changed(manual)
+    assert prepare_local(manual, data).info.splits["train"].num_examples == 3
+    assert info_file.stat().st_mtime_ns == stamp   # unchanged files: the build is reused
+
+    write_gz(manual / "local/train.jsonl.gz", [pair_line(i) for i in range(4)])   # a new export
+    assert builder.sources_changed(manual)
+    builder = prepare_local(manual, data)
+    assert builder.info.splits["train"].num_examples == 4
+    with pytest.raises(DataError, match="split 'test' .* prepare again: a local tranche is rebuilt"):
+        builder.as_data_source(split="test")
+
+    write_gz(manual / "local/test.jsonl.gz", [pair_line(9)])   # a split appears
+    builder = prepare_local(manual, data)
+    assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {"train": 4, "test": 1}
+    assert len(builder.as_data_source(split="test")) == 1
+
+    (manual / "local/test.jsonl.gz").unlink()   # ... and goes again
+    builder = prepare_local(manual, data)
+    assert list(builder.info.splits) == ["train"] and "test" in builder.info.metadata["missing_splits"]
+
+
+def test_released_tranches_are_never_rebuilt_by_a_hash_check(tmp_path):
+    manual = tmp_path / "manual"
+    write_gz(manual / "harmless-base/test.jsonl.gz", [pair_line(i) for i in range(2)])
+    builder = build(manual, tmp_path / "data", checksums={})
+    write_gz(manual / "harmless-base/test.jsonl.gz", [pair_line(i) for i in range(3)])
+    assert not builder.sources_changed(manual)   # pinned releases: a fresh data_dir, as before

@@ -16,6 +16,7 @@ POST /api/conversations/{id}/messages {"text"}; POST /api/conversations/{id}/cho
 {"pending_id", "side": "left"|"right", "strength": 1-4, "edit"?}; POST /api/conversations/{id}/finish.
 """
 
+import hashlib
 import random
 import threading
 import time
@@ -69,6 +70,13 @@ def side_to_choice(display_order: str, side: str) -> str:
     return "a" if (side == "left") == left_is_a else "b"
 
 
+def turn_seed(seed: int, conversation_id: str, turn: int) -> int:
+    """The sampling seed of one turn: distinct per conversation and turn, the same after a restart
+    (each response records it, so a pair can be sampled again)."""
+    digest = hashlib.sha256(f"{seed}/{conversation_id}/{turn}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
 class Server:
     """State of one running interface: the store, the model pool, limits, and a sampling lock."""
 
@@ -78,7 +86,6 @@ class Server:
         self.sample_lock = threading.Lock()
         self.rng = random.Random(seed)
         self.seed = seed
-        self.calls = 0
 
     def labeler(self, request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -97,9 +104,8 @@ class Server:
             raise StoreError("this conversation is waiting for a choice between two responses", 409)
         context = f"{conv['transcript']}{HUMAN} {text}{ASSISTANT}"
         with self.sample_lock:            # one sampling call at a time: the models are shared
-            self.calls += 1
             pair = self.pool.pick(self.rng)
-            a, b = self.pool.candidates([context], [pair], self.seed * 100_003 + self.calls)[0]
+            a, b = self.pool.candidates([context], [pair], turn_seed(self.seed, conversation_id, conv["turns"]))[0]
             order = self.rng.choice(("ab", "ba"))
         self.store.offer(conversation_id, labeler, context, a, b, order)
         return conversation_view(self.store.conversation(conversation_id, labeler))
@@ -121,6 +127,16 @@ class Server:
                 "conversation": conversation_view(self.store.conversation(conversation_id, labeler))}
 
 
+class RevalidatedStatic(StaticFiles):
+    """The page's script and style, revalidated on every load: after an upgrade of the server a
+    labeler's browser must not keep running the old app.js against the new API."""
+
+    async def get_response(self, path, scope):
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def create_app(server: Server) -> FastAPI:
     # docs_url/openapi_url off: Swagger UI would load from a public CDN (ENV-NOTES §12)
     app = FastAPI(title="hh comparisons", docs_url=None, redoc_url=None, openapi_url=None)
@@ -130,10 +146,12 @@ def create_app(server: Server) -> FastAPI:
     async def store_error(request, exc: StoreError):
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    async def call(request: Request, fn, *args):
-        """Authenticates, then runs `fn(labeler, *args)` in a worker thread (SQLite and sampling
+    async def call(request: Request, fn, *, body: bool = False):
+        """Authenticates first (no valid token: 401, whatever the body), then reads the JSON body if
+        the route takes one, then runs `fn(labeler[, body])` in a worker thread (SQLite and sampling
         block; the event loop must not)."""
         labeler = await run_in_threadpool(server.labeler, request)
+        args = (await requests.json_body(request),) if body else ()
         return await run_in_threadpool(fn, labeler, *args)
 
     @app.get("/", include_in_schema=False)
@@ -154,13 +172,11 @@ def create_app(server: Server) -> FastAPI:
 
     @app.post("/api/conversations")
     async def start(request: Request):
-        body = await requests.json_body(request)
-        mode = requests.one_of(body, "mode", tuple(QUESTIONS))
-
-        def fn(labeler):
+        def fn(labeler, body):
+            mode = requests.one_of(body, "mode", tuple(QUESTIONS))
             cid = server.store.start_conversation(labeler, mode, server.tag)
             return conversation_view(server.store.conversation(cid, labeler))
-        return await call(request, fn)
+        return await call(request, fn, body=True)
 
     @app.get("/api/conversations/{conversation_id}")
     async def read(conversation_id: str, request: Request):
@@ -168,14 +184,14 @@ def create_app(server: Server) -> FastAPI:
 
     @app.post("/api/conversations/{conversation_id}/messages")
     async def message(conversation_id: str, request: Request):
-        body = await requests.json_body(request)
-        text = requests.message(body, "text", server.max_message_chars)
-        return await call(request, lambda labeler: server.offer_pair(conversation_id, labeler, text))
+        def fn(labeler, body):
+            text = requests.message(body, "text", server.max_message_chars)
+            return server.offer_pair(conversation_id, labeler, text)
+        return await call(request, fn, body=True)
 
     @app.post("/api/conversations/{conversation_id}/choice")
     async def choice(conversation_id: str, request: Request):
-        body = await requests.json_body(request)
-        return await call(request, lambda labeler: server.choose(conversation_id, labeler, body))
+        return await call(request, lambda labeler, body: server.choose(conversation_id, labeler, body), body=True)
 
     @app.post("/api/conversations/{conversation_id}/finish")
     async def finish(conversation_id: str, request: Request):
@@ -184,5 +200,5 @@ def create_app(server: Server) -> FastAPI:
             return conversation_view(server.store.conversation(conversation_id, labeler))
         return await call(request, fn)
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", RevalidatedStatic(directory=STATIC), name="static")
     return app

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from hh.config import ConfigError
+from hh.data.dialogue import ASSISTANT, HUMAN
 from hh.data.prompt_data import encode_prompt, left_padded
 from hh.data.sources import same_tokenizer
 from hh.models.sampling import generate
@@ -57,8 +58,13 @@ def parse_deployment(text: str) -> DeploymentSpec:
 
 def response_text(tokenizer, tokens, content_length: int) -> str:
     """A sampled response as dialogue text: its content (stop marker / EOS stripped) with the one
-    leading space that follows "Assistant:" in the hh-rlhf format."""
-    return " " + tokenizer.decode(np.asarray(tokens[:content_length]).tolist()).strip()
+    leading space that follows "Assistant:" in the hh-rlhf format. A response is one turn: text
+    after a turn marker the sampler did not stop at (an "\n\nAssistant:") is cut, or the stored
+    transcript would gain a turn nobody wrote."""
+    text = tokenizer.decode(np.asarray(tokens[:content_length]).tolist())
+    for marker in (HUMAN, ASSISTANT):
+        text = text.split(marker)[0]
+    return " " + text.strip()
 
 
 class DeployedModel:

@@ -23,6 +23,11 @@ async def json_body(request) -> dict:
         raise StoreError(f"request body is not JSON: {e.msg} at line {e.lineno} column {e.colno}", 400) from None
     if not isinstance(value, dict):
         raise StoreError("request body must be a JSON object", 400)
+    try:   # a "\\ud800" escape is valid JSON but not Unicode text: SQLite and the tokenizer refuse it
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError("request body has an unpaired surrogate escape (\\ud800-\\udfff): send valid "
+                         "Unicode text", 400) from None
     return value
 
 

@@ -198,6 +198,7 @@ class Store:
         """The conversation (transcript, turns, mode, finished) and its pending pair, if any. With
         `labeler_id`, only that labeler's own: another's is reported as unknown (no existence leak)."""
         with self.connect() as db:
+            db.execute("BEGIN")     # one snapshot: a choice committed between the two reads is seen whole
             row = db.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
             if row is None or (labeler_id is not None and row["labeler_id"] != labeler_id):
                 raise StoreError(f"no conversation {conversation_id!r} for this labeler", 404)
@@ -224,7 +225,10 @@ class Store:
     def offer(self, conversation_id: str, labeler_id: str, context: str, a: Candidate, b: Candidate,
               display_order: str) -> dict:
         """Records the pair shown for the next turn (server state: the client never sends texts
-        back). `context` ends with the "\\n\\nAssistant:" marker. -> the pending row."""
+        back). `context` ends with the "\\n\\nAssistant:" marker. A conversation has at most one
+        pending pair: offering another before the first is answered is refused (409), so a
+        concurrent second message cannot silently replace a pair already on a labeler's screen.
+        -> the pending row."""
         if display_order not in ("ab", "ba"):
             raise StoreError(f"display_order {display_order!r}: 'ab' or 'ba'")
         conv = self.conversation(conversation_id, labeler_id)
@@ -239,7 +243,8 @@ class Store:
             now = db.execute("SELECT turns, finished_at FROM conversations WHERE id=?", (conversation_id,)).fetchone()
             if now["turns"] != conv["turns"] or now["finished_at"] is not None:
                 raise StoreError("the conversation moved on while the responses were sampled; reload it", 409)
-            db.execute("DELETE FROM pending WHERE conversation_id=?", (conversation_id,))
+            if db.execute("SELECT 1 FROM pending WHERE conversation_id=?", (conversation_id,)).fetchone():
+                raise StoreError("this conversation is waiting for a choice between two responses", 409)
             db.execute(f"INSERT INTO pending ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                        tuple(row.values()))
         return row

@@ -3,6 +3,7 @@
 raw `<tranche>/{train,test}.jsonl.gz` → (prompt, chosen, rejected) examples in array_record files,
 read without TensorFlow through `builder.as_data_source(split)`. Offline machines pass `manual_dir`
 laid out like github.com/anthropics/hh-rlhf; splits whose file is absent are not built, and say so.
+The `local` tranches are the user's own comparisons (hh.serve.export), rebuilt when their files change.
 """
 
 import collections
@@ -11,12 +12,18 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 
 from hh.data import dialogue
 from hh.data.errors import DataError
 from hh.data.tfds import files
 
 TRANCHES = ("helpful-base", "helpful-online", "helpful-rejection-sampled", "harmless-base")
+# The user's own comparisons, written by `python -m hh.serve.export --tranche_dir <manual_dir>`:
+# "local" for helpful (or mixed) data, "local-harmless" for red-team data, so a PM config can put
+# them in helpful_sources and harmless_sources. Plain .jsonl is accepted too; no hash is pinned.
+LOCAL_TRANCHES = ("local", "local-harmless")
+LOCAL_SUFFIXES = (".jsonl.gz", ".jsonl")
 SPLITS = ("train", "test")
 URL = "https://github.com/anthropics/hh-rlhf/raw/master/{}"   # serves git-lfs content too
 # PAPER-SPEC §9.1 (= the git-lfs oids); None where no trustworthy value is known: the file's
@@ -45,6 +52,20 @@ CITATION = """@article{bai2022training,
 MANUAL_DOWNLOAD_INSTRUCTIONS = """Lay out manual_dir like github.com/anthropics/hh-rlhf:
 <manual_dir>/<tranche>/{train,test}.jsonl.gz (git-lfs content, not pointers). Splits whose file is
 missing are not built."""
+
+
+def local_source_files(tranche_dir) -> dict:
+    """{split: path} of a local tranche's files; a split with both suffixes is ambiguous: an error."""
+    found = {}
+    for split in SPLITS:
+        paths = [tranche_dir / f"{split}{suffix}" for suffix in LOCAL_SUFFIXES]
+        present = [p for p in paths if p.exists()]
+        if len(present) > 1:
+            raise DataError(present[0], f"both {present[0].name} and {present[1].name} exist for "
+                                        f"split {split!r}: remove the one that is out of date")
+        if present:
+            found[split] = present[0]
+    return found
 
 
 def read_comparisons(path):
@@ -86,8 +107,10 @@ class HhRlhf(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "prompt/response split by the last Assistant turn of each transcript"}
-    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=t, description=f"hh-rlhf {t}")
-                       for t in TRANCHES]
+    BUILDER_CONFIGS = (
+        [tfds.core.BuilderConfig(name=t, description=f"hh-rlhf {t}") for t in TRANCHES]
+        + [tfds.core.BuilderConfig(name=t, description=f"your own comparisons, {t}")
+           for t in LOCAL_TRANCHES])
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
     def __init__(self, *, keep_policy=None, checksums=None, **kwargs):
@@ -126,15 +149,33 @@ class HhRlhf(tfds.core.GeneratorBasedBuilder):
         """({split: path} to build, {split: expected path} that is missing)."""
         tranche = self.builder_config.name
         manual = manual_dir_or_none(dl_manager)
+        local = tranche in LOCAL_TRANCHES
+        if manual is None and local:
+            raise DataError(f"hh_rlhf/{tranche}", "a local tranche is read from manual_dir "
+                                                  "(data.manual_dir): there is nothing to download")
         if manual is None:
             urls = {s: URL.format(f"{tranche}/{s}.jsonl.gz") for s in SPLITS}
             return dl_manager.download(urls), {}
         wanted = {s: manual / tranche / f"{s}.jsonl.gz" for s in SPLITS}
-        found = {s: p for s, p in wanted.items() if p.exists()}
+        found = (local_source_files(manual / tranche) if local
+                 else {s: p for s, p in wanted.items() if p.exists()})
         if not found:
             raise DataError(manual / tranche, f"no {' or '.join(SPLITS)} .jsonl.gz file for "
                                               f"tranche {tranche}: {MANUAL_DOWNLOAD_INSTRUCTIONS}")
         return found, {s: os.path.abspath(p) for s, p in wanted.items() if s not in found}
+
+    def sources_changed(self, manual_dir) -> bool:
+        """Whether this is a built local tranche whose files in `manual_dir` now differ from those
+        it was built from (by sha256, or in which splits exist). TFDS reuses any build of a version,
+        right for the released files (pinned hashes) but stale after a new export: `prepare` asks
+        this and rebuilds. Without a manual_dir there is nothing to compare: False."""
+        if (self.builder_config.name not in LOCAL_TRANCHES or manual_dir is None
+                or not self.data_path.exists()):
+            return False
+        tranche_dir = epath.Path(manual_dir) / self.builder_config.name
+        now = {s: files.sha256_file(p) for s, p in local_source_files(tranche_dir).items()}
+        built = {s: report["sha256"] for s, report in self.info.metadata["splits"].items()}
+        return now != built
 
     def _split_generators(self, dl_manager):
         tranche = self.builder_config.name
@@ -145,7 +186,7 @@ class HhRlhf(tfds.core.GeneratorBasedBuilder):
                             tranche, split, path)
         generators = {}
         for split, path in paths.items():
-            expected = self._checksums.get(f"{tranche}/{split}.jsonl.gz")
+            expected = self._checksums.get(f"{tranche}/{split}.jsonl.gz")   # None for local ones
             actual = files.verify_sha256(path, expected)   # before any example is written
             report = {"source": os.path.abspath(path), "sha256": actual,
                       "sha256_verified": expected is not None}
@@ -182,10 +223,13 @@ class HhRlhf(tfds.core.GeneratorBasedBuilder):
     def as_data_source(self, split=None, **kwargs):
         """As TFDS's, but asking for a split whose source file was missing says so."""
         missing = self.info.metadata["missing_splits"]
+        remedy = ("Add the file and prepare again: a local tranche is rebuilt when its files change."
+                  if self.builder_config.name in LOCAL_TRANCHES
+                  else "Add the file and rebuild into a fresh data_dir.")
         for name in requested_split_names(split):
             if name in missing:
                 raise DataError(missing[name], (
                     f"split {name!r} of {self.info.full_name} was not built: this file was "
                     f"missing when it was prepared in {self.data_dir}; built splits: "
-                    f"{sorted(self.info.splits)}. Add the file and rebuild into a fresh data_dir."))
+                    f"{sorted(self.info.splits)}. {remedy}"))
         return super().as_data_source(split, **kwargs)

@@ -1,0 +1,117 @@
+"""Iterated "online" RLHF (Bai et al. 2022 §4.5, App. B.3–B.4): `python -m hh.main --config
+configs/online.py:tiny --workdir DIR`.
+
+Setup: tokenizer → LM → HHH context distillation (the initial policy) → the gold PM (a separate
+PM trained on more comparisons: the simulated labeler, as Gao et al. 2022). Then per round r:
+  collect  deploy the pool (round 0: the distilled LM; later: the previous round's latest PPO
+           snapshots plus best-of-k of the distilled LM over the previous PM) and collect
+           `collect.comparisons` comparisons through the comparison store, from the simulated
+           labeler or from people through the interface (`collect.source`);
+  data     mix the fresh comparisons with earlier rounds' and the static data (`mix`);
+  pm       train a NEW PM from the LM on that mixture;
+  ppo      train a NEW policy from the distilled LM against it (K = 4 epochs, as the online runs);
+  eval     gold and PM scores of the round's policy on held-out prompts.
+The report: gold win rate and Elo of each round's policy against round 0's, PM-predicted Elo
+against gold Elo, and PM accuracy on fresh vs static comparisons, with two plots. docs/online.md.
+
+Stage sections are the stage files' own configs (override e.g. `--config.ppo.loop.steps=20`); the
+loop fills in the links (init_from, reward_model, tokenizer, data files) itself.
+"""
+
+import ml_collections
+
+from configs import distill, lm, pm, ppo
+from configs.pipeline import set_path
+
+SETUP_STAGES = ("lm", "distill", "gold", "pm", "ppo")
+
+# The tiny budget: 3 rounds in under 10 minutes on 2 CPU cores (docs/online.md has the timings).
+SHORTENED = {
+    "tiny": {
+        "lm.loop.steps": 120, "lm.optimizer.warmup_steps": 12, "lm.loop.eval_every": 120,
+        "lm.loop.checkpoint_every": 60, "lm.data.synthetic_documents": 5000, "lm.data.eval_documents": 200,
+        "distill.data.distill_texts": 320, "distill.data.eval_texts": 32, "distill.loop.steps": 40,
+        "distill.loop.checkpoint_every": 40, "distill.data.synthetic_documents": 2000,
+        # the gold labeler: the same shape trained on 3x the round PMs' comparisons
+        "gold.data.seq_len": 128, "gold.data.train_pairs": 1920, "gold.data.eval_comparisons": 200,
+        "gold.optimizer.learning_rate": 3e-4,
+        "pm.data.seq_len": 128, "pm.data.eval_comparisons": 200, "pm.optimizer.learning_rate": 3e-4,
+        "ppo.data.seq_len": 128, "ppo.data.max_prompt_len": 96, "ppo.train.global_batch_size": 32,
+        "ppo.train.eval_batch_size": 32, "ppo.loop.steps": 12, "ppo.loop.checkpoint_every": 4,
+        "ppo.optimizer.warmup_steps": 2, "ppo.value_optimizer.warmup_steps": 2,
+        "ppo.ppo.minibatches": 2, "ppo.rollout.samples_every": 4,
+    },
+    "smoke": {
+        "lm.data.seq_len": 128, "lm.data.tokenizer": "sentencepiece", "lm.model.vocab_size": 512,
+        "lm.data.synthetic_documents": 2000, "lm.loop.steps": 30, "lm.loop.eval_every": 0,
+        "lm.loop.checkpoint_every": 30, "lm.optimizer.warmup_steps": 3,
+        "distill.data.distill_texts": 32, "distill.data.eval_texts": 8, "distill.loop.steps": 4,
+        "distill.loop.checkpoint_every": 4, "distill.data.synthetic_documents": 300,
+        "gold.data.train_pairs": 96, "gold.data.eval_comparisons": 32,
+        "pm.data.eval_comparisons": 32,
+        "ppo.loop.steps": 2, "ppo.loop.checkpoint_every": 1, "ppo.rollout.samples_every": 1,
+        "ppo.ppo.minibatches": 2,
+        "ppo.optimizer.learning_rate": 3e-3, "ppo.value_optimizer.learning_rate": 3e-3,
+    },
+}
+
+# Per preset: comparisons per round, PM training pairs per round, eval prompts, response length.
+ROUND_SHAPES = {
+    "tiny": dict(comparisons=320, train_pairs=640, eval_prompts=64, max_new_tokens=32, temperature=0.5),
+    # smoke: the smoke gold PM's margins are ~1e-4, so a tiny T gives its labels some strength
+    "smoke": dict(comparisons=24, train_pairs=64, eval_prompts=8, max_new_tokens=16, temperature=1e-5),
+}
+# Bai et al.: ~weekly rounds of ~4-5k comparisons (22k online comparisons over ~5 weeks).
+PAPER_ROUND = dict(comparisons=4000, train_pairs=100000, eval_prompts=512, max_new_tokens=128, temperature=0.5)
+
+
+def get_config(arg="tiny"):
+    preset = arg or "tiny"
+    config = ml_collections.ConfigDict()
+    config.stage = "online"
+    config.preset = preset
+    config.rounds = 3
+    config.lm = lm.get_config(preset)
+    config.distill = distill.get_config(preset)
+    config.gold = pm.get_config(preset)       # the simulated labeler's PM
+    config.pm = pm.get_config(preset)         # each round's new PM
+    config.ppo = ppo.get_config(preset)
+    config.ppo.ppo.epochs = 4                 # K = 4 in the paper's online runs (App. B.1)
+    for path, value in SHORTENED.get(preset, {}).items():
+        set_path(config, path, value)
+    for name in SETUP_STAGES[1:]:             # every stage reads the LM's tokenizer
+        config[name].model.vocab_size = config.lm.model.vocab_size
+        config[name].data.tokenizer = config.lm.data.tokenizer
+    shape = ROUND_SHAPES.get(preset, PAPER_ROUND)
+
+    # Where each round's comparisons come from. source: "simulated" (the labeler below, through the
+    # store) or "human" (the interface serves the round's pool until `comparisons` are in).
+    config.collect = ml_collections.ConfigDict(dict(
+        source="simulated",
+        comparisons=shape["comparisons"],
+        labeler="gold",                  # "gold" (the gold PM, Bradley–Terry noise) | "rule" (synthetic.judge)
+        temperature=shape["temperature"],  # the labeler's noise: P(pick a) = σ((g_a − g_b)/T)
+        red_team_fraction=0.5,           # conversations in red-team mode (harmful requests)
+        test_fraction=0.2,               # held out per round (by conversation): PM accuracy on fresh data
+        min_strength=2,                  # weaker comparisons are dropped (Bai et al. §2.2)
+        rows_per_call=64,                # sampling batch of the simulated collection
+        seed=0,
+        # source = "human": the interface of configs/serve.py on host:port, invite links for these
+        host="127.0.0.1", port=8000, labelers=["labeler-1"], poll_s=2.0, max_message_chars=2000,
+    ))
+    # Which models the pool deploys from round 1 on (Bai et al. §4.5: several snapshots at once).
+    config.pool = ml_collections.ConfigDict(dict(
+        snapshots=2,                     # the previous round's latest PPO checkpoints
+        best_of_k=4,                     # plus the distilled LM, best of k by the previous PM (0: none)
+        include_initial=False,           # plus the distilled LM itself
+        pairing="random", max_new_tokens=shape["max_new_tokens"], temperature=1.0,
+    ))
+    # Each round's PM data: train_pairs in all, online_fraction of them from the collected rounds
+    # (newest first, all of them when there are fewer), the rest static synthetic comparisons.
+    config.mix = ml_collections.ConfigDict(dict(
+        train_pairs=shape["train_pairs"], online_fraction=0.5, static_helpful_fraction=0.5))
+    # The held-out prompts every round's policy answers (same prompts, same keys).
+    config.eval = ml_collections.ConfigDict(dict(
+        prompts=["synthetic-helpful:test", "synthetic-harmless:test"], n_prompts=shape["eval_prompts"],
+        max_new_tokens=shape["max_new_tokens"], seed=1))
+    return config

@@ -1,0 +1,179 @@
+"""What each round is measured by (Bai et al. 2022 §4.5, App. B.4, Fig 35):
+
+* the gold labeler's win rate of the round's policy against round 0's on the same held-out prompts
+  (soft wins under the labeler's own noise model, σ((g_r − g_0)/T)) and the Elo it implies;
+* the PM-predicted Elo: the same comparison judged by the PM the policy was trained against
+  (σ(s_r − s_0)); the paper found this naive estimate over-states the crowdworkers' Elo;
+* PM accuracy by data source: static held-out comparisons vs fresh comparisons from the round's
+  own deployed models (expect lower: distribution shift), and each round's held-out part.
+"""
+
+import json
+
+import numpy as np
+from etils import epath
+
+from hh.data import dialogue
+from hh.eval.elo import elo_difference, elo_table, fit_elo, pm_soft_wins
+from hh.eval.pm_eval import accuracy
+from hh.online import mix
+
+STATIC_TEST = ("synthetic-helpful:test", "synthetic-harmless:test")
+
+
+# --- labelers -----------------------------------------------------------------------------------
+
+def load_labeler(config, folders):
+    """The gold labeler: the gold PM with the configured Bradley–Terry temperature."""
+    from hh.eval.pm_eval import LoadedPM
+    from hh.serve.labelers import GoldPMLabeler
+
+    return GoldPMLabeler(LoadedPM(folders["gold"]), config.collect.temperature, config.collect.seed)
+
+
+def rule_labeler(config):
+    from hh.serve.labelers import RuleLabeler
+
+    return RuleLabeler(config.collect.seed, config.collect.temperature)
+
+
+def gold_margins(gold, rows) -> np.ndarray:
+    """gold(a) − gold(b) of each stored comparison."""
+    if not rows:
+        return np.zeros(0)
+    a, b = gold.scores([r["context"] for r in rows], [r["response_a"] for r in rows],
+                       [r["response_b"] for r in rows])
+    return np.asarray(a, np.float64) - np.asarray(b, np.float64)
+
+
+# --- the round's data ---------------------------------------------------------------------------
+
+def export_round(rows, min_strength: int, test_fraction: float):
+    """-> (train pairs, held-out pairs, dropped as weak) in the hh-rlhf format, split by
+    conversation (hh.serve.export: every turn of a conversation on the same side)."""
+    from hh.serve.export import split_of, to_pair
+
+    train, test, dropped = [], [], 0
+    for row in rows:
+        if row["strength"] < min_strength:
+            dropped += 1
+            continue
+        (test if split_of(row["conversation_id"], test_fraction) == "test" else train).append(to_pair(row))
+    return train, test, dropped
+
+
+def split_pairs(pairs) -> list[dict]:
+    """hh-rlhf transcripts -> {"prompt","chosen","rejected"} rows (what LoadedPM.scores reads)."""
+    out = []
+    for p in pairs:
+        s = dialogue.split_pair(p["chosen"], p["rejected"])
+        out.append({"prompt": s.prompt, "chosen": s.chosen, "rejected": s.rejected})
+    return out
+
+
+def static_test(config) -> list[dict]:
+    """The static held-out comparisons: the synthetic test splits, as a PM's eval reads them."""
+    from hh.pm.data import spec_source
+
+    rows = []
+    for spec in STATIC_TEST:
+        source = spec_source(spec, "test", config.pm.data)
+        rows += [{k: source[i][k] for k in ("prompt", "chosen", "rejected")} for i in range(len(source))]
+    return rows
+
+
+def pm_accuracy_on(pm, rows) -> dict:
+    if not rows:
+        return {"accuracy": float("nan"), "pairs": 0}
+    chosen, rejected = pm.scores(rows)
+    return {"accuracy": accuracy(chosen, rejected), "pairs": len(rows)}
+
+
+def pm_accuracies(pm, config, folders, r: int, fresh=None) -> dict:
+    """A round-r PM's accuracy on the static test set, on each round's held-out comparisons up to
+    r, and (given) on fresh comparisons it never saw."""
+    out = {"static": pm_accuracy_on(pm, static_test(config))}
+    for k in range(r + 1):
+        held = mix.read_jsonl(folders[f"round{k}/collect"] / mix.HELD_OUT_FILE)
+        out[f"round{k}_held_out"] = pm_accuracy_on(pm, split_pairs(held))
+    if fresh is not None:
+        out["fresh"] = pm_accuracy_on(pm, split_pairs(fresh))
+    return out
+
+
+# --- the round's policy -------------------------------------------------------------------------
+
+def eval_contexts(config) -> list[str]:
+    from hh.pm.data import spec_source
+
+    out = []
+    for spec in config.eval.prompts:
+        source = spec_source(spec, "test", config.pm.data)
+        out += [source[i]["prompt"] for i in range(min(config.eval.n_prompts, len(source)))]
+    return out
+
+
+def policy_responses(config, policy_dir) -> list[str]:
+    """The policy's responses to the held-out prompts (the same keys for every round's policy)."""
+    from hh.eval.lm_loader import LoadedLM
+    from hh.serve.models import DeployedModel, DeploymentSpec
+
+    lm = LoadedLM(policy_dir)
+    model = DeployedModel(DeploymentSpec("policy", str(policy_dir)), lm, max_new_tokens=config.eval.max_new_tokens,
+                          temperature=1.0, rows=config.collect.rows_per_call)
+    return [c.text for c in model.sample(eval_contexts(config), config.eval.seed)]
+
+
+def pairwise_elo(scores_r, scores_0, temperature: float = 1.0) -> dict:
+    """Soft win rate of r over 0, mean σ((s_r − s_0)/T), and the Elo difference it implies with the
+    Elo fit's standard error (hh.eval.elo)."""
+    scores = np.stack([np.asarray(scores_0, np.float64), np.asarray(scores_r, np.float64)])
+    if temperature > 0:
+        scores = scores / temperature
+    wins = pm_soft_wins(scores)
+    win_rate = float(np.mean(1.0 / (1.0 + np.exp(-(scores[1] - scores[0])))))
+    if np.allclose(scores[0], scores[1]):
+        return {"win_rate": 0.5, "elo": 0.0, "stderr": 0.0}
+    fit = fit_elo(wins, anchor=0)
+    return {"win_rate": win_rate, "elo": float(fit.ratings[1]), "stderr": float(fit.stderr[1]),
+            "elo_from_win_rate": float(elo_difference(win_rate))}
+
+
+def evaluate_round(config, folders, r: int, folder) -> dict:
+    from hh.eval.pm_eval import LoadedPM
+
+    folder = epath.Path(folder)
+    contexts = eval_contexts(config)
+    responses = policy_responses(config, folders[f"round{r}/ppo"])
+    with (folder / ".responses.tmp").open("w") as f:
+        for c, t in zip(contexts, responses):
+            f.write(json.dumps({"prompt": c, "response": t}) + "\n")
+    (folder / ".responses.tmp").replace(folder / "responses.jsonl")
+    base = responses if r == 0 else [json.loads(line)["response"] for line in
+                                     (folders["round0/eval"] / "responses.jsonl").read_text().splitlines()]
+    gold = load_labeler(config, folders)
+    pm = LoadedPM(folders[f"round{r}/pm"])
+    g_r, g_0 = gold.scores(contexts, responses, base)
+    rows = [{"prompt": c, "chosen": a, "rejected": b} for c, a, b in zip(contexts, responses, base)]
+    s_r, s_0 = pm.scores(rows)
+    gold_vs_0 = pairwise_elo(g_r, g_0, config.collect.temperature)
+    pm_vs_0 = pairwise_elo(s_r, s_0, 1.0)
+    report = {"round": r, "n_prompts": len(contexts),
+              "gold_win_rate": gold_vs_0["win_rate"], "gold_elo": gold_vs_0["elo"],
+              "gold_elo_stderr": gold_vs_0["stderr"], "gold_mean_score": float(np.mean(g_r)),
+              "pm_win_rate": pm_vs_0["win_rate"], "pm_elo": pm_vs_0["elo"], "pm_elo_stderr": pm_vs_0["stderr"],
+              "pm_mean_score": float(np.mean(s_r)),
+              "gold_scores": [float(x) for x in g_r],
+              "pm_accuracy": pm_accuracies(pm, config, folders, r)}
+    (folder / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def gold_elo_table(evals: list[dict], temperature: float) -> list[dict]:
+    """The maximum-likelihood gold Elo of every round's policy from the gold scores of all of them
+    on the same prompts (round 0 anchored at 0)."""
+    scores = np.stack([np.asarray(e["gold_scores"], np.float64) for e in evals])
+    if temperature > 0:
+        scores = scores / temperature
+    fit = fit_elo(pm_soft_wins(scores), anchor=0)
+    return elo_table([f"round{e['round']}" for e in evals], fit)

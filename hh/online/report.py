@@ -1,0 +1,125 @@
+"""The online loop's report: report.md, online_report.json and two plots (Elo by round, gold and
+PM-predicted; PM accuracy by data source), read back from the rounds' collect.json and eval.json."""
+
+import json
+
+from etils import epath
+
+from hh.online.evaluate import gold_elo_table
+from hh.pipeline.runner import read_stamp
+
+
+def _json(path):
+    path = epath.Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _f(v, digits=3):
+    return f"{v:.{digits}f}" if isinstance(v, float) else ("–" if v is None else str(v))
+
+
+def rounds_table(config, folders) -> list[dict]:
+    """One row per round: what was collected, the PM's accuracies, the policy's win rate and Elos."""
+    evals = [_json(folders[f"round{r}/eval"] / "eval.json") for r in range(config.rounds)]
+    collects = [_json(folders[f"round{r}/collect"] / "collect.json") for r in range(config.rounds)]
+    joint = {row["model"]: row for row in gold_elo_table(evals, config.collect.temperature)}
+    rows = []
+    for r, (ev, co) in enumerate(zip(evals, collects)):
+        nxt = collects[r + 1] if r + 1 < len(collects) else None
+        acc = ev["pm_accuracy"]
+        rows.append({
+            "round": r, "pool": co["pool"], "comparisons": co["comparisons"], "kept": co["train"] + co["held_out"],
+            "labeler_agreement": co.get("agreement_with_gold"),
+            "gold_win_rate": ev["gold_win_rate"], "gold_elo": joint[f"round{r}"]["elo"],
+            "gold_elo_stderr": joint[f"round{r}"]["stderr"], "pm_predicted_elo": ev["pm_elo"],
+            "pm_predicted_elo_stderr": ev["pm_elo_stderr"],
+            "pm_static_accuracy": acc["static"]["accuracy"],
+            "pm_held_out_accuracy": {k: v["accuracy"] for k, v in acc.items() if k.endswith("held_out")},
+            # this round's PM on the NEXT round's comparisons: data from the models it shaped
+            "pm_fresh_accuracy": nxt["previous_pm_accuracy"]["fresh"]["accuracy"] if nxt else None,
+            "pm_static_accuracy_at_deployment": nxt["previous_pm_accuracy"]["static"]["accuracy"] if nxt else None,
+        })
+    return rows
+
+
+def plot_elo(rows, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["round"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar(x, [r["gold_elo"] for r in rows], yerr=[r["gold_elo_stderr"] for r in rows], marker="o",
+                capsize=3, label="gold labeler")
+    ax.errorbar(x, [r["pm_predicted_elo"] for r in rows], yerr=[r["pm_predicted_elo_stderr"] for r in rows],
+                marker="s", capsize=3, label="PM-predicted (the round's own PM)")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(x)
+    ax.set_xlabel("round")
+    ax.set_ylabel("Elo vs round 0's policy")
+    ax.set_title("Online RLHF: Elo by round")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)
+
+
+def plot_accuracy(rows, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    sources = ["static"] + [f"round{k}_held_out" for k in range(len(rows))] + ["fresh (next round)"]
+    fig, ax = plt.subplots(figsize=(1.5 + 1.6 * len(rows), 3.6))
+    width = 0.8 / len(sources)
+    for j, source in enumerate(sources):
+        values = []
+        for r in rows:
+            if source == "static":
+                values.append(r["pm_static_accuracy"])
+            elif source.startswith("fresh"):
+                values.append(r["pm_fresh_accuracy"])
+            else:
+                values.append(r["pm_held_out_accuracy"].get(source))
+        xs = np.arange(len(rows)) + (j - (len(sources) - 1) / 2) * width
+        ax.bar(xs, [np.nan if v is None else v for v in values], width, label=source)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(rows)), [f"PM round {r['round']}" for r in rows])
+    ax.set_ylim(0.3, 1.0)
+    ax.set_ylabel("PM accuracy")
+    ax.set_title("PM accuracy by data source")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)
+
+
+def write_report(config, folders, out) -> epath.Path:
+    out = epath.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = rounds_table(config, folders)
+    plot_elo(rows, out / "elo_by_round.png")
+    plot_accuracy(rows, out / "pm_accuracy_by_source.png")
+    (out / "online_report.json").write_text(json.dumps({"rounds": rows}, indent=2) + "\n")
+    lines = [f"# Online RLHF: {config.rounds} rounds ({config.preset})", "",
+             f"Labeler: {config.collect.source} ({config.collect.labeler}, T = {config.collect.temperature}); "
+             f"{config.collect.comparisons} comparisons per round; PM pairs per round {config.mix.train_pairs} "
+             f"({config.mix.online_fraction:.0%} collected); PPO K = {config.ppo.ppo.epochs}.", "",
+             "| round | pool | kept | labeler agreement | gold win rate vs r0 | gold Elo | PM-predicted Elo "
+             "| PM acc. static | PM acc. fresh (next round) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['round']} | {', '.join(r['pool'])} | {r['kept']} | {_f(r['labeler_agreement'])} "
+                     f"| {_f(r['gold_win_rate'])} | {r['gold_elo']:+.0f} ± {r['gold_elo_stderr']:.0f} "
+                     f"| {r['pm_predicted_elo']:+.0f} ± {r['pm_predicted_elo_stderr']:.0f} "
+                     f"| {_f(r['pm_static_accuracy'])} | {_f(r['pm_fresh_accuracy'])} |")
+    lines += ["", "![Elo by round](elo_by_round.png)", "", "![PM accuracy by source](pm_accuracy_by_source.png)",
+              "", "## Steps", "", "| step | wall time |", "|---|---|"]
+    for name, folder in folders.items():
+        stamp = read_stamp(folder) or {}
+        if stamp.get("seconds") is not None:
+            lines.append(f"| {name} | {stamp['seconds']:.0f} s |")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,183 @@
+"""The iterated online loop (hh.online, configs/online.py): mixing, Elo by round, agreement,
+deterministic resumable collection, and the whole smoke loop through hh.main (slow)."""
+
+import json
+import math
+import random
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import online as online_config
+from hh.online import collect, evaluate, mix
+from hh.serve.labelers import Label
+from hh.serve.store import Candidate, Store
+
+
+def mix_cfg(train_pairs=10, online_fraction=0.5):
+    return ml_collections.ConfigDict(dict(train_pairs=train_pairs, online_fraction=online_fraction,
+                                          static_helpful_fraction=0.5))
+
+
+def fake_pairs(tag, n):
+    return [{"chosen": f"\n\nHuman: {tag}{i}\n\nAssistant: yes", "rejected": f"\n\nHuman: {tag}{i}\n\nAssistant: no"}
+            for i in range(n)]
+
+
+def test_mixture_takes_the_newest_rounds_first_and_fills_with_static():
+    rows, counts = mix.mixture(mix_cfg(10, 0.6), [fake_pairs("r0-", 5), fake_pairs("r1-", 4)])
+    assert counts == {"round1": 4, "round0": 2, "static": 4}
+    assert len(rows) == 10 and sum("r1-" in r["chosen"] for r in rows) == 4
+    again, _ = mix.mixture(mix_cfg(10, 0.6), [fake_pairs("r0-", 5), fake_pairs("r1-", 4)])
+    assert again == rows                                   # a deterministic order
+    rows, counts = mix.mixture(mix_cfg(10, 0.5), [])
+    assert counts == {"static": 10} and len(rows) == 10
+    rows, counts = mix.mixture(mix_cfg(6, 1.0), [fake_pairs("r0-", 2)])   # too few collected: all of them
+    assert counts == {"round0": 2, "static": 4}
+
+
+def test_static_pairs_are_transcripts_that_split_back():
+    from hh.data.dialogue import split_pair
+
+    for pair in mix.static_pairs(6, 0.5, seed=0):
+        s = split_pair(pair["chosen"], pair["rejected"])
+        assert s.prompt.endswith("\n\nAssistant:") and not s.prompts_differ and s.chosen != s.rejected
+
+
+def test_pairwise_elo_is_the_two_player_maximum_likelihood():
+    rng = np.random.default_rng(0)
+    s0, sr = rng.normal(size=200), rng.normal(size=200) + 0.4
+    out = evaluate.pairwise_elo(sr, s0, temperature=0.5)
+    w = np.mean(1 / (1 + np.exp(-(sr - s0) / 0.5)))          # float64 reference
+    assert out["win_rate"] == pytest.approx(w, rel=1e-12)
+    # two players: the Bradley-Terry MLE is the log-odds of the (soft) win share
+    assert out["elo"] == pytest.approx(400 * math.log10(w / (1 - w)), rel=1e-6)
+    assert out["stderr"] > 0
+    assert evaluate.pairwise_elo(s0, s0) == {"win_rate": 0.5, "elo": 0.0, "stderr": 0.0}
+
+
+def test_gold_elo_table_anchors_round0():
+    evals = [{"round": r, "gold_scores": list(np.linspace(0, 1, 50) + 0.2 * r)} for r in range(3)]
+    table = {row["model"]: row["elo"] for row in evaluate.gold_elo_table(evals, 1.0)}
+    assert table["round0"] == 0.0 and 0 < table["round1"] < table["round2"]
+
+
+def test_agreement_with_gold_inverts_red_team():
+    rows = [{"mode": "helpful", "choice": "a"}, {"mode": "helpful", "choice": "a"},
+            {"mode": "red-team", "choice": "b"}, {"mode": "red-team", "choice": "b"}, {"mode": "helpful", "choice": "b"}]
+    margins = [1.0, -1.0, 1.0, -1.0, 0.0]    # last: a tie, not counted
+    # helpful: a is gold-better in row 0 (agrees), not in row 1; red-team picks the WORSE: b in row 2 (agrees)
+    assert collect.agreement_with_gold(rows, margins) == pytest.approx(2 / 4)
+
+
+def collect_cfg(n=10, rows_per_call=4):
+    cfg = online_config.get_config("smoke").collect
+    cfg.comparisons, cfg.rows_per_call = n, rows_per_call
+    return cfg
+
+
+def test_round_contexts_are_fresh_per_round_and_never_held_out():
+    from hh.data import synthetic
+
+    cfg = collect_cfg(40)
+    r0, r1 = collect.round_contexts(cfg, 0), collect.round_contexts(cfg, 1)
+    assert len(r0) == 40 and sum(m == "red-team" for _, m in r0) == 20
+    assert r0 == collect.round_contexts(cfg, 0) and r0 != r1
+    held_out = {c["prompt"] for kind in ("helpful", "harmless")
+                for c in synthetic.comparisons(kind, 500, 0, split="test")}
+    assert not held_out & {c for c, _ in r0 + r1}
+    assert all(c.endswith("\n\nAssistant:") for c, _ in r0)
+
+
+class FakePool:
+    """Deterministic candidates from (seed, context): the collection's own logic is what is tested."""
+
+    def pick(self, rng):
+        return tuple(rng.sample(["m1", "m2", "m3"], 2))
+
+    def candidates(self, contexts, pairs, seed):
+        return [tuple(Candidate(f" {name} says {random.Random(f'{seed}{c}{name}').random():.6f}", name, {}, seed)
+                      for name in pair) for c, pair in zip(contexts, pairs)]
+
+
+class FlakyLabeler:
+    """Labels by the response text's number (higher is better); raises after `fail_after` labels."""
+
+    def __init__(self, fail_after=None):
+        self.fail_after, self.labelled = fail_after, 0
+
+    def label(self, contexts, responses_a, responses_b, mode="helpful", rng=None):
+        out = []
+        for a, b in zip(responses_a, responses_b):
+            if self.fail_after is not None and self.labelled >= self.fail_after:
+                raise KeyboardInterrupt("killed")
+            self.labelled += 1
+            better_a = float(a.split()[-1]) > float(b.split()[-1])
+            pick_a = better_a if mode == "helpful" else not better_a
+            out.append(Label("a" if pick_a else "b", 3, float(pick_a), 0.0, 0.0))
+        return out
+
+
+def stored(store):
+    return [{k: r[k] for k in ("context", "response_a", "response_b", "choice", "display_order", "mode")}
+            for r in store.comparisons("round0")]
+
+
+def test_an_interrupted_collection_resumes_to_the_same_comparisons(tmp_path):
+    cfg = collect_cfg(10, rows_per_call=4)
+    whole = Store(tmp_path / "whole.sqlite")
+    collect.collect_simulated(whole, FakePool(), FlakyLabeler(), cfg, 0, "round0", log=lambda *_: None)
+    interrupted = Store(tmp_path / "interrupted.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        collect.collect_simulated(interrupted, FakePool(), FlakyLabeler(fail_after=6), cfg, 0, "round0",
+                                  log=lambda *_: None)
+    assert interrupted.count("round0") == 4     # the first chunk; nothing of the failed one
+    collect.collect_simulated(interrupted, FakePool(), FlakyLabeler(), cfg, 0, "round0", log=lambda *_: None)
+    assert stored(interrupted) == stored(whole) and len(stored(whole)) == 10
+    # resuming a complete collection adds nothing
+    collect.collect_simulated(interrupted, FakePool(), FlakyLabeler(), cfg, 0, "round0", log=lambda *_: None)
+    assert interrupted.count("round0") == 10
+
+
+def test_export_round_drops_weak_and_splits_by_conversation(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    cfg = collect_cfg(30, rows_per_call=8)
+    collect.collect_simulated(store, FakePool(), FlakyLabeler(), cfg, 0, "round0", log=lambda *_: None)
+    rows = store.comparisons("round0")
+    rows[0]["strength"] = 1
+    train, test, dropped = evaluate.export_round(rows, min_strength=2, test_fraction=0.3)
+    assert dropped == 1 and len(train) + len(test) == 29 and 0 < len(test) < 29
+
+
+@pytest.mark.slow
+def test_online_loop_smoke_runs_resumes_and_reports(tmp_path):
+    """Two smoke rounds through hh.main's stage function; a third round added later reuses both."""
+    from hh import main
+
+    config = online_config.get_config("smoke")
+    config.rounds = 1
+    workdir = tmp_path / "online"
+    main.run(config, str(workdir))
+    first = json.loads((workdir / "round0" / "collect" / "collect.json").read_text())
+    assert first["pool"] == ["distill"] and first["comparisons"] == config.collect.comparisons
+
+    config = online_config.get_config("smoke")
+    config.rounds = 2
+    summaries = main.run(config, str(workdir))   # round 0 is skipped, round 1 runs
+    assert set(summaries) >= {"round1/collect", "round1/pm", "round1/ppo", "round1/eval", "report"}
+    report = json.loads((workdir / "report" / "online_report.json").read_text())["rounds"]
+    assert [r["round"] for r in report] == [0, 1]
+    assert report[0]["gold_elo"] == 0.0 and report[0]["pm_predicted_elo"] == 0.0
+    r1 = json.loads((workdir / "round1" / "collect" / "collect.json").read_text())
+    assert any(name.startswith("ppo0-step") for name in r1["pool"]) and "distill-bo4" in r1["pool"]
+    assert "fresh" in r1["previous_pm_accuracy"] and "static" in r1["previous_pm_accuracy"]
+    for name in ("report.md", "elo_by_round.png", "pm_accuracy_by_source.png"):
+        assert (workdir / "report" / name).stat().st_size > 0
+    store = Store(workdir / "round1" / "collect" / "comparisons.sqlite")
+    rows = store.comparisons("round1")
+    assert len(rows) == config.collect.comparisons and {r["labeler_id"] for r in rows} == {"sim-gold"}
+    models = {r["model_a"] for r in rows} | {r["model_b"] for r in rows}
+    assert models <= set(r1["pool"]) and len(models) >= 2
+    mixed = json.loads((workdir / "round1" / "data" / "mix.json").read_text())
+    assert mixed["pairs"] == config.mix.train_pairs and set(mixed["sources"]) == {"round0", "round1", "static"}
