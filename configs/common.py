@@ -41,6 +41,19 @@ def data(seq_len, tokenizer="sentencepiece", source="synthetic"):
     ))
 
 
+def with_tuples(config) -> ml_collections.ConfigDict:
+    """The config with every list a tuple: ml_collections' flags cannot override a list field,
+    while a tuple field takes `--config.x='["a","b"]'` (or `'("a","b")'`) from the command line
+    and from the launcher. Code that assigns a list to such a field still gets a tuple."""
+    def convert(value):
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return tuple(convert(v) for v in value)
+        return value
+    return ml_collections.ConfigDict(convert(config.to_dict()))
+
+
 def model_vocab(data_cfg):
     """The model's vocabulary for this data: the tokenizer's, rounded up to a multiple of 128."""
     if data_cfg.tokenizer == "bytes":

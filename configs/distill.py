@@ -62,4 +62,4 @@ def get_config(arg="tiny"):
     config.optimizer.end_lr_factor = 0.0
     config.mesh = common.mesh(preset)
     config.sharding = common.sharding()
-    return config
+    return common.with_tuples(config)

@@ -45,7 +45,7 @@ def get_config(arg="tiny"):
     config.optimizer = common.optimizer(presets.learning_rate(preset), "cosine", run["warmup"])
     config.mesh = common.mesh(preset)
     config.sharding = common.sharding()
-    return config
+    return common.with_tuples(config)
 
 
 def get_sweep(arg=None):

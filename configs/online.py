@@ -20,7 +20,7 @@ loop fills in the links (init_from, reward_model, tokenizer, data files) itself.
 
 import ml_collections
 
-from configs import distill, lm, pm, ppo
+from configs import common, distill, lm, pm, ppo
 from configs.pipeline import set_path
 
 SETUP_STAGES = ("lm", "distill", "gold", "pm", "ppo")
@@ -28,16 +28,16 @@ SETUP_STAGES = ("lm", "distill", "gold", "pm", "ppo")
 # The tiny budget: 3 rounds in under 10 minutes on 2 CPU cores (docs/online.md has the timings).
 SHORTENED = {
     "tiny": {
-        "lm.loop.steps": 120, "lm.optimizer.warmup_steps": 12, "lm.loop.eval_every": 120,
-        "lm.loop.checkpoint_every": 60, "lm.data.synthetic_documents": 5000, "lm.data.eval_documents": 200,
+        "lm.loop.steps": 100, "lm.optimizer.warmup_steps": 10, "lm.loop.eval_every": 100,
+        "lm.loop.checkpoint_every": 50, "lm.data.synthetic_documents": 5000, "lm.data.eval_documents": 200,
         "distill.data.distill_texts": 320, "distill.data.eval_texts": 32, "distill.loop.steps": 40,
         "distill.loop.checkpoint_every": 40, "distill.data.synthetic_documents": 2000,
-        # the gold labeler: the same shape trained on 3x the round PMs' comparisons
-        "gold.data.seq_len": 128, "gold.data.train_pairs": 1920, "gold.data.eval_comparisons": 200,
+        # the gold labeler: the same shape trained on 2.5x the round PMs' comparisons
+        "gold.data.seq_len": 128, "gold.data.train_pairs": 1280, "gold.data.eval_comparisons": 200,
         "gold.optimizer.learning_rate": 3e-4,
         "pm.data.seq_len": 128, "pm.data.eval_comparisons": 200, "pm.optimizer.learning_rate": 3e-4,
         "ppo.data.seq_len": 128, "ppo.data.max_prompt_len": 96, "ppo.train.global_batch_size": 32,
-        "ppo.train.eval_batch_size": 32, "ppo.loop.steps": 12, "ppo.loop.checkpoint_every": 4,
+        "ppo.train.eval_batch_size": 32, "ppo.loop.steps": 8, "ppo.loop.checkpoint_every": 4,
         "ppo.optimizer.warmup_steps": 2, "ppo.value_optimizer.warmup_steps": 2,
         "ppo.ppo.minibatches": 2, "ppo.rollout.samples_every": 4,
     },
@@ -57,7 +57,7 @@ SHORTENED = {
 
 # Per preset: comparisons per round, PM training pairs per round, eval prompts, response length.
 ROUND_SHAPES = {
-    "tiny": dict(comparisons=320, train_pairs=640, eval_prompts=64, max_new_tokens=32, temperature=0.5),
+    "tiny": dict(comparisons=256, train_pairs=512, eval_prompts=64, max_new_tokens=32, temperature=0.5),
     # smoke: the smoke gold PM's margins are ~1e-4, so a tiny T gives its labels some strength
     "smoke": dict(comparisons=24, train_pairs=64, eval_prompts=8, max_new_tokens=16, temperature=1e-5),
 }
@@ -114,4 +114,4 @@ def get_config(arg="tiny"):
     config.eval = ml_collections.ConfigDict(dict(
         prompts=["synthetic-helpful:test", "synthetic-harmless:test"], n_prompts=shape["eval_prompts"],
         max_new_tokens=shape["max_new_tokens"], seed=1))
-    return config
+    return common.with_tuples(config)

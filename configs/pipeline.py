@@ -15,7 +15,7 @@ the paper's sizes take each stage preset unchanged.
 
 import ml_collections
 
-from configs import distill, lm, pm, pmp, ppo
+from configs import common, distill, lm, pm, pmp, ppo
 
 TRAINING_STAGES = ("lm", "pmp", "pm", "distill", "ppo")
 
@@ -120,4 +120,4 @@ def get_config(arg="tiny"):
         model="lm", pooling="mean", in_source="synthetic-helpful", out_sources=["synthetic-harmless"],
         n_fit=shape["ood_fit"], n_test=shape["ood_test"], exposure_m=10, exposure_draws=5, seed=0,
         manual_dir="", tfds_data_dir=""))   # for hh_rlhf/... out_sources (real red-team prompts)
-    return config
+    return common.with_tuples(config)

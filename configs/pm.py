@@ -54,7 +54,7 @@ def base_config(stage, preset, lr_factor, batch, helpful, harmless, helpful_frac
                                         warmup_steps=0)
     config.mesh = common.mesh(preset)
     config.sharding = common.sharding()
-    return config
+    return common.with_tuples(config)
 
 
 def get_config(arg="tiny"):

@@ -100,4 +100,4 @@ def get_config(arg="tiny"):
     config.curves = ml_collections.ConfigDict(dict(fit_fraction=0.5))   # early part for the √KL fit
     config.mesh = common.mesh(preset)
     config.sharding = common.sharding()
-    return config
+    return common.with_tuples(config)

@@ -13,6 +13,8 @@ tests' (a root given with --config.models_root).
 
 import ml_collections
 
+from configs import common
+
 PRESETS = {
     "tiny": dict(models_root="runs/pipeline-tiny",
                  deployments=["distill=distill", "distill-bo4=distill@4", "ppo=ppo"],
@@ -27,7 +29,7 @@ def get_config(arg="tiny"):
     if preset not in PRESETS:
         raise ValueError(f"configs/serve.py: preset {preset!r}, known: {sorted(PRESETS)}")
     p = PRESETS[preset]
-    return ml_collections.ConfigDict(dict(
+    return common.with_tuples(ml_collections.ConfigDict(dict(
         preset=preset,
         models_root=p["models_root"],
         deployments=list(p["deployments"]),
@@ -42,4 +44,4 @@ def get_config(arg="tiny"):
         tag="",
         max_message_chars=2000,
         seed=0,
-    ))
+    )))

@@ -171,7 +171,7 @@ def test_online_loop_smoke_runs_resumes_and_reports(tmp_path):
     assert report[0]["gold_elo"] == 0.0 and report[0]["pm_predicted_elo"] == 0.0
     r1 = json.loads((workdir / "round1" / "collect" / "collect.json").read_text())
     assert any(name.startswith("ppo0-step") for name in r1["pool"]) and "distill-bo4" in r1["pool"]
-    assert "fresh" in r1["previous_pm_accuracy"] and "static" in r1["previous_pm_accuracy"]
+    assert r1["previous_pm_accuracy"]["fresh"]["pairs"] == r1["train"] + r1["held_out"]
     for name in ("report.md", "elo_by_round.png", "pm_accuracy_by_source.png"):
         assert (workdir / "report" / name).stat().st_size > 0
     store = Store(workdir / "round1" / "collect" / "comparisons.sqlite")
@@ -181,3 +181,42 @@ def test_online_loop_smoke_runs_resumes_and_reports(tmp_path):
     assert models <= set(r1["pool"]) and len(models) >= 2
     mixed = json.loads((workdir / "round1" / "data" / "mix.json").read_text())
     assert mixed["pairs"] == config.mix.train_pairs and set(mixed["sources"]) == {"round0", "round1", "static"}
+
+
+def test_human_collection_serves_the_pool_until_enough_comparisons(tmp_path):
+    """collect.source = "human": the interface runs until M comparisons of the round are in."""
+    import threading
+    import urllib.parse
+
+    import httpx
+
+    from launch.processes import free_port
+
+    cfg = collect_cfg(3)
+    cfg.port, cfg.labelers, cfg.poll_s = free_port(), ["alice"], 0.05
+    store, links, result = Store(tmp_path / "s.sqlite"), [], {}
+    log = lambda line: links.append(line)   # noqa: E731
+    thread = threading.Thread(target=lambda: result.update(
+        collect.collect_human(store, FakePool(), cfg, "round1", log=log)))
+    thread.start()
+    for _ in range(200):
+        if any("invite link" in line for line in links):
+            break
+        threading.Event().wait(0.05)
+    token = urllib.parse.parse_qs(urllib.parse.urlparse(links[0].split(": ", 1)[1]).query)["token"][0]
+    client = httpx.Client(base_url=f"http://127.0.0.1:{cfg.port}", headers={"Authorization": f"Bearer {token}"})
+    for _ in range(100):    # the server may still be starting
+        try:
+            conversation = client.post("/api/conversations", json={"mode": "helpful"}).json()
+            break
+        except httpx.TransportError:
+            threading.Event().wait(0.05)
+    for turn in range(3):
+        view = client.post(f"/api/conversations/{conversation['id']}/messages", json={"text": f"question {turn}"}).json()
+        answer = client.post(f"/api/conversations/{conversation['id']}/choice",
+                             json={"pending_id": view["pending"]["pending_id"], "side": "left", "strength": 2})
+        assert answer.status_code == 200
+    thread.join(timeout=30)
+    assert not thread.is_alive() and result["comparisons"] == 3
+    rows = store.comparisons("round1")
+    assert [r["turn"] for r in rows] == [0, 1, 2] and {r["labeler_id"] for r in rows} == {"alice"}

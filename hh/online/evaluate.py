@@ -89,15 +89,13 @@ def pm_accuracy_on(pm, rows) -> dict:
     return {"accuracy": accuracy(chosen, rejected), "pairs": len(rows)}
 
 
-def pm_accuracies(pm, config, folders, r: int, fresh=None) -> dict:
-    """A round-r PM's accuracy on the static test set, on each round's held-out comparisons up to
-    r, and (given) on fresh comparisons it never saw."""
+def pm_accuracies(pm, config, folders, r: int) -> dict:
+    """A round-r PM's accuracy on the static test set and on each round's held-out comparisons up
+    to r (its accuracy on the next round's fresh comparisons is measured by that round's collect)."""
     out = {"static": pm_accuracy_on(pm, static_test(config))}
     for k in range(r + 1):
         held = mix.read_jsonl(folders[f"round{k}/collect"] / mix.HELD_OUT_FILE)
         out[f"round{k}_held_out"] = pm_accuracy_on(pm, split_pairs(held))
-    if fresh is not None:
-        out["fresh"] = pm_accuracy_on(pm, split_pairs(fresh))
     return out
 
 

@@ -8,7 +8,7 @@ optionally the distilled LM itself.
 
 from etils import epath
 
-from hh.serve.models import DeployedModel, DeploymentSpec, Pool
+from hh.serve.models import DeploymentSpec, Pool, deployed_models
 from hh.train.checkpoint import Checkpointer
 
 
@@ -34,15 +34,7 @@ def round_specs(pool_cfg, round_index: int, distill_dir, previous_ppo=None) -> l
 
 
 def build_pool(specs, pool_cfg, pm=None, rows: int = 64, seed: int = 0, lm_loader=None) -> Pool:
-    """Loads every deployment (each distinct workdir and step once) into a Pool."""
-    if lm_loader is None:
-        from hh.eval.lm_loader import LoadedLM as lm_loader
-    loaded, models = {}, []
-    for spec in specs:
-        key = (spec.workdir, spec.step)
-        if key not in loaded:
-            loaded[key] = lm_loader(spec.workdir, spec.step)
-        models.append(DeployedModel(spec, loaded[key], pm, max_new_tokens=pool_cfg.max_new_tokens,
-                                    temperature=pool_cfg.temperature, rows=rows))
-    pairing = "same" if len(models) == 1 else pool_cfg.pairing
-    return Pool(models, pairing, (), seed)
+    """The round's Pool (one model deployed: it answers both sides)."""
+    models = deployed_models(specs, pm, max_new_tokens=pool_cfg.max_new_tokens,
+                             temperature=pool_cfg.temperature, rows=rows, lm_loader=lm_loader)
+    return Pool(models, "same" if len(models) == 1 else pool_cfg.pairing, (), seed)

@@ -37,7 +37,6 @@ def rounds_table(config, folders) -> list[dict]:
             "pm_held_out_accuracy": {k: v["accuracy"] for k, v in acc.items() if k.endswith("held_out")},
             # this round's PM on the NEXT round's comparisons: data from the models it shaped
             "pm_fresh_accuracy": nxt["previous_pm_accuracy"]["fresh"]["accuracy"] if nxt else None,
-            "pm_static_accuracy_at_deployment": nxt["previous_pm_accuracy"]["static"]["accuracy"] if nxt else None,
         })
     return rows
 

@@ -118,8 +118,9 @@ def collect_step(r):
         report = {"round": r, "pool": [s.name for s in specs], "stats": stats, "train": len(train),
                   "held_out": len(test), "dropped_weak": dropped, **collect.summary(rows, margins)}
         if previous_pm is not None:   # the deployed PM on data from its own policies: distribution shift
-            report["previous_pm_accuracy"] = evaluate.pm_accuracies(previous_pm, config, folders, r - 1,
-                                                                    fresh=train + test)
+            # (its static and held-out accuracies are in its own round's eval.json)
+            report["previous_pm_accuracy"] = {"fresh": evaluate.pm_accuracy_on(previous_pm,
+                                                                               evaluate.split_pairs(train + test))}
         (folder / "collect.json").write_text(json.dumps(report, indent=2) + "\n")
         return {"comparisons": len(rows), "kept": len(train) + len(test),
                 "agreement_with_gold": report.get("agreement_with_gold")}

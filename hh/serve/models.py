@@ -169,20 +169,28 @@ class Pool:
         return [tuple(p) for p in out]
 
 
-def load_pool(config, lm_loader=None, pm_loader=None) -> Pool:
-    """The pool of a serving config section (configs/serve.py): deployments, reward_model,
-    max_new_tokens, temperature, pairing, pair, seed. Each distinct (workdir, step) loads once."""
+def deployed_models(specs, pm, *, max_new_tokens: int, temperature: float, rows: int,
+                    lm_loader=None) -> list[DeployedModel]:
+    """Loads each distinct (workdir, step) of `specs` once -> one DeployedModel per spec."""
     if lm_loader is None:
         from hh.eval.lm_loader import LoadedLM as lm_loader
-    if pm_loader is None:
-        from hh.eval.pm_eval import LoadedPM as pm_loader
-    specs = [parse_deployment(d) for d in config.deployments]
-    pm = pm_loader(config.reward_model) if any(s.k > 1 for s in specs) else None
     loaded, models = {}, []
     for spec in specs:
         key = (spec.workdir, spec.step)
         if key not in loaded:
             loaded[key] = lm_loader(spec.workdir, spec.step)
-        models.append(DeployedModel(spec, loaded[key], pm, max_new_tokens=config.max_new_tokens,
-                                    temperature=config.temperature, rows=config.rows_per_call))
+        models.append(DeployedModel(spec, loaded[key], pm, max_new_tokens=max_new_tokens,
+                                    temperature=temperature, rows=rows))
+    return models
+
+
+def load_pool(config, lm_loader=None, pm_loader=None) -> Pool:
+    """The pool of a serving config section (configs/serve.py): deployments, reward_model,
+    max_new_tokens, temperature, pairing, pair, seed."""
+    if pm_loader is None:
+        from hh.eval.pm_eval import LoadedPM as pm_loader
+    specs = [parse_deployment(d) for d in config.deployments]
+    pm = pm_loader(config.reward_model) if any(s.k > 1 for s in specs) else None
+    models = deployed_models(specs, pm, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                             rows=config.rows_per_call, lm_loader=lm_loader)
     return Pool(models, config.pairing, tuple(config.pair), config.seed)
