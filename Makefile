@@ -53,6 +53,31 @@ test-fast: $(HF_STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py --preset 13M --seq 1024
 
+# The peer side of the PPO benchmark (issue 10): google/tunix in its own venv, never in .venv.
+# bench-ppo-tunix: W1 and W2, 3 runs each, one JSON line per run appended to PPO_TUNIX_RESULTS.
+TUNIX_VENV := benchmarks/peers/.venv-tunix
+TUNIX_STAMP := $(TUNIX_VENV)/.installed
+PPO_TUNIX_RESULTS ?= benchmarks/results/ppo_tunix.jsonl
+.PHONY: bench-ppo bench-ppo-peer-env bench-ppo-tunix
+
+$(TUNIX_STAMP): benchmarks/peers/requirements-tunix.txt
+	$(PYTHON) -m venv $(TUNIX_VENV)
+	$(TUNIX_VENV)/bin/python -m pip install -q -r benchmarks/peers/requirements-tunix.txt
+	touch $(TUNIX_STAMP)
+
+bench-ppo-peer-env: $(TUNIX_STAMP)
+
+# hh and tunix on W1 and W2, one after the other, 3 repeats each: the table of docs/performance.md
+bench-ppo: $(STAMP) $(TUNIX_STAMP)
+	$(PY) benchmarks/ppo_compare.py --tunix_python $(TUNIX_VENV)/bin/python --repeats 3
+
+bench-ppo-tunix: $(TUNIX_STAMP)
+	mkdir -p $(dir $(PPO_TUNIX_RESULTS))
+	for w in W1 W2; do for run in 1 2 3; do \
+	  JAX_PLATFORMS=cpu $(TUNIX_VENV)/bin/python benchmarks/peers/tunix_ppo.py --workload $$w \
+	    >> $(PPO_TUNIX_RESULTS) || exit 1; \
+	done; done
+
 presets: $(STAMP)
 	$(PY) -m hh.models.presets
 

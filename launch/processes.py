@@ -42,6 +42,12 @@ def describe(returncode: int) -> str:
     return f"exited with {returncode}"
 
 
+def is_abort(returncode: int) -> bool:
+    """SIGABRT: how a JAX process stops when the coordination service reports a dead peer, so when
+    several are found dead at one poll the one that did not abort is the likelier cause."""
+    return returncode in (-signal.SIGABRT, 128 + signal.SIGABRT)
+
+
 def combine(returncodes: list, first_failure) -> Outcome:
     """One outcome for the group: done if all are 0, preempted if all saved (75 or 0)."""
     codes = set(returncodes)
@@ -83,10 +89,9 @@ class Group:
         start, failed_at, first_failure = time.monotonic(), None, None
         while any(p.poll() is None for p in self.procs):
             now = time.monotonic()
-            for i, p in enumerate(self.procs):
-                rc = p.poll()
-                if rc is not None and rc not in (0, EXIT_PREEMPTED) and first_failure is None:
-                    first_failure, failed_at = i, now
+            failed = [i for i, p in enumerate(self.procs) if p.poll() not in (None, 0, EXIT_PREEMPTED)]
+            if failed and first_failure is None:
+                first_failure, failed_at = min(failed, key=lambda i: is_abort(self.procs[i].returncode)), now
             if failed_at is not None and now - failed_at > grace_s:
                 self.signal_all(signal.SIGKILL)     # they would hang in a collective
             if timeout_s and now - start > timeout_s:

@@ -51,10 +51,16 @@ def test_pairwise_elo_is_the_two_player_maximum_likelihood():
     out = evaluate.pairwise_elo(sr, s0, temperature=0.5)
     w = np.mean(1 / (1 + np.exp(-(sr - s0) / 0.5)))          # float64 reference
     assert out["win_rate"] == pytest.approx(w, rel=1e-12)
-    # two players: the Bradley-Terry MLE is the log-odds of the (soft) win share
-    assert out["elo"] == pytest.approx(400 * math.log10(w / (1 - w)), rel=1e-6)
+    # two players: the Bradley-Terry MLE is the log-odds of the (soft, smoothed) win counts
+    n, half = len(s0), evaluate.WIN_SMOOTHING
+    assert out["elo"] == pytest.approx(400 * math.log10((n * w + half) / (n * (1 - w) + half)), rel=1e-6)
     assert out["stderr"] > 0
     assert evaluate.pairwise_elo(s0, s0) == {"win_rate": 0.5, "elo": 0.0, "stderr": 0.0}
+
+
+def test_elo_stays_finite_when_one_policy_always_wins():
+    out = evaluate.pairwise_elo(np.ones(20), np.zeros(20), temperature=1e-6)
+    assert out["win_rate"] == pytest.approx(1.0) and math.isfinite(out["elo"]) and out["elo"] > 400
 
 
 def test_gold_elo_table_anchors_round0():

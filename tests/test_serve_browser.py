@@ -90,7 +90,24 @@ def pool(pm_chain):
 
     config = serve_cfg.get_config("smoke")
     config.models_root = str(pm_chain["lm"].parent)
-    return load_pool(resolve_paths(config))
+    return SlowFirstPair(load_pool(resolve_paths(config)))
+
+
+class SlowFirstPair:
+    """The real pool, with its first pair held back a second: the page's busy state is then there
+    to see even when other tests in the session compiled the samplers already."""
+
+    def __init__(self, pool):
+        self.pool, self.calls = pool, 0
+
+    def pick(self, rng):
+        return self.pool.pick(rng)
+
+    def candidates(self, contexts, pairs, seed):
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(1.0)
+        return self.pool.candidates(contexts, pairs, seed)
 
 
 def test_without_a_valid_token_the_page_asks_for_the_invite_link(browser, tmp_path):

@@ -19,6 +19,14 @@ from hh.eval.pm_eval import accuracy
 from hh.online import mix
 
 STATIC_TEST = ("synthetic-helpful:test", "synthetic-harmless:test")
+# Half a win each way added to every pair of models before the Elo fit: when one policy beats the
+# other on every prompt (a near-deterministic labeler) the maximum-likelihood Elo is infinite.
+WIN_SMOOTHING = 0.5
+
+
+def smoothed_wins(scores):
+    wins = pm_soft_wins(scores)
+    return wins + WIN_SMOOTHING * (1.0 - np.eye(len(wins)))
 
 
 # --- labelers -----------------------------------------------------------------------------------
@@ -124,11 +132,11 @@ def policy_responses(config, policy_dir) -> list[str]:
 
 def pairwise_elo(scores_r, scores_0, temperature: float = 1.0) -> dict:
     """Soft win rate of r over 0, mean σ((s_r − s_0)/T), and the Elo difference it implies with the
-    Elo fit's standard error (hh.eval.elo)."""
+    Elo fit's standard error (hh.eval.elo; wins smoothed by WIN_SMOOTHING)."""
     scores = np.stack([np.asarray(scores_0, np.float64), np.asarray(scores_r, np.float64)])
     if temperature > 0:
         scores = scores / temperature
-    wins = pm_soft_wins(scores)
+    wins = smoothed_wins(scores)
     win_rate = float(np.mean(1.0 / (1.0 + np.exp(-(scores[1] - scores[0])))))
     if np.allclose(scores[0], scores[1]):
         return {"win_rate": 0.5, "elo": 0.0, "stderr": 0.0}
@@ -170,8 +178,10 @@ def evaluate_round(config, folders, r: int, folder) -> dict:
 def gold_elo_table(evals: list[dict], temperature: float) -> list[dict]:
     """The maximum-likelihood gold Elo of every round's policy from the gold scores of all of them
     on the same prompts (round 0 anchored at 0)."""
+    if len(evals) == 1:     # round 0 alone: the anchor
+        return [{"model": f"round{evals[0]['round']}", "elo": 0.0, "stderr": 0.0}]
     scores = np.stack([np.asarray(e["gold_scores"], np.float64) for e in evals])
     if temperature > 0:
         scores = scores / temperature
-    fit = fit_elo(pm_soft_wins(scores), anchor=0)
+    fit = fit_elo(smoothed_wins(scores), anchor=0)
     return elo_table([f"round{e['round']}" for e in evals], fit)

@@ -1,0 +1,241 @@
+"""One PPO iteration of hh, timed by phase, against the hardware's roofline (issue 10).
+
+`python benchmarks/ppo_iteration.py --workload W1|W2 [--iterations N] [--trace DIR]` builds the
+workload of benchmarks/ppo_workloads.py from hh's own pieces, the very functions the PPO stage
+jits (hh.rl.rollout / scoring / ppo): policy, frozen reference, critic and PM of one shape (SwiGLU
+MLP with hidden 4·d_model, RMSNorm, rotary, untied head, float32), random prompts of exactly the
+prompt length, temperature-1 sampling over the full vocabulary with EOS banned, the KL penalty in
+the reward, GAE γ = 1, λ = 0.95, one epoch over the full batch as one minibatch.
+
+Each phase is its own jitted call, timed with block_until_ready: rollout (prefill + KV-cache
+decode), scoring (old and reference log-probs, values, PM reward, advantages), train (policy and
+critic Adam steps), other (the rest of the iteration's wall time: dispatch, host work). The median
+is over the iterations after the first (compilation). The roofline: each phase's analytic FLOPs
+against this process's float32 matmul peak, and the decode loop's bytes read (weights + KV cache
+per token) against the measured memory bandwidth. Prints one JSON line.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ppo_workloads import PHASES, workload  # noqa: E402
+
+from hh.models.sampling import SamplingConfig, generate  # noqa: E402
+from hh.models.transformer import TransformerConfig, TransformerLM  # noqa: E402
+from hh.pm.model import PreferenceModel  # noqa: E402
+from hh.rl import scoring  # noqa: E402
+from hh.rl.logprobs import ValueModel  # noqa: E402
+from hh.rl.ppo import bind_loss, init_ppo_state, ppo_update  # noqa: E402
+from hh.train.flops import matmul_params  # noqa: E402
+from hh.train.state import strip_boxes  # noqa: E402
+
+
+def model_config(w) -> TransformerConfig:
+    return TransformerConfig(vocab_size=w["vocab"], d_model=w["d_model"], n_layers=w["layers"],
+                             n_heads=w["heads"], d_head=w["head_dim"], d_ff=w["mlp_hidden_factor"] * w["d_model"],
+                             max_len=w["prompt_len"] + w["gen_len"] + 1, norm="rmsnorm", activation="swiglu",
+                             tie_embeddings=False, position="rotary", dtype="float32", param_dtype="float32")
+
+
+def configs(w):
+    rollout = ml_collections.ConfigDict(dict(max_new_tokens=w["gen_len"], temperature=w["temperature"],
+                                             truncated_penalty=0.0))
+    ppo = ml_collections.ConfigDict(dict(epochs=w["epochs"], minibatches=w["minibatches"], clip_eps=w["clip_eps"],
+                                         value_clip_eps=0.2, value_coef=1.0, entropy_coef=0.0, gamma=w["gamma"],
+                                         lam=w["lam"], kl_estimator="k1", whiten_advantages=True))
+    return rollout, ppo
+
+
+class Workload:
+    """The models, params, optimizers and the three jitted phases of one workload."""
+
+    def __init__(self, w):
+        self.w, cfg = w, model_config(w)
+        self.cfg = cfg
+        self.eos = w["vocab"] - 1          # never sampled; the PM reads its score at this id
+        self.models = {"policy": TransformerLM(cfg), "value": ValueModel(cfg),
+                       "pm": PreferenceModel(cfg, eoc_id=self.eos)}
+        self.sampling = SamplingConfig(max_new_tokens=w["gen_len"], temperature=w["temperature"],
+                                       eos_id=self.eos, banned_ids=(self.eos,), pad_id=0)
+        self.rollout_cfg, self.ppo_cfg = configs(w)
+        seq = w["prompt_len"] + w["gen_len"] + 1
+        tokens = jnp.zeros((1, seq), jnp.int32)
+        keys = jax.random.split(jax.random.key(w["seed"]), 4)
+        init = jax.jit(lambda k: strip_boxes(self.models["policy"].init(k, tokens)["params"]))
+        policy, reference = init(keys[0]), init(keys[1])
+        value = jax.jit(lambda k: strip_boxes(self.models["value"].init(
+            k, tokens, tokens, jnp.ones_like(tokens))["params"]))(keys[2])
+        pm = jax.jit(lambda k: strip_boxes(self.models["pm"].init(k, tokens)["params"]))(keys[3])
+        self.optimizers = {"policy": optax.adam(w["learning_rate"]), "value": optax.adam(w["learning_rate"])}
+        self.state = init_ppo_state({"policy": policy, "value": value}, self.optimizers, w["kl_coef"])
+        self.frozen = {"reference": reference, "pm": pm}
+        self.params = {k: sum(x.size for x in jax.tree.leaves(p)) for k, p in
+                       (("policy", policy), ("reference", reference), ("value", value), ("pm", pm))}
+        rng = np.random.default_rng(w["seed"])
+        b, p = w["batch"], w["prompt_len"]
+        self.prompts = {"tokens": jnp.asarray(rng.integers(1, self.eos, (b, p)), jnp.int32),
+                        "segment_ids": jnp.ones((b, p), jnp.int32),
+                        "positions": jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))}
+        self.phases = self._phases()
+
+    def _phases(self):
+        models, sampling, base = self.models, self.sampling, jax.random.key(self.w["seed"] + 1)
+        score = jax.jit(lambda params, frozen, prompts, samples, kl_coef: scoring.score_rollout(
+            params, frozen, prompts, samples, kl_coef, policy_model=models["policy"], value_model=models["value"],
+            pm_model=models["pm"], rollout_cfg=self.rollout_cfg, ppo_cfg=self.ppo_cfg))
+        loss = bind_loss(*scoring.transformer_fns(models["policy"], models["value"], self.w["temperature"]),
+                         self.ppo_cfg)
+
+        def update(state, rollout):
+            rng = jax.random.fold_in(jax.random.fold_in(base, state.step), 1)
+            return ppo_update(state, rollout, rng, loss_terms=loss, optimizers=self.optimizers,
+                              epochs=self.ppo_cfg.epochs, minibatches=self.ppo_cfg.minibatches)
+
+        def rollout(policy_params, prompts, step):
+            return generate(policy_params, self.cfg, prompts, jax.random.fold_in(base, step), sampling)
+        return {"rollout": jax.jit(rollout), "scoring": score, "train": jax.jit(update, donate_argnums=0)}
+
+    def iteration(self):
+        """One PPO iteration -> {phase: seconds} (+ "total")."""
+        times, start = {}, time.perf_counter()
+        t = time.perf_counter()
+        samples = jax.block_until_ready(self.phases["rollout"](self.state.params["policy"], self.prompts, self.state.step))
+        times["rollout"] = time.perf_counter() - t
+        t = time.perf_counter()
+        rollout, _, metrics = jax.block_until_ready(self.phases["scoring"](
+            self.state.params, self.frozen, self.prompts, samples, self.state.kl_coef))
+        times["scoring"] = time.perf_counter() - t
+        rollout = {k: rollout[k] for k in scoring.ROLLOUT_KEYS}
+        t = time.perf_counter()
+        self.state, _ = jax.block_until_ready(self.phases["train"](self.state, rollout))
+        times["train"] = time.perf_counter() - t
+        times["total"] = time.perf_counter() - start
+        times["other"] = max(0.0, times["total"] - times["rollout"] - times["scoring"] - times["train"])
+        self.generated = int(np.sum(np.asarray(samples.lengths)))
+        return times
+
+
+# ----------------------------------------------------------------------------- the roofline
+
+
+def phase_flops(w, cfg) -> dict:
+    """Analytic FLOPs per iteration: 2·N_matmul per token forward (6· forward + backward) plus
+    attention (QKᵀ and AV over the causal prefix as computed: the dense kernel's full rows)."""
+    n = matmul_params(cfg)
+    trunk = n - cfg.d_model * cfg.vocab_size             # critic and PM have no LM head
+    b, p, g = w["batch"], w["prompt_len"], w["gen_len"]
+    seq = p + g
+    width = cfg.n_layers * cfg.n_heads * cfg.d_head
+    attn_fwd_seq = 4.0 * width * seq * seq                # QKᵀ + AV over [seq, seq], per sequence
+    prefill = 2.0 * n * p * b + 4.0 * width * p * p * b
+    decode = sum(2.0 * n * b + 4.0 * width * (p + t + 1) * b for t in range(g))
+    forward = lambda params: 2.0 * params * seq * b + attn_fwd_seq * b   # noqa: E731
+    scoring_flops = 2 * forward(n) + forward(trunk) + forward(trunk) + 2.0 * b   # old, ref, value, PM (+1 token)
+    train = 3 * forward(n) * w["epochs"] + 3 * forward(trunk) * w["epochs"]
+    return {"rollout": prefill + decode, "scoring": scoring_flops, "train": train}
+
+
+def decode_bytes(w, cfg) -> float:
+    """Bytes the decode loop must read: every weight once per generated token (float32) plus the
+    KV cache up to that token, for the whole batch."""
+    weights = 4.0 * matmul_params(cfg)
+    kv_per_token = 4.0 * 2 * cfg.n_layers * cfg.kv_heads * cfg.d_head * w["batch"]
+    p, g = w["prompt_len"], w["gen_len"]
+    return sum(weights + kv_per_token * (p + t + 1) for t in range(g))
+
+
+def matmul_peak(n=2048, runs=7) -> float:
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return 2.0 * n ** 3 / statistics.median(times)
+
+
+def memory_bandwidth(mib=256, runs=7) -> float:
+    """Bytes/s of reading a large float32 array once (a reduction: read-bound)."""
+    x = jnp.ones((mib << 20) // 4, jnp.float32)
+    f = jax.jit(jnp.sum)
+    f(x).block_until_ready()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f(x).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return x.size * 4 / statistics.median(times)
+
+
+def cpu_info() -> dict:
+    model, flags = platform.processor(), set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"model": model, "cores": os.cpu_count(),
+            "simd": sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))}
+
+
+def run(name: str, iterations: int = 0, trace: str = "") -> dict:
+    w = workload(name)
+    iterations = iterations or w["iterations"]
+    peak, bandwidth = matmul_peak(), memory_bandwidth()
+    start = time.perf_counter()
+    bench = Workload(w)
+    setup_s = time.perf_counter() - start
+    rows = [bench.iteration() for _ in range(iterations)]
+    if trace:
+        with jax.profiler.trace(trace):
+            bench.iteration()
+    steady = rows[1:] or rows
+    median = {k: statistics.median(r[k] for r in steady) for k in (*PHASES, "total")}
+    flops = phase_flops(w, bench.cfg)
+    roof = {k: flops[k] / peak for k in flops}
+    roof["rollout"] = max(roof["rollout"], decode_bytes(w, bench.cfg) / bandwidth)
+    return {
+        "side": "hh", "workload": name, "params": {**bench.params, "total": sum(bench.params.values())},
+        "setup_s": setup_s, "compile_s": rows[0]["total"] - median["total"],
+        "iteration_s_median": median["total"], "iterations_s": [r["total"] for r in rows],
+        "phases_s": {k: median[k] for k in PHASES},
+        "generated_tokens_per_s": bench.generated / median["rollout"],
+        "roofline": {"matmul_peak_flop_s": peak, "memory_bandwidth_bytes_s": bandwidth,
+                     "phase_flops": flops, "decode_bytes": decode_bytes(w, bench.cfg),
+                     "phase_roofline_s": roof,
+                     "fraction": {k: roof[k] / median[k] for k in roof},
+                     "iteration_fraction": sum(roof.values()) / median["total"]},
+        "jax_version": jax.__version__, "cpu": cpu_info(), "mlp": "swiglu, hidden 4·d_model",
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workload", required=True, choices=["W1", "W2"])
+    parser.add_argument("--iterations", type=int, default=0, help="default: the workload's")
+    parser.add_argument("--trace", default="", help="write a JAX profiler trace of one more iteration here")
+    args = parser.parse_args(argv)
+    print(json.dumps(run(args.workload, args.iterations, args.trace)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Smoke tests of the PPO benchmarks (issue 10): both sides run 2 iterations of W1 and print the
+JSON line the comparison reads; no timing is asserted (benchmarks/ holds the timed runs)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+TUNIX_PYTHON = os.path.join(ROOT, "benchmarks", "peers", ".venv-tunix", "bin", "python")
+
+
+def check_row(row, side):
+    assert row["side"] == side and row["workload"] == "W1"
+    assert set(row["phases_s"]) == {"rollout", "scoring", "train", "other"}
+    assert len(row["iterations_s"]) == 2 and row["iteration_s_median"] > 0
+    assert row["generated_tokens_per_s"] > 0
+
+
+def test_hh_ppo_iteration_w1_runs_and_reports_its_roofline():
+    import ppo_iteration
+
+    row = ppo_iteration.run("W1", iterations=2)
+    check_row(row, "hh")
+    assert row["params"]["policy"] == row["params"]["reference"] > row["params"]["value"] == row["params"]["pm"]
+    flops = row["roofline"]["phase_flops"]
+    assert flops["train"] > flops["scoring"] > flops["rollout"] > 0
+    assert 0 < row["roofline"]["iteration_fraction"]
+    json.dumps(row)
+
+
+def test_policy_params_match_the_workload_by_hand():
+    """W1: embed 4096·128 + head 128·4096 + 2 layers of (4·128² attention + 3·128·512 SwiGLU + 2 norms)
+    + final norm (RMSNorm: scales only)."""
+    import ppo_iteration
+    from ppo_workloads import workload
+
+    w = workload("W1")
+    bench = ppo_iteration.Workload(w)
+    per_layer = 4 * 128 * 128 + 3 * 128 * 512 + 2 * 128
+    assert bench.params["policy"] == 2 * 4096 * 128 + 2 * per_layer + 128
+    assert bench.params["value"] == 4096 * 128 + 2 * per_layer + 128 + 128 + 1   # no LM head; scalar head
+
+
+@pytest.mark.skipif(not os.path.exists(TUNIX_PYTHON), reason="the tunix venv is not installed "
+                    "(make bench-ppo-peer-env; about 1.6 GB)")
+def test_tunix_peer_w1_runs():
+    out = subprocess.run([TUNIX_PYTHON, os.path.join(ROOT, "benchmarks", "peers", "tunix_ppo.py"),
+                          "--workload", "W1", "--iterations", "2"], capture_output=True, text=True,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    check_row(json.loads(out.stdout.strip().splitlines()[-1]), "tunix")
+
+
+def test_comparison_table_has_ratios_and_fractions():
+    import ppo_compare
+
+    def row(side, total, phases):
+        return {"side": side, "workload": "W1", "iteration_s_median": total,
+                "phases_s": dict(zip(("rollout", "scoring", "train", "other"), phases)),
+                "roofline": {"phase_roofline_s": {"rollout": 0.01, "scoring": 0.02, "train": 0.03}}}
+    text = ppo_compare.table([row("hh", 0.2, (0.05, 0.05, 0.09, 0.01)), row("tunix", 0.4, (0.1, 0.1, 0.18, 0.02))])
+    assert "| W1 | **total** | 0.2000 | 0.4000 | 0.50 | 30% | 15% |" in text
+    assert "| W1 | rollout | 0.0500 | 0.1000 | 0.50 | 20% | 10% |" in text
