@@ -131,19 +131,21 @@ class Workload:
 
 
 def phase_flops(w, cfg) -> dict:
-    """Analytic FLOPs per iteration: 2·N_matmul per token forward (6· forward + backward) plus
-    attention (QKᵀ and AV over the causal prefix as computed: the dense kernel's full rows)."""
-    n = matmul_params(cfg)
-    trunk = n - cfg.d_model * cfg.vocab_size             # critic and PM have no LM head
+    """The FLOPs an iteration needs: 2·params per token forward (6· forward + backward) plus
+    attention (QKᵀ and AV, full rows as the dense kernel computes them); the LM head only where a
+    token is sampled or scored (the response), the critic and PM have none."""
+    head = cfg.d_model * cfg.vocab_size
+    trunk = matmul_params(cfg) - head
     b, p, g = w["batch"], w["prompt_len"], w["gen_len"]
     seq = p + g
     width = cfg.n_layers * cfg.n_heads * cfg.d_head
-    attn_fwd_seq = 4.0 * width * seq * seq                # QKᵀ + AV over [seq, seq], per sequence
-    prefill = 2.0 * n * p * b + 4.0 * width * p * p * b
-    decode = sum(2.0 * n * b + 4.0 * width * (p + t + 1) * b for t in range(g))
-    forward = lambda params: 2.0 * params * seq * b + attn_fwd_seq * b   # noqa: E731
-    scoring_flops = 2 * forward(n) + forward(trunk) + forward(trunk) + 2.0 * b   # old, ref, value, PM (+1 token)
-    train = 3 * forward(n) * w["epochs"] + 3 * forward(trunk) * w["epochs"]
+    attention = 4.0 * width * seq * seq * b               # QKᵀ + AV over [seq, seq], forward
+    prefill = 2.0 * trunk * p * b + 2.0 * head * b + 4.0 * width * p * p * b
+    decode = sum(2.0 * (trunk + head) * b + 4.0 * width * (p + t + 1) * b for t in range(g - 1))
+    policy_forward = 2.0 * trunk * seq * b + 2.0 * head * g * b + attention
+    scalar_forward = 2.0 * trunk * (seq + 1) * b + attention   # critic; the PM reads one more token
+    scoring_flops = 2 * policy_forward + 2 * scalar_forward     # old, reference, values, PM
+    train = 3 * w["epochs"] * (policy_forward + scalar_forward)
     return {"rollout": prefill + decode, "scoring": scoring_flops, "train": train}
 
 

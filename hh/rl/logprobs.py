@@ -12,7 +12,6 @@ import jax.numpy as jnp
 
 from hh.models.heads import ScalarHead
 from hh.models.transformer import TransformerLM
-from hh.train.losses import token_log_probs
 
 
 def response_mask(lengths, width: int):
@@ -30,13 +29,6 @@ def sequence_inputs(prompts: dict, response_tokens, response_real):
             "segment_ids": real.astype(jnp.int32), "positions": positions}
 
 
-def entropy_from_logits(logits):
-    """Entropy of softmax(logits) per position: [..., vocab] -> [...] float32."""
-    logits = logits.astype(jnp.float32)
-    log_p = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
-
-
 def response_logprobs(params, model: TransformerLM, prompts, response_tokens, mask, temperature: float):
     """log π(y_t | x, y_<t) and the policy entropy at each response token.
 
@@ -44,12 +36,14 @@ def response_logprobs(params, model: TransformerLM, prompts, response_tokens, ma
     both 0 on padding. Token t is predicted at the position before it (index P − 1 + t).
     """
     inputs = sequence_inputs(prompts, response_tokens, mask)
-    p = prompts["tokens"].shape[1]
-    logits = model.apply({"params": params}, inputs["tokens"], inputs["positions"],
-                         inputs["segment_ids"])["logits"]
-    logits = logits[:, p - 1:-1].astype(jnp.float32) / temperature
-    logp = token_log_probs(logits, response_tokens)
-    return logp * mask, entropy_from_logits(logits) * mask
+    p, n = prompts["tokens"].shape[1], response_tokens.shape[1]
+    # the head only where a response token is predicted: the prompt's logits are never read
+    logits = model.apply({"params": params}, inputs["tokens"], inputs["positions"], inputs["segment_ids"],
+                         logits_range=(p - 1, p - 1 + n))["logits"]
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
+    logp = jnp.take_along_axis(log_p, response_tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)   # one log-softmax serves both
+    return logp * mask, entropy * mask
 
 
 class ValueModel(nn.Module):
