@@ -158,29 +158,28 @@ def decode_bytes(w, cfg) -> float:
     return sum(weights + kv_per_token * (p + t + 1) for t in range(g))
 
 
-def matmul_peak(n=2048, runs=7) -> float:
+def median_seconds(f, *args, runs: int = 7) -> float:
+    """Median wall time of a jitted f(*args) after one warm-up call."""
+    f = jax.jit(f)
+    f(*args).block_until_ready()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f(*args).block_until_ready()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def matmul_peak(n=2048) -> float:
+    """FLOP/s of a float32 [n, n] @ [n, n]: the compute roof."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        times.append(time.perf_counter() - t)
-    return 2.0 * n ** 3 / statistics.median(times)
+    return 2.0 * n ** 3 / median_seconds(lambda x: x @ x, a)
 
 
-def memory_bandwidth(mib=256, runs=7) -> float:
-    """Bytes/s of reading a large float32 array once (a reduction: read-bound)."""
+def memory_bandwidth(mib=256) -> float:
+    """Bytes/s of reading a large float32 array once (a reduction: read-bound): the memory roof."""
     x = jnp.ones((mib << 20) // 4, jnp.float32)
-    f = jax.jit(jnp.sum)
-    f(x).block_until_ready()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        f(x).block_until_ready()
-        times.append(time.perf_counter() - t)
-    return x.size * 4 / statistics.median(times)
+    return x.size * 4 / median_seconds(jnp.sum, x)
 
 
 def cpu_info() -> dict:

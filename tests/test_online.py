@@ -226,3 +226,17 @@ def test_human_collection_serves_the_pool_until_enough_comparisons(tmp_path):
     assert not thread.is_alive() and result["comparisons"] == 3
     rows = store.comparisons("round1")
     assert [r["turn"] for r in rows] == [0, 1, 2] and {r["labeler_id"] for r in rows} == {"alice"}
+
+
+@pytest.mark.parametrize("path,value", [("collect.source", "crowd"), ("collect.labeler", "oracle"),
+                                        ("mix.online_fraction", 1.5), ("rounds", 0)])
+def test_bad_loop_fields_fail_before_anything_runs(tmp_path, path, value):
+    from hh.config import ConfigError
+    from hh.online.stage import train_and_evaluate
+
+    config = online_config.get_config("smoke")
+    section, _, field = path.rpartition(".")
+    (config[section] if section else config)[field] = value
+    with pytest.raises(ConfigError, match=path.split(".")[-1]):
+        train_and_evaluate(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()

@@ -14,7 +14,7 @@ import numpy as np
 from etils import epath
 
 from hh.data import dialogue
-from hh.eval.elo import elo_difference, elo_table, fit_elo, pm_soft_wins
+from hh.eval.elo import elo_table, fit_elo, pm_soft_wins
 from hh.eval.pm_eval import accuracy
 from hh.online import mix
 
@@ -141,8 +141,7 @@ def pairwise_elo(scores_r, scores_0, temperature: float = 1.0) -> dict:
     if np.allclose(scores[0], scores[1]):
         return {"win_rate": 0.5, "elo": 0.0, "stderr": 0.0}
     fit = fit_elo(wins, anchor=0)
-    return {"win_rate": win_rate, "elo": float(fit.ratings[1]), "stderr": float(fit.stderr[1]),
-            "elo_from_win_rate": float(elo_difference(win_rate))}
+    return {"win_rate": win_rate, "elo": float(fit.ratings[1]), "stderr": float(fit.stderr[1])}
 
 
 def evaluate_round(config, folders, r: int, folder) -> dict:

@@ -16,6 +16,7 @@ import sys
 from etils import epath
 
 from hh import main
+from hh.config import ConfigError
 from hh.online import collect, evaluate, mix
 from hh.online.pool import build_pool, round_specs
 from hh.parallel import distributed
@@ -101,15 +102,12 @@ def collect_step(r):
         pool = build_pool(specs, config.pool, previous_pm, rows=c.rows_per_call, seed=c.seed + r)
         store = Store(folder / STORE)
         tag = f"round{r}"
-        gold = evaluate.load_labeler(config, folders)
+        gold = evaluate.load_labeler(config, folders)   # also what the agreement is measured against
         if c.source == "simulated":
-            stats = collect.collect_simulated(store, pool, gold if c.labeler == "gold" else evaluate.rule_labeler(config),
-                                              c, r, tag, config.lm.data.seed)
-        elif c.source == "human":
-            stats = collect.collect_human(store, pool, c, tag)
+            labeler = gold if c.labeler == "gold" else evaluate.rule_labeler(config)
+            stats = collect.collect_simulated(store, pool, labeler, c, r, tag, config.lm.data.seed)
         else:
-            from hh.config import ConfigError
-            raise ConfigError(f"config.collect.source={c.source!r}: use 'simulated' or 'human'")
+            stats = collect.collect_human(store, pool, c, tag)
         rows = store.comparisons(tag)
         train, test, dropped = evaluate.export_round(rows, c.min_strength, c.test_fraction)
         mix.write_jsonl(train, folder / mix.ONLINE_FILE)
@@ -190,7 +188,26 @@ def online_steps(config) -> list[Step]:
     return out
 
 
+CHOICES = {"collect.source": ("simulated", "human"), "collect.labeler": ("gold", "rule"),
+           "pool.pairing": ("same", "random")}
+
+
+def validate(config) -> None:
+    """The loop's own fields, before a step runs (each stage checks its own section)."""
+    for path, choices in CHOICES.items():
+        section, field = path.split(".")
+        if config[section][field] not in choices:
+            raise ConfigError(f"config.{path}={config[section][field]!r}: use one of {list(choices)}")
+    if config.rounds < 1:
+        raise ConfigError(f"config.rounds={config.rounds}: at least 1")
+    if not 0.0 <= config.mix.online_fraction <= 1.0 or not 0.0 <= config.collect.red_team_fraction <= 1.0:
+        raise ConfigError("config.mix.online_fraction and config.collect.red_team_fraction must be in [0, 1]")
+    if not 0.0 <= config.collect.test_fraction < 1.0:
+        raise ConfigError(f"config.collect.test_fraction={config.collect.test_fraction}: use 0 <= f < 1")
+
+
 def train_and_evaluate(config, workdir):
     """Runs (or resumes) every step; -> {step: headline numbers}."""
+    validate(config)
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     return run_steps(online_steps(config), config, workdir)

@@ -31,6 +31,16 @@ MODES = ("helpful", "red-team")
 STRENGTHS = (1, 2, 3, 4)   # 1 = "slightly better" ... 4 = "much better"; 1 is dropped on export
 SCHEMA_VERSION = 1
 
+# What a pending pair and a recorded comparison share: the pair as it was shown.
+PAIR_COLUMNS = """
+        turn INTEGER NOT NULL,
+        context TEXT NOT NULL,
+        response_a TEXT NOT NULL, response_b TEXT NOT NULL,
+        model_a TEXT NOT NULL, model_b TEXT NOT NULL,
+        settings_a TEXT NOT NULL, settings_b TEXT NOT NULL,
+        seed_a INTEGER NOT NULL, seed_b INTEGER NOT NULL,
+        display_order TEXT NOT NULL,"""
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS labelers (
@@ -48,26 +58,12 @@ SCHEMA = (
         finished_at REAL)""",
     """CREATE TABLE IF NOT EXISTS pending (
         id TEXT PRIMARY KEY,
-        conversation_id TEXT UNIQUE NOT NULL REFERENCES conversations(id),
-        turn INTEGER NOT NULL,
-        context TEXT NOT NULL,
-        response_a TEXT NOT NULL, response_b TEXT NOT NULL,
-        model_a TEXT NOT NULL, model_b TEXT NOT NULL,
-        settings_a TEXT NOT NULL, settings_b TEXT NOT NULL,
-        seed_a INTEGER NOT NULL, seed_b INTEGER NOT NULL,
-        display_order TEXT NOT NULL,
+        conversation_id TEXT UNIQUE NOT NULL REFERENCES conversations(id),""" + PAIR_COLUMNS + """
         shown_at REAL NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS comparisons (
         id INTEGER PRIMARY KEY,
         pending_id TEXT UNIQUE NOT NULL,
-        conversation_id TEXT NOT NULL REFERENCES conversations(id),
-        turn INTEGER NOT NULL,
-        context TEXT NOT NULL,
-        response_a TEXT NOT NULL, response_b TEXT NOT NULL,
-        model_a TEXT NOT NULL, model_b TEXT NOT NULL,
-        settings_a TEXT NOT NULL, settings_b TEXT NOT NULL,
-        seed_a INTEGER NOT NULL, seed_b INTEGER NOT NULL,
-        display_order TEXT NOT NULL,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id),""" + PAIR_COLUMNS + """
         choice TEXT NOT NULL,
         strength INTEGER NOT NULL,
         edited INTEGER NOT NULL,
