@@ -20,6 +20,7 @@ def check_row(row, side):
     assert row["generated_tokens_per_s"] > 0
 
 
+@pytest.mark.slow      # ~20 s: CI runs it (make test); the everyday suite does not
 def test_hh_ppo_iteration_w1_runs_and_reports_its_roofline():
     import ppo_iteration
 
@@ -45,6 +46,7 @@ def test_policy_params_match_the_workload_by_hand():
     assert bench.params["value"] == 4096 * 128 + 2 * per_layer + 128 + 128 + 1   # no LM head; scalar head
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(TUNIX_PYTHON), reason="the tunix venv is not installed "
                     "(make bench-ppo-peer-env; about 1.6 GB)")
 def test_tunix_peer_w1_runs():
