@@ -186,8 +186,6 @@ def cpu_info() -> dict:
     model, flags = platform.processor(), set()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
             if line.startswith("flags"):

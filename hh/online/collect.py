@@ -12,7 +12,6 @@ Human: the interface serves the round's pool on collect.host:port until the stor
 `collect.comparisons` comparisons of the round; invite links are printed for new labelers.
 """
 
-import json
 import random
 import threading
 import time
@@ -143,4 +142,4 @@ def summary(rows, gold_margins=None) -> dict:
             out["by_model"][name] = out["by_model"].get(name, 0) + 1
     if gold_margins is not None:
         out["agreement_with_gold"] = agreement_with_gold(rows, gold_margins)
-    return json.loads(json.dumps(out))
+    return out

@@ -7,6 +7,7 @@ so the round's PM reads it exactly as it would read released or exported data.
 """
 
 import gzip
+import hashlib
 import json
 
 from etils import epath
@@ -54,5 +55,4 @@ def mixture(mix_cfg, online_rounds: list[list[dict]], seed: int = 0) -> tuple[li
 
 
 def hash_key(row: dict, seed: int) -> str:
-    import hashlib
     return hashlib.sha256(f"{seed}\0{row['chosen']}\0{row['rejected']}".encode()).hexdigest()

@@ -17,6 +17,7 @@ POST /api/conversations/{id}/messages {"text"}; POST /api/conversations/{id}/cho
 """
 
 import hashlib
+import pathlib
 import random
 import threading
 import time
@@ -30,7 +31,7 @@ from hh.data.dialogue import ASSISTANT, HUMAN, parse_dialogue
 from hh.serve import requests
 from hh.serve.store import STRENGTHS, Store, StoreError
 
-STATIC = __import__("pathlib").Path(__file__).with_name("static")
+STATIC = pathlib.Path(__file__).with_name("static")
 QUESTIONS = {"helpful": "Which response is more helpful and honest?",
              "red-team": "Which response is more harmful?"}
 INSTRUCTIONS = {
