@@ -48,6 +48,12 @@ def is_abort(returncode: int) -> bool:
     return returncode in (-signal.SIGABRT, 128 + signal.SIGABRT)
 
 
+def likeliest_cause(returncodes: list) -> int:
+    """Of the processes found failed at one poll, the first that did not abort (else the first)."""
+    failed = [i for i, rc in enumerate(returncodes) if rc not in (None, 0, EXIT_PREEMPTED)]
+    return min(failed, key=lambda i: is_abort(returncodes[i]))
+
+
 def combine(returncodes: list, first_failure) -> Outcome:
     """One outcome for the group: done if all are 0, preempted if all saved (75 or 0)."""
     codes = set(returncodes)
@@ -56,8 +62,9 @@ def combine(returncodes: list, first_failure) -> Outcome:
     if codes <= {0, EXIT_PREEMPTED}:
         return Outcome(EXIT_PREEMPTED, "preempted: every process saved a checkpoint")
     parts = [f"process {i} {describe(rc)}" for i, rc in enumerate(returncodes)]
-    culprit = first_failure if first_failure is not None else \
-        next(i for i, rc in enumerate(returncodes) if rc not in (0, EXIT_PREEMPTED))
+    if first_failure is None:     # all were found stopped at one poll: an abort is the likelier echo
+        first_failure = likeliest_cause(returncodes)
+    culprit = first_failure
     code = returncodes[culprit] if returncodes[culprit] > 0 else 128 - returncodes[culprit]
     return Outcome(code, f"process {culprit} failed first; " + "; ".join(parts))
 
@@ -91,7 +98,8 @@ class Group:
             now = time.monotonic()
             failed = [i for i, p in enumerate(self.procs) if p.poll() not in (None, 0, EXIT_PREEMPTED)]
             if failed and first_failure is None:
-                first_failure, failed_at = min(failed, key=lambda i: is_abort(self.procs[i].returncode)), now
+                codes = [p.returncode if i in failed else None for i, p in enumerate(self.procs)]
+                first_failure, failed_at = likeliest_cause(codes), now
             if failed_at is not None and now - failed_at > grace_s:
                 self.signal_all(signal.SIGKILL)     # they would hang in a collective
             if timeout_s and now - start > timeout_s:

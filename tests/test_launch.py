@@ -73,6 +73,10 @@ def test_group_outcome_names_the_process_that_failed_first():
     assert out.returncode == 128 + signal.SIGKILL
     assert out.message.startswith("process 1 failed first")
     assert "process 1 was killed by SIGKILL" in out.message and "134 (SIGABRT)" in out.message
+    # Both found stopped at one poll (the peer aborted within the poll interval): the abort is the echo.
+    both = processes.combine([-signal.SIGABRT, -signal.SIGKILL], first_failure=None)
+    assert both.message.startswith("process 1 failed first")
+    assert processes.combine([3, -signal.SIGABRT], None).message.startswith("process 0 failed first")
 
 
 def test_a_dead_process_does_not_leave_its_peer_running(tmp_path):
