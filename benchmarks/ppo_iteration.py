@@ -37,7 +37,7 @@ from hh.models.transformer import TransformerConfig, TransformerLM  # noqa: E402
 from hh.pm.model import PreferenceModel  # noqa: E402
 from hh.rl import scoring  # noqa: E402
 from hh.rl.logprobs import ValueModel  # noqa: E402
-from hh.rl.ppo import bind_loss, init_ppo_state, ppo_update  # noqa: E402
+from hh.rl.ppo import bind_loss, init_ppo_state, ppo_update_scoring_first  # noqa: E402
 from hh.train.flops import matmul_params  # noqa: E402
 from hh.train.state import strip_boxes  # noqa: E402
 
@@ -91,21 +91,29 @@ class Workload:
         self.phases = self._phases()
 
     def _phases(self):
+        """The phases as hh.rl.stage.build_phases jits them for a one-minibatch config
+        (scores_in_update): scoring runs the frozen models, and the update's first step yields the
+        old log-probs and values from its own forward at θ_old."""
         models, sampling, base = self.models, self.sampling, jax.random.key(self.w["seed"] + 1)
-        score = jax.jit(lambda params, frozen, prompts, samples, kl_coef: scoring.score_rollout(
-            params, frozen, prompts, samples, kl_coef, policy_model=models["policy"], value_model=models["value"],
-            pm_model=models["pm"], rollout_cfg=self.rollout_cfg, ppo_cfg=self.ppo_cfg))
-        loss = bind_loss(*scoring.transformer_fns(models["policy"], models["value"], self.w["temperature"]),
-                         self.ppo_cfg)
+        fns = scoring.transformer_fns(models["policy"], models["value"], self.w["temperature"])
+        loss = bind_loss(*fns, self.ppo_cfg)
 
-        def update(state, rollout):
+        def score(frozen, prompts, samples):
+            frozen_scores = scoring.score_frozen(frozen, prompts, samples, policy_model=models["policy"],
+                                                 pm_model=models["pm"], rollout_cfg=self.rollout_cfg)
+            return scoring.partial_rollout(prompts, samples, frozen_scores)
+
+        def update(state, partial):
             rng = jax.random.fold_in(jax.random.fold_in(base, state.step), 1)
-            return ppo_update(state, rollout, rng, loss_terms=loss, optimizers=self.optimizers,
-                              epochs=self.ppo_cfg.epochs, minibatches=self.ppo_cfg.minibatches)
+            scoring_loss = bind_loss(*fns, self.ppo_cfg, complete=scoring.completion(state.kl_coef, self.ppo_cfg))
+            new, _, _, metrics = ppo_update_scoring_first(state, partial, rng, scoring_loss=scoring_loss,
+                                                          loss_terms=loss, optimizers=self.optimizers,
+                                                          epochs=self.ppo_cfg.epochs)
+            return new, metrics
 
         def rollout(policy_params, prompts, step):
             return generate(policy_params, self.cfg, prompts, jax.random.fold_in(base, step), sampling)
-        return {"rollout": jax.jit(rollout), "scoring": score, "train": jax.jit(update, donate_argnums=0)}
+        return {"rollout": jax.jit(rollout), "scoring": jax.jit(score), "train": jax.jit(update, donate_argnums=0)}
 
     def iteration(self):
         """One PPO iteration -> {phase: seconds} (+ "total")."""
@@ -114,12 +122,10 @@ class Workload:
         samples = jax.block_until_ready(self.phases["rollout"](self.state.params["policy"], self.prompts, self.state.step))
         times["rollout"] = time.perf_counter() - t
         t = time.perf_counter()
-        rollout, _, metrics = jax.block_until_ready(self.phases["scoring"](
-            self.state.params, self.frozen, self.prompts, samples, self.state.kl_coef))
+        partial = jax.block_until_ready(self.phases["scoring"](self.frozen, self.prompts, samples))
         times["scoring"] = time.perf_counter() - t
-        rollout = {k: rollout[k] for k in scoring.ROLLOUT_KEYS}
         t = time.perf_counter()
-        self.state, _ = jax.block_until_ready(self.phases["train"](self.state, rollout))
+        self.state, _ = jax.block_until_ready(self.phases["train"](self.state, partial))
         times["train"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - start
         times["other"] = max(0.0, times["total"] - times["rollout"] - times["scoring"] - times["train"])
@@ -144,7 +150,10 @@ def phase_flops(w, cfg) -> dict:
     decode = sum(2.0 * (trunk + head) * b + 4.0 * width * (p + t + 1) * b for t in range(g - 1))
     policy_forward = 2.0 * trunk * seq * b + 2.0 * head * g * b + attention
     scalar_forward = 2.0 * trunk * (seq + 1) * b + attention   # critic; the PM reads one more token
-    scoring_flops = 2 * policy_forward + 2 * scalar_forward     # old, reference, values, PM
+    # The least work: reference log-probs and the PM reward; the old log-probs and values are the
+    # first update step's own forward at θ_old (hh.rl.ppo.ppo_update_scoring_first), so a stack
+    # that computes them apart does two more forwards than the bound counts.
+    scoring_flops = policy_forward + scalar_forward
     train = 3 * w["epochs"] * (policy_forward + scalar_forward)
     return {"rollout": prefill + decode, "scoring": scoring_flops, "train": train}
 

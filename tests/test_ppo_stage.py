@@ -79,3 +79,22 @@ def test_resume_from_the_midway_checkpoint_continues_identically(pm_chain, ppo_r
         assert sorted(b) == list(range(1, ITERATIONS + 1))
         np.testing.assert_allclose([b[s] for s in range(7, ITERATIONS + 1)],
                                    [a[s] for s in range(7, ITERATIONS + 1)], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_one_minibatch_scores_in_the_update_and_matches_the_separate_phases(pm_chain, tmp_path):
+    """With one minibatch the update's first step yields the old log-probs and values
+    (scores_in_update); microbatches = 2 takes the separate score_rollout path. Same metrics."""
+    runs = {}
+    for micro in (1, 2):
+        config = _config(pm_chain, steps=3)
+        config.ppo.minibatches, config.ppo.epochs, config.train.microbatches = 1, 2, micro
+        config.loop.checkpoint_every = 3
+        main.run(config, str(tmp_path / f"micro{micro}"))
+        runs[micro] = tmp_path / f"micro{micro}"
+    for key in ("reward", "kl", "entropy", "explained_variance", "policy_loss", "value_loss", "approx_kl",
+                "policy_grad_norm", "kl_coef"):
+        a, b = _series(runs[1], key), _series(runs[2], key)
+        assert sorted(a) == sorted(b) == [1, 2, 3], key
+        np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=2e-4, atol=1e-6, err_msg=key)
+    assert json.loads((runs[1] / "phase_compiles.json").read_text()) == {"generate": 1, "score": 1, "update": 1}

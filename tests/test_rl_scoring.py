@@ -1,15 +1,21 @@
 """Scoring a rollout: the PM reward is read at the EOC right after the response content (stop
-marker stripped), and score_rollout's targets and metrics are consistent."""
+marker stripped), score_rollout's targets and metrics are consistent, and an update whose first
+step finishes the scoring gives what scoring then updating gives."""
+
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from hh.models.sampling import Samples
 from hh.rl.logprobs import response_logprobs
 from hh.pm.model import PreferenceModel
+from hh.rl import scoring
+from hh.rl.ppo import bind_loss, init_ppo_state, ppo_update, ppo_update_scoring_first
 from hh.rl.scoring import pm_inputs, pm_scores, score_rollout
 from rl_fixtures import prompts_and_responses, smoke_models, smoke_params
 
@@ -89,3 +95,50 @@ def test_score_rollout_targets_and_metrics():
     adv = np.asarray(rollout["advantages"])[np.asarray(mask) > 0]
     np.testing.assert_allclose([adv.mean(), adv.std()], [0.0, 1.0], atol=1e-4)
     assert float(m["response_length"]) == float(mask.sum(1).mean())
+
+
+def test_scoring_in_the_first_step_matches_scoring_then_updating():
+    cfg, policy, value = smoke_models()
+    params = smoke_params(policy, value)
+    frozen = {"reference": smoke_params(policy, value, seed=1)["policy"], "pm": _pm(cfg)[1]}
+    pm = _pm(cfg)[0]
+    prompts, tokens, mask = prompts_and_responses()
+    samples = _samples(tokens, mask, [0, 1, 0, 0, 1, 0, 1, 0])
+    rollout_cfg = ml_collections.ConfigDict(dict(temperature=0.8, truncated_penalty=-2.0))
+    ppo_cfg = ml_collections.ConfigDict(dict(kl_estimator="k1", gamma=1.0, lam=0.95, whiten_advantages=True,
+                                             clip_eps=0.2, value_clip_eps=0.2, value_coef=0.5, entropy_coef=0.01))
+    models = dict(policy_model=policy, pm_model=pm, rollout_cfg=rollout_cfg)
+    fns = scoring.transformer_fns(policy, value, rollout_cfg.temperature)
+    # SGD applies each gradient as it is (Adam's first step is ≈ sign(g), blind to small errors)
+    optimizers = {"policy": optax.sgd(0.05), "value": optax.sgd(0.05)}
+    state = init_ppo_state(params, optimizers, 0.1)
+    rng = jax.random.key(3)
+
+    @jax.jit
+    def separate(state):
+        rollout, _, metrics = score_rollout(state.params, frozen, prompts, samples, state.kl_coef,
+                                            value_model=value, ppo_cfg=ppo_cfg, **models)
+        rollout = {k: rollout[k] for k in scoring.ROLLOUT_KEYS}
+        new, per_step = ppo_update(state, rollout, rng, loss_terms=bind_loss(*fns, ppo_cfg),
+                                   optimizers=optimizers, epochs=2, minibatches=1)
+        return new, per_step, rollout, metrics
+
+    @jax.jit
+    def fused(state):
+        partial = scoring.partial_rollout(prompts, samples, scoring.score_frozen(frozen, prompts, samples, **models))
+        scoring_loss = bind_loss(*fns, ppo_cfg, complete=scoring.completion(state.kl_coef, ppo_cfg))
+        return ppo_update_scoring_first(state, partial, rng, scoring_loss=scoring_loss,
+                                        loss_terms=bind_loss(*fns, ppo_cfg), optimizers=optimizers, epochs=2)
+
+    want = separate(state)
+    got = fused(state)
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), want[0].params, params)
+    assert max(jax.tree.leaves(moved)) > 1e-3, "the test must move the params to mean anything"
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+    jax.tree.map(close, got[0].params, want[0].params)
+    assert int(got[0].step) == int(want[0].step) == 1
+    assert set(got[1]) == set(want[1]) and got[1]["policy_loss"].shape == (2,)
+    jax.tree.map(close, got[1], want[1])
+    jax.tree.map(close, {k: got[2][k] for k in scoring.ROLLOUT_KEYS}, want[2])
+    assert set(got[3]) == set(want[3])
+    jax.tree.map(close, got[3], want[3])

@@ -116,7 +116,7 @@ def test_cache_layout(scan):
     cfg = dataclasses.replace(BASE, scan_layers=scan, n_kv_heads=2)
     cache = kv_cache.init_cache(cfg, 3, 10)
     k = cache["layers"]["k"] if scan else cache["layers"]["layer_1"]["k"]
-    assert k.shape == ((2,) if scan else ()) + (3, 10, 2, 8) and k.dtype == jnp.float32
+    assert k.shape == ((2,) if scan else ()) + (3, 2, 10, 8) and k.dtype == jnp.float32
     axes = jax.tree_util.tree_leaves(kv_cache.cache_logical_axes(cfg), is_leaf=lambda x: isinstance(x, tuple))
     assert [len(a) for a in axes] == [x.ndim for x in jax.tree_util.tree_leaves(cache)]
     params = jax.eval_shape(TransformerLM(cfg).init, jax.random.key(0), jnp.zeros((1, 4), jnp.int32))

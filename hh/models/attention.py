@@ -31,21 +31,25 @@ def attention_mask(q_segment_ids, kv_segment_ids, q_index=None, kv_index=None):
     return causal & same_segment & not_padding
 
 
-def dense_attention(q, k, v, mask):
+def dense_attention(q, k, v, mask, kv_layout="bkhd"):
     """Softmax attention with grouped KV heads.
 
-    q: [batch, q_len, heads, d_head]; k, v: [batch, kv_len, kv_heads, d_head];
-    mask: [batch, q_len, kv_len] bool. Returns [batch, q_len, heads, d_head] in q's dtype.
-    Logits and softmax run in float32 whatever the compute dtype.
+    q: [batch, q_len, heads, d_head]; k, v: [batch, kv_len, kv_heads, d_head] ("bkhd"), or
+    [batch, kv_heads, kv_len, d_head] ("bhkd", the KV cache's layout); mask: [batch, q_len, kv_len]
+    bool. Returns [batch, q_len, heads, d_head] in q's dtype. Logits and softmax run in float32
+    whatever the compute dtype.
     """
+    if kv_layout not in ("bkhd", "bhkd"):
+        raise ValueError(f"unknown kv_layout {kv_layout!r}: use 'bkhd' or 'bhkd'")
     batch, q_len, heads, d_head = q.shape
-    kv_heads = k.shape[2]
+    kv_heads = k.shape[2] if kv_layout == "bkhd" else k.shape[1]
+    kv = kv_layout[1:]
     # Scaling q ([q_len, d_head]) is cheaper than scaling the [q_len, kv_len] logits.
     q = q.reshape(batch, q_len, kv_heads, heads // kv_heads, d_head) * (d_head ** -0.5)
-    logits = jnp.einsum("bqhgd,bkhd->bhgqk", q, k, preferred_element_type=jnp.float32)
+    logits = jnp.einsum(f"bqhgd,b{kv}->bhgqk", q, k, preferred_element_type=jnp.float32)
     logits = jnp.where(mask[:, None, None], logits, MASK_VALUE)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhgqk,bkhd->bqhgd", weights, v)
+    out = jnp.einsum(f"bhgqk,b{kv}->bqhgd", weights, v)
     return out.reshape(batch, q_len, heads, d_head)
 
 

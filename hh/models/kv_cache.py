@@ -13,11 +13,12 @@ from hh.models.transformer import BATCH, CACHE_AXES, LAYERS, LENGTH, Transformer
 def init_cache(cfg: TransformerConfig, batch: int, max_len: int, dtype=None) -> dict:
     """An empty cache of `max_len` slots: {"segment_ids": int32 [batch, max_len], "layers": ...}.
 
-    "layers" is {"k", "v"} [n_layers, batch, max_len, kv_heads, d_head] under cfg.scan_layers, else
-    {"layer_<i>": {"k", "v"} [batch, max_len, kv_heads, d_head]}. dtype defaults to the compute dtype.
+    "layers" is {"k", "v"} [n_layers, batch, kv_heads, max_len, d_head] under cfg.scan_layers, else
+    {"layer_<i>": {"k", "v"} [batch, kv_heads, max_len, d_head]} (heads before slots: see
+    transformer.CACHE_AXES). dtype defaults to the compute dtype.
     """
     dtype = cfg.compute_dtype if dtype is None else jnp.dtype(dtype)
-    shape = (batch, max_len, cfg.kv_heads, cfg.d_head)
+    shape = (batch, cfg.kv_heads, max_len, cfg.d_head)
     if cfg.scan_layers:
         shape = (cfg.n_layers, *shape)
 

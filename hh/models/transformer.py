@@ -146,26 +146,29 @@ def apply_rotary(x, positions, fraction, base=10000.0, inv_freq=None):
     return jnp.concatenate([rotated.astype(x.dtype), x_pass], axis=-1)
 
 
-# Logical axes of one layer's cached keys / values [batch, max_len, kv_heads, d_head]: like activations.
-CACHE_AXES = (BATCH, LENGTH, KV_HEADS, None)
+# Logical axes of one layer's cached keys / values [batch, kv_heads, max_len, d_head]. Heads before
+# slots: the decode step's QK and AV products then read the cache as it lies; in the activations'
+# [batch, length, heads, d_head] order XLA's CPU backend copied the whole cache into this order at
+# every step (1.8 vs 0.7 ms per step for W2's four layers, benchmarks/ppo_iteration.py).
+CACHE_AXES = (BATCH, KV_HEADS, LENGTH, None)
 
 
 def attend_cached(q, k, v, segment_ids, layer_cache, cache_index, kv_segment_ids):
     """Decoding: write this call's k, v at cache slots cache_index.. and attend over the whole cache.
 
     q: [batch, length, heads, d_head]; k, v: [batch, length, kv_heads, d_head]; layer_cache:
-    {"k", "v"} [batch, max_len, kv_heads, d_head]; kv_segment_ids: [batch, max_len], already holding
+    {"k", "v"} [batch, kv_heads, max_len, d_head]; kv_segment_ids: [batch, max_len], already holding
     this call's segment ids (0 = padding or an empty slot). Causality is by absolute slot index.
     Always dense: the [length, max_len] logits are small for a decode step (length 1); blockwise
     attention assumes queries start at slot 0 and kv_len a multiple of the block, which a cache
     does not give.
     """
     new = {name: nn.with_logical_constraint(jax.lax.dynamic_update_slice(
-        layer_cache[name], x.astype(layer_cache[name].dtype), (0, cache_index, 0, 0)), CACHE_AXES)
-        for name, x in (("k", k), ("v", v))}
+        layer_cache[name], jnp.swapaxes(x, 1, 2).astype(layer_cache[name].dtype), (0, 0, cache_index, 0)),
+        CACHE_AXES) for name, x in (("k", k), ("v", v))}
     q_index = jnp.broadcast_to(cache_index + jnp.arange(q.shape[1]), segment_ids.shape)
     mask = attention.attention_mask(segment_ids, kv_segment_ids, q_index)
-    return attention.dense_attention(q, new["k"], new["v"], mask), new
+    return attention.dense_attention(q, new["k"], new["v"], mask, kv_layout="bhkd"), new
 
 
 class Attention(nn.Module):

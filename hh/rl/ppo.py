@@ -41,9 +41,31 @@ def ppo_loss_terms(params, batch, *, logprob_fn, value_fn, clip_eps, value_clip_
     logprob_fn(policy_params, batch) -> (logp, entropy) [b, N]; value_fn(value_params, batch)
     -> values [b, N]. batch holds "mask", "old_logp", "old_values", "advantages", "returns".
     """
-    mask = batch["mask"]
     logp, entropy = logprob_fn(params["policy"], batch)
     values = value_fn(params["value"], batch)
+    return _objective(logp, entropy, values, batch, clip_eps, value_clip_eps, value_coef, entropy_coef)
+
+
+def scoring_loss_terms(params, partial, *, logprob_fn, value_fn, complete, clip_eps, value_clip_eps,
+                       value_coef=1.0, entropy_coef=0.0):
+    """ppo_loss_terms at θ_old, where the forward that the step needs IS the rest of the scoring.
+
+    In the first step of an update whose first minibatch is the whole rollout, the policy and
+    critic are still at θ_old, so this forward's log-probs and values (gradients stopped) are the
+    old log-probs and values (RLHF-NOTES #20: from the training engine) and one forward does both.
+    complete(partial, old_logp, entropy, values) -> (rollout with every key ppo_loss_terms reads,
+    scoring metrics). -> (objective sum, (metric sums, rollout, scoring metrics)).
+    """
+    logp, entropy = logprob_fn(params["policy"], partial)
+    values = value_fn(params["value"], partial)
+    rollout, scoring_metrics = complete(partial, *map(jax.lax.stop_gradient, (logp, entropy, values)))
+    objective, sums = _objective(logp, entropy, values, rollout, clip_eps, value_clip_eps, value_coef,
+                                 entropy_coef)
+    return objective, (sums, rollout, scoring_metrics)
+
+
+def _objective(logp, entropy, values, batch, clip_eps, value_clip_eps, value_coef, entropy_coef):
+    mask = batch["mask"]
     policy = policy_loss_sums(logp, batch["old_logp"], batch["advantages"], mask, clip_eps)
     value = value_loss_sums(values, batch["old_values"], batch["returns"], mask, value_clip_eps)
     return ppo_objective_sums(policy, value, jnp.sum(entropy * mask), mask, value_coef, entropy_coef)
@@ -65,6 +87,27 @@ def _apply(optimizers, grads, opt_state, params):
     return new_params, new_opt
 
 
+def _step(optimizers, grads, sums, params, opt_state):
+    """One optimizer step of both networks -> (params, opt_state, the minibatch's metrics)."""
+    params, opt_state = _apply(optimizers, grads, opt_state, params)
+    metrics = means_from_sums(sums)
+    for k in NETWORKS:
+        metrics[f"{k}_grad_norm"] = optax.global_norm(grads[k])
+    return params, opt_state, metrics
+
+
+def _passes(params, opt_state, rollout, order, loss_terms, optimizers, microbatches):
+    """One optimizer step per row of `order` (the minibatches' row indices), in order."""
+    def one_minibatch(carry, index):
+        params, opt_state = carry
+        batch = jax.tree.map(lambda x: jnp.take(x, index, axis=0), rollout)
+        grads, sums = accumulated_gradients(loss_terms, params, batch, microbatches)
+        params, opt_state, metrics = _step(optimizers, grads, sums, params, opt_state)
+        return (params, opt_state), metrics
+
+    return jax.lax.scan(one_minibatch, (params, opt_state), order)
+
+
 def ppo_update(state: PPOState, rollout: dict, rng, *, loss_terms, optimizers: dict,
                epochs: int, minibatches: int, microbatches: int = 1):
     """K = `epochs` passes over `minibatches` minibatches of `rollout` ([B, ...] arrays).
@@ -75,19 +118,33 @@ def ppo_update(state: PPOState, rollout: dict, rng, *, loss_terms, optimizers: d
     """
     batch_size = jax.tree.leaves(rollout)[0].shape[0]
     order = minibatch_indices(rng, batch_size, epochs, minibatches)
-
-    def one_minibatch(carry, index):
-        params, opt_state = carry
-        batch = jax.tree.map(lambda x: jnp.take(x, index, axis=0), rollout)
-        grads, sums = accumulated_gradients(loss_terms, params, batch, microbatches)
-        params, opt_state = _apply(optimizers, grads, opt_state, params)
-        metrics = means_from_sums(sums)
-        for k in NETWORKS:
-            metrics[f"{k}_grad_norm"] = optax.global_norm(grads[k])
-        return (params, opt_state), metrics
-
-    (params, opt_state), metrics = jax.lax.scan(one_minibatch, (state.params, state.opt_state), order)
+    (params, opt_state), metrics = _passes(state.params, state.opt_state, rollout, order, loss_terms,
+                                           optimizers, microbatches)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def ppo_update_scoring_first(state: PPOState, partial: dict, rng, *, scoring_loss, loss_terms,
+                             optimizers: dict, epochs: int):
+    """ppo_update with one minibatch (the whole rollout) and no microbatches, whose first step
+    also finishes the scoring (`scoring_loss`, a bound scoring_loss_terms): the old log-probs and
+    values come out of that step's forward instead of a separate one, one policy and one critic
+    forward fewer per iteration, with the same result as score_rollout then ppo_update.
+
+    partial: the rollout without the θ_old keys, as `scoring_loss`'s `complete` takes it.
+    -> (state with step + 1, metrics [epochs] per step, the completed rollout, scoring metrics).
+    """
+    grads, (sums, rollout, scoring_metrics) = jax.grad(scoring_loss, has_aux=True)(state.params, partial)
+    count = jnp.maximum(sums["count"], 1.0)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    params, opt_state, first = _step(optimizers, grads, sums, state.params, state.opt_state)
+    metrics = jax.tree.map(lambda x: x[None], first)
+    if epochs > 1:
+        batch_size = jax.tree.leaves(rollout)[0].shape[0]
+        order = minibatch_indices(rng, batch_size, epochs - 1, 1)
+        (params, opt_state), rest = _passes(params, opt_state, rollout, order, loss_terms, optimizers, 1)
+        metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, rest)
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return state, metrics, rollout, scoring_metrics
 
 
 def mean_metrics(per_minibatch: dict) -> dict:
@@ -95,8 +152,12 @@ def mean_metrics(per_minibatch: dict) -> dict:
     return {k: jnp.mean(v) for k, v in per_minibatch.items()}
 
 
-def bind_loss(logprob_fn, value_fn, ppo_cfg):
-    """ppo_loss_terms with the config's clip ranges and coefficients bound."""
-    return functools.partial(ppo_loss_terms, logprob_fn=logprob_fn, value_fn=value_fn,
-                             clip_eps=ppo_cfg.clip_eps, value_clip_eps=ppo_cfg.value_clip_eps,
-                             value_coef=ppo_cfg.value_coef, entropy_coef=ppo_cfg.entropy_coef)
+def bind_loss(logprob_fn, value_fn, ppo_cfg, complete=None):
+    """ppo_loss_terms with the config's clip ranges and coefficients bound; with `complete`,
+    scoring_loss_terms (the first step of ppo_update_scoring_first)."""
+    coefficients = dict(logprob_fn=logprob_fn, value_fn=value_fn, clip_eps=ppo_cfg.clip_eps,
+                        value_clip_eps=ppo_cfg.value_clip_eps, value_coef=ppo_cfg.value_coef,
+                        entropy_coef=ppo_cfg.entropy_coef)
+    if complete is None:
+        return functools.partial(ppo_loss_terms, **coefficients)
+    return functools.partial(scoring_loss_terms, complete=complete, **coefficients)

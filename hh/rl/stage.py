@@ -29,7 +29,7 @@ from hh.pm.model import PreferenceModel, init_params as pm_init_params
 from hh.rl import kl_control, rollout as rl_rollout, scoring
 from hh.rl.kl import ESTIMATORS
 from hh.rl.logprobs import ValueModel
-from hh.rl.ppo import bind_loss, init_ppo_state, mean_metrics, ppo_update
+from hh.rl.ppo import bind_loss, init_ppo_state, mean_metrics, ppo_update, ppo_update_scoring_first
 from hh.train import init_from, runtime
 from hh.train.checkpoint import absolute
 from hh.train.loop import Task, train_loop
@@ -154,29 +154,46 @@ def _context(jitted, mesh, rules):
     return call
 
 
+def scores_in_update(config) -> bool:
+    """Whether the update's first step computes the old log-probs and values (one minibatch, no
+    microbatches: that step's forward is at θ_old over the whole rollout; ppo_update_scoring_first)."""
+    return config.ppo.minibatches == 1 and config.train.microbatches == 1
+
+
 def build_phases(config, models, optimizers, schedule, shardings, mesh, rules, tokenizer):
-    """The three jitted phases. The rng of iteration t is a function of (seed, t) only."""
+    """The three jitted phases. The rng of iteration t is a function of (seed, t) only.
+
+    With `scores_in_update(config)`, "score" runs the frozen models only (reference log-probs,
+    PM reward) and returns the partial rollout, and "update" takes (state, partial) and returns
+    the scoring metrics with its own; otherwise "score" is score_rollout and "update" takes
+    (state, rollout, kl).
+    """
     cfg_r, cfg_p = config.rollout, config.ppo
     sampling = rl_rollout.sampling_config(cfg_r, tokenizer, models["policy"].cfg.vocab_size)
     base = jax.random.key(config.seed)
     batch = config.train.global_batch_size
     updates_per_iteration = cfg_p.epochs * cfg_p.minibatches
+    fused = scores_in_update(config)
 
     def generate(policy_params, prompts, step):
         rng = jax.random.fold_in(jax.random.fold_in(base, step), 0)
         return rl_rollout.generate_responses(policy_params, prompts, rng,
                                              model_cfg=models["policy"].cfg, sampling=sampling)
 
-    score = functools.partial(scoring.score_rollout, policy_model=models["policy"],
-                              value_model=models["value"], pm_model=models["pm"],
-                              rollout_cfg=cfg_r, ppo_cfg=cfg_p)
-    loss = bind_loss(*scoring.transformer_fns(models["policy"], models["value"], cfg_r.temperature), cfg_p)
+    fns = scoring.transformer_fns(models["policy"], models["value"], cfg_r.temperature)
+    loss = bind_loss(*fns, cfg_p)
 
-    def update(state, rollout, kl):
-        rng = jax.random.fold_in(jax.random.fold_in(base, state.step), 1)
-        new, per_minibatch = ppo_update(state, rollout, rng, loss_terms=loss, optimizers=optimizers,
-                                        epochs=cfg_p.epochs, minibatches=cfg_p.minibatches,
-                                        microbatches=config.train.microbatches)
+    def score(params, frozen, prompts, samples, kl_coef):
+        if not fused:
+            return scoring.score_rollout(params, frozen, prompts, samples, kl_coef, policy_model=models["policy"],
+                                         value_model=models["value"], pm_model=models["pm"], rollout_cfg=cfg_r,
+                                         ppo_cfg=cfg_p)
+        frozen_scores = scoring.score_frozen(frozen, prompts, samples, policy_model=models["policy"],
+                                             pm_model=models["pm"], rollout_cfg=cfg_r)
+        return (scoring.partial_rollout(prompts, samples, frozen_scores),
+                scoring.per_response(samples, frozen_scores), {})
+
+    def finish(state, new, per_minibatch, kl):
         new = new.replace(kl_coef=kl_control.update_kl_coef(state.kl_coef, kl, batch, config.kl))
         metrics = mean_metrics(per_minibatch)
         metrics["policy_entropy"] = metrics.pop("entropy")
@@ -184,13 +201,29 @@ def build_phases(config, models, optimizers, schedule, shardings, mesh, rules, t
         metrics["learning_rate"] = jnp.asarray(schedule(state.step * updates_per_iteration), jnp.float32)
         return new, metrics
 
+    def update(state, rollout, kl):
+        rng = jax.random.fold_in(jax.random.fold_in(base, state.step), 1)
+        new, per_minibatch = ppo_update(state, rollout, rng, loss_terms=loss, optimizers=optimizers,
+                                        epochs=cfg_p.epochs, minibatches=cfg_p.minibatches,
+                                        microbatches=config.train.microbatches)
+        return finish(state, new, per_minibatch, kl)
+
+    def score_and_update(state, partial):
+        rng = jax.random.fold_in(jax.random.fold_in(base, state.step), 1)
+        scoring_loss = bind_loss(*fns, cfg_p, complete=scoring.completion(state.kl_coef, cfg_p))
+        new, per_step, _, scoring_metrics = ppo_update_scoring_first(
+            state, partial, rng, scoring_loss=scoring_loss, loss_terms=loss, optimizers=optimizers,
+            epochs=cfg_p.epochs)
+        new, metrics = finish(state, new, per_step, scoring_metrics["kl"])
+        return new, {**scoring_metrics, **metrics}
+
     scalar = runtime.replicated(mesh)
     phases = {
         "generate": _context(jax.jit(generate), mesh, rules),
         "score": _context(jax.jit(score), mesh, rules),
         # fixed output shardings: the next iteration's input matches, so it never recompiles
-        "update": _context(jax.jit(update, out_shardings=(shardings, scalar), donate_argnums=0),
-                           mesh, rules),
+        "update": _context(jax.jit(score_and_update if fused else update, out_shardings=(shardings, scalar),
+                                   donate_argnums=0), mesh, rules),
     }
     if "test_pm" in models:   # the robustness study: the same samples, scored by the test PM
         def test_score(test_pm_params, prompts, samples):
@@ -230,11 +263,13 @@ class SampleLog:
                                     "reward": float(s)}) + "\n")
 
 
-def make_train_step(phases, frozen, sample_log, offsets=None):
+def make_train_step(phases, frozen, sample_log, offsets=None, fused=False):
     """The loop's train_step: a Python function calling the jitted phases (no host sync except
     one read of the start step and the periodic samples). offsets: {"reward", "test_reward"}
-    held-out means, subtracted into the *_normalised metrics (robustness study)."""
+    held-out means, subtracted into the *_normalised metrics (robustness study). fused: the
+    phases of a `scores_in_update` config."""
     counter = {"iteration": None}
+    keys = scoring.PARTIAL_KEYS if fused else scoring.ROLLOUT_KEYS
 
     def train_step(state, prompts):
         if counter["iteration"] is None:
@@ -243,16 +278,20 @@ def make_train_step(phases, frozen, sample_log, offsets=None):
         samples = phases["generate"](state.params["policy"], prompts, state.step)
         rollout, per_response, metrics = phases["score"](state.params, frozen, prompts, samples, state.kl_coef)
         if "test_score" in phases:   # independent of "score": never both in flight (multi-host)
-            metrics = one_at_a_time(metrics)
+            rollout, metrics = one_at_a_time((rollout, metrics))
             metrics["test_reward"] = phases["test_score"](frozen["test_pm"], prompts, samples)
-        for name, offset in (offsets or {}).items():
-            metrics[f"{name}_normalised"] = metrics[name] - offset
         counter["iteration"] += 1
         if sample_log.due(counter["iteration"]):
             sample_log.write(counter["iteration"], rollout, per_response)
-        rollout = {k: rollout[k] for k in scoring.ROLLOUT_KEYS}
-        state, update_metrics = phases["update"](state, rollout, metrics["kl"])
-        return state, {**metrics, **update_metrics}
+        rollout = {k: rollout[k] for k in keys}
+        if fused:
+            state, update_metrics = phases["update"](state, rollout)
+        else:
+            state, update_metrics = phases["update"](state, rollout, metrics["kl"])
+        metrics = {**metrics, **update_metrics}
+        for name, offset in (offsets or {}).items():
+            metrics[f"{name}_normalised"] = metrics[name] - offset
+        return state, metrics
     train_step.phases = phases
     return train_step
 
@@ -302,7 +341,7 @@ def build_task(config, mesh, rules, tokenizer, workdir, verbose=True) -> Task:
     log = SampleLog(workdir, tokenizer, config.rollout.samples_every, config.rollout.n_samples)
     offsets = reward_offsets(config, workdir) if config.test_reward_model else None
     return Task(abstract_state=abstract, init_state=fresh_state,
-                train_step=make_train_step(phases, frozen, log, offsets), train_batches=batches,
+                train_step=make_train_step(phases, frozen, log, offsets, fused=scores_in_update(config)), train_batches=batches,
                 batch_sharding=batch_sh, global_batch_size=batch,
                 tokens_per_step=batch * config.data.seq_len)
 
