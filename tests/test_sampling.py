@@ -291,6 +291,24 @@ def test_sample_logits_matches_filtered_distribution(kw):
     assert 0.5 * np.abs(freq - want).sum() < 0.012, (freq, want)
 
 
+@pytest.mark.parametrize("vocab,block", [(300, 128), (300, 7), (8, 3)])
+def test_categorical_draws_the_softmax_across_blocks(vocab, block):
+    """The two-level inverse CDF against float64 softmax probabilities: the finite logits sit at
+    block edges (first and last slot of a block, the padded tail), every other id is -inf."""
+    rng = np.random.default_rng(vocab + block)
+    logits = np.full(vocab, -np.inf)
+    live = sorted({0, block - 1, block, vocab - 2} | set(rng.choice(vocab, 4, replace=False).tolist()))
+    logits[live] = rng.normal(size=len(live)) * 1.5
+    n = 40000
+    draws = jax.jit(smp.categorical, static_argnums=2)(
+        jax.random.key(1), jnp.broadcast_to(jnp.asarray(logits, jnp.float32), (n, vocab)), block)
+    freq = np.bincount(np.asarray(draws), minlength=vocab) / n
+    want = np.where(np.isfinite(logits), np.exp(logits - logits[live].max()), 0.0)
+    want /= want.sum()
+    assert len(freq) == vocab and np.all(freq[want == 0] == 0)
+    assert 0.5 * np.abs(freq - want).sum() < 0.012, (freq[live], want[live])
+
+
 def test_greedy_is_argmax_after_bans():
     logits = jnp.asarray([LOGITS, LOGITS[::-1]], jnp.float32)
     got = smp.sample_logits(logits, None, smp.SamplingConfig(greedy=True, temperature=0.1, banned_ids=(0,)))
