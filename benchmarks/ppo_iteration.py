@@ -61,9 +61,10 @@ def configs(w):
 class Workload:
     """The models, params, optimizers and the three jitted phases of one workload."""
 
-    def __init__(self, w):
-        self.w, cfg = w, model_config(w)
-        self.cfg = cfg
+    def __init__(self, w, cfg: TransformerConfig = None):
+        """w: a workload dict (ppo_workloads.workload); cfg: the model, by default the workload's."""
+        cfg = model_config(w) if cfg is None else cfg
+        self.w, self.cfg = w, cfg
         self.eos = w["vocab"] - 1          # never sampled; the PM reads its score at this id
         self.models = {"policy": TransformerLM(cfg), "value": ValueModel(cfg),
                        "pm": PreferenceModel(cfg, eoc_id=self.eos)}
@@ -206,11 +207,18 @@ def cpu_info() -> dict:
 
 
 def run(name: str, iterations: int = 0, trace: str = "") -> dict:
+    """The JSON row of one run of workload `name` (W1 or W2)."""
     w = workload(name)
-    iterations = iterations or w["iterations"]
-    peak, bandwidth = matmul_peak(), memory_bandwidth()
+    return run_workload(w, iterations or w["iterations"], trace)
+
+
+def run_workload(w: dict, iterations: int, trace: str = "", cfg: TransformerConfig = None,
+                 roofs: tuple = None) -> dict:
+    """Times `iterations` iterations of workload dict `w` (optionally with model `cfg`) -> the row.
+    roofs: (matmul peak FLOP/s, memory bandwidth B/s), measured here when not given."""
+    peak, bandwidth = roofs or (matmul_peak(), memory_bandwidth())
     start = time.perf_counter()
-    bench = Workload(w)
+    bench = Workload(w, cfg)
     setup_s = time.perf_counter() - start
     rows = [bench.iteration() for _ in range(iterations)]
     if trace:
@@ -222,7 +230,7 @@ def run(name: str, iterations: int = 0, trace: str = "") -> dict:
     roof = {k: flops[k] / peak for k in flops}
     roof["rollout"] = max(roof["rollout"], decode_bytes(w, bench.cfg) / bandwidth)
     return {
-        "side": "hh", "workload": name, "params": {**bench.params, "total": sum(bench.params.values())},
+        "side": "hh", "workload": w["name"], "params": {**bench.params, "total": sum(bench.params.values())},
         "setup_s": setup_s, "compile_s": rows[0]["total"] - median["total"],
         "iteration_s_median": median["total"], "iterations_s": [r["total"] for r in rows],
         "phases_s": {k: median[k] for k in PHASES},
@@ -232,7 +240,8 @@ def run(name: str, iterations: int = 0, trace: str = "") -> dict:
                      "phase_roofline_s": roof,
                      "fraction": {k: roof[k] / median[k] for k in roof},
                      "iteration_fraction": sum(roof.values()) / median["total"]},
-        "jax_version": jax.__version__, "cpu": cpu_info(), "mlp": "swiglu, hidden 4·d_model",
+        "jax_version": jax.__version__, "cpu": cpu_info(),
+        "mlp": f"{bench.cfg.activation}, hidden {bench.cfg.d_ff}",
     }
 
 

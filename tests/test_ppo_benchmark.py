@@ -67,3 +67,40 @@ def test_comparison_table_has_ratios_and_fractions():
     text = ppo_compare.table([row("hh", 0.2, (0.05, 0.05, 0.09, 0.01)), row("tunix", 0.4, (0.1, 0.1, 0.18, 0.02))])
     assert "| W1 | **total** | 0.2000 | 0.4000 | 0.50 | 30% | 15% |" in text
     assert "| W1 | rollout | 0.0500 | 0.1000 | 0.50 | 20% | 10% |" in text
+
+
+@pytest.mark.slow      # ~40 s: CI runs it
+def test_ppo_scaling_smoke_writes_rows_plots_and_table(tmp_path, monkeypatch, capsys):
+    import ppo_scaling
+
+    monkeypatch.setattr(ppo_scaling, "AXES", {"length": [("W1", {"gen_len": 8}), ("W1", {"gen_len": 16})]})
+    out = tmp_path / "scaling.jsonl"
+    ppo_scaling.main(["--axes", "length", "--iterations", "2", "--out", str(out), "--plots", str(tmp_path)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["gen_len"] for r in rows] == [8, 16] and all(r["axis"] == "length" for r in rows)
+    assert all(len(r["iterations_s"]) == 2 for r in rows)
+    assert (tmp_path / "ppo_scaling_length.png").stat().st_size > 5000
+    printed = capsys.readouterr().out
+    assert "| W1, length 16 |" in printed
+
+
+def test_scaling_points_and_growth_slopes():
+    import ppo_scaling
+
+    w, cfg = ppo_scaling.point("13M", {})
+    assert (cfg.n_layers, cfg.d_model, cfg.vocab_size) == (4, 512, 2 ** 16) and cfg.dtype == "float32"
+    assert (w["prompt_len"], w["gen_len"], w["vocab"]) == (32, 32, 2 ** 16)
+    assert ppo_scaling.point("W2", {"batch": 32})[0]["batch"] == 32
+    assert ppo_scaling.slope(32, 64, 1.0, 2.0) == pytest.approx(1.0)     # doubled work, doubled time
+    assert ppo_scaling.slope(32, 128, 1.0, 16.0) == pytest.approx(2.0)   # quadratic
+
+    def row(n, seconds, roof):
+        return {"axis": "length", "workload": "W2", "gen_len": n, "batch": 8, "iteration_s_median": sum(seconds),
+                "phases_s": dict(zip(ppo_scaling.PHASES, seconds)),
+                "roofline": {"phase_roofline_s": dict(zip(ppo_scaling.PHASES, roof)), "iteration_fraction": 0.5}}
+    rows = [row(64, (1.0, 1.0, 1.0), (0.5, 0.5, 0.5)), row(128, (2.0, 4.0, 2.0), (1.0, 1.0, 1.0)),
+            row(32, (9.0, 9.0, 9.0), (1.0, 1.0, 1.0))]
+    rows = ppo_scaling.latest(rows + [row(64, (1.0, 1.0, 1.0), (0.5, 0.5, 0.5))])
+    assert [r["gen_len"] for r in rows] == [32, 64, 128]
+    text = ppo_scaling.table(rows)
+    assert "| W2, length 128 | 2.000 | 4.000 | 2.000 | 8.000 | 50% | 1.00 / 1.00 · 2.00 / 1.00 · 1.00 / 1.00 |" in text

@@ -1,0 +1,182 @@
+"""Cost curves of one hh PPO iteration (issue 10): seconds per iteration and its phase split as
+the work grows along three axes, each against the growth the roofline model predicts.
+
+    python benchmarks/ppo_scaling.py                    # all axes: about 7 minutes on 2 cores
+    python benchmarks/ppo_scaling.py --axes length --iterations 2
+    python benchmarks/ppo_scaling.py --table benchmarks/results/ppo_scaling.jsonl   # the table again
+
+Axes (every other setting as in benchmarks/ppo_workloads.py):
+  model   W1, W2, and the `13M` paper preset (hh.models.presets: GELU, LayerNorm, the 2^16 vocabulary)
+          at W1's short context (prompt 32, 32 generated);
+  length  W2 with 32 → 512 generated tokens;
+  batch   W2 with 8 → 64 prompts.
+
+The expected growth of a phase is that of its roofline time (benchmarks/ppo_iteration.py:
+analytic FLOPs at the measured matmul peak, and for the rollout the larger of that and the decode
+loop's bytes at the measured bandwidth): decode reads every weight once per token (linear in the
+generated length) plus the KV cache so far (quadratic, small), scoring and training are linear in
+tokens plus quadratic attention. The plot draws each phase's expected curve through its first
+measured point, so a phase that grows faster than its work shows as a measured line pulling away.
+Writes one JSON line per point to --out, one PNG per axis to --plots, and prints the markdown
+table (docs/performance.md).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ppo_iteration  # noqa: E402
+from ppo_workloads import workload  # noqa: E402
+
+from hh.models import presets  # noqa: E402
+
+PHASES = ("rollout", "scoring", "train")
+AXES = {
+    "model": [("W1", {}), ("W2", {}), ("13M", {})],
+    "length": [("W2", {"gen_len": n}) for n in (32, 64, 128, 256, 512)],
+    "batch": [("W2", {"batch": n}) for n in (8, 16, 32, 64)],
+}
+SHORT_CONTEXT = {"prompt_len": 32, "gen_len": 32}     # the 13M preset's point
+
+
+def point(name: str, overrides: dict):
+    """-> (workload dict, model config or None for the workload's own) of one point."""
+    if name in ("W1", "W2"):
+        return {**workload(name), **overrides}, None
+    w = {**workload("W1"), **SHORT_CONTEXT, **overrides, "name": name}
+    cfg = presets.model_config(name, dtype="float32", param_dtype="float32",
+                               max_len=w["prompt_len"] + w["gen_len"] + 1)
+    w.update(layers=cfg.n_layers, d_model=cfg.d_model, heads=cfg.n_heads, head_dim=cfg.d_head,
+             vocab=cfg.vocab_size)
+    return w, cfg
+
+
+def axis_value(axis: str, row: dict):
+    return {"model": row["params"]["policy"], "length": row["gen_len"], "batch": row["batch"]}[axis]
+
+
+def measure(axes, iterations: int, out: str) -> list:
+    roofs = (ppo_iteration.matmul_peak(), ppo_iteration.memory_bandwidth())
+    rows = []
+    for axis in axes:
+        for name, overrides in AXES[axis]:
+            w, cfg = point(name, overrides)
+            row = ppo_iteration.run_workload(w, iterations, cfg=cfg, roofs=roofs)
+            row.update(axis=axis, gen_len=w["gen_len"], batch=w["batch"], prompt_len=w["prompt_len"])
+            rows.append(row)
+            print(f"{axis:6s} {name:4s} {overrides or ''}: {row['iteration_s_median']:.3f} s/iteration "
+                  + " ".join(f"{k} {row['phases_s'][k]:.3f}" for k in PHASES), flush=True)
+            if out:
+                with open(out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    return rows
+
+
+def slope(x0, x1, y0, y1) -> float:
+    """The log-log slope between two points: 1 = linear growth, 2 = quadratic."""
+    return math.log(y1 / y0) / math.log(x1 / x0) if min(x0, x1, y0, y1) > 0 and x0 != x1 else float("nan")
+
+
+def label(axis: str, row: dict) -> str:
+    if axis == "model":
+        return f"{row['workload']} ({row['params']['policy'] / 1e6:.1f} M)"
+    return f"{row['workload']}, {axis} {axis_value(axis, row)}"
+
+
+def table(rows: list) -> str:
+    """Per axis and point: measured seconds per phase, and per phase the growth over the previous
+    point, measured vs expected (the roofline time's growth), as log-log slopes."""
+    lines = []
+    for axis in AXES:
+        points = [r for r in rows if r.get("axis") == axis]
+        if not points:
+            continue
+        lines += [f"**{axis}**", "",
+                  "| point | rollout s | scoring s | train s | total s | roofline | growth slope, measured / expected: rollout · scoring · train |",
+                  "|---|---|---|---|---|---|---|"]
+        for prev, row in zip([None] + points[:-1], points):
+            cells = [f"{row['phases_s'][k]:.3f}" for k in PHASES]
+            growth = "–"
+            if prev is not None:
+                x0, x1 = axis_value(axis, prev), axis_value(axis, row)
+                growth = " · ".join(
+                    f"{slope(x0, x1, prev['phases_s'][k], row['phases_s'][k]):.2f} / "
+                    f"{slope(x0, x1, prev['roofline']['phase_roofline_s'][k], row['roofline']['phase_roofline_s'][k]):.2f}"
+                    for k in PHASES)
+            lines.append(f"| {label(axis, row)} | {' | '.join(cells)} | {row['iteration_s_median']:.3f} | "
+                         f"{row['roofline']['iteration_fraction']:.0%} | {growth} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(rows: list, directory: str) -> list:
+    """One PNG per axis: measured seconds per phase (solid) and the expected growth (dashed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    titles = {"model": "policy parameters", "length": "generated tokens", "batch": "prompts per batch"}
+    for axis in AXES:
+        points = [r for r in rows if r.get("axis") == axis]
+        if len(points) < 2:
+            continue
+        xs = [axis_value(axis, r) for r in points]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for k, color in zip((*PHASES, "total"), ("C0", "C1", "C2", "k")):
+            measured = [r["iteration_s_median"] if k == "total" else r["phases_s"][k] for r in points]
+            roof = [sum(r["roofline"]["phase_roofline_s"].values()) if k == "total"
+                    else r["roofline"]["phase_roofline_s"][k] for r in points]
+            expected = [measured[0] * v / roof[0] for v in roof]
+            ax.plot(xs, measured, "o-", color=color, label=k)
+            ax.plot(xs, expected, "--", color=color, alpha=0.6)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(titles[axis])
+        ax.set_ylabel("seconds per PPO iteration")
+        ax.set_title(f"hh PPO iteration vs {titles[axis]} (dashed: expected growth)", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        path = os.path.join(directory, f"ppo_scaling_{axis}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def latest(rows: list) -> list:
+    """The last row of each point of a results file that several runs appended to, in AXES order."""
+    last = {(r["axis"], r["workload"], r["gen_len"], r["batch"]): r for r in rows}
+    return sorted(last.values(), key=lambda r: (list(AXES).index(r["axis"]), axis_value(r["axis"], r)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--axes", default=",".join(AXES), help="comma-separated: model,length,batch")
+    parser.add_argument("--iterations", type=int, default=3, help="per point; the first (compilation) is excluded")
+    parser.add_argument("--out", default="benchmarks/results/ppo_scaling.jsonl", help="appends one JSON line per point")
+    parser.add_argument("--plots", default="docs/img/performance")
+    parser.add_argument("--table", default="", help="only print the table (and plots) of this JSON-lines file")
+    args = parser.parse_args(argv)
+    if args.table:
+        rows = latest([json.loads(line) for line in open(args.table) if line.strip()])
+    else:
+        axes = [a for a in args.axes.split(",") if a]
+        unknown = sorted(set(axes) - set(AXES))
+        if unknown:
+            raise SystemExit(f"--axes: unknown {unknown}; use some of {list(AXES)}")
+        if args.out:
+            os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        rows = measure(axes, args.iterations, args.out)
+    for path in plot(rows, args.plots) if args.plots else []:
+        print("wrote", path)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
