@@ -60,6 +60,12 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def latest_run(rows: list) -> list:
+    """The rows of the last `make bench-ppo` in a file that several runs appended to."""
+    last = max(r.get("run_at", "") for r in rows)
+    return [r for r in rows if r.get("run_at", "") == last]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tunix_python", default=os.path.join(HERE, "peers", ".venv-tunix", "bin", "python"))
@@ -67,10 +73,10 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=0, help="default: each workload's own")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "ppo_compare.jsonl"))
-    parser.add_argument("--table", default="", help="only print the table of an existing --out file")
+    parser.add_argument("--table", default="", help="only print the table of the latest run in an --out file")
     args = parser.parse_args(argv)
     if args.table:
-        print(table([json.loads(line) for line in open(args.table) if line.strip()]))
+        print(table(latest_run([json.loads(line) for line in open(args.table) if line.strip()])))
         return
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     pythons = {"hh": sys.executable, "tunix": args.tunix_python}

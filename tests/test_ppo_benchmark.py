@@ -67,6 +67,10 @@ def test_comparison_table_has_ratios_and_fractions():
     text = ppo_compare.table([row("hh", 0.2, (0.05, 0.05, 0.09, 0.01)), row("tunix", 0.4, (0.1, 0.1, 0.18, 0.02))])
     assert "| W1 | **total** | 0.2000 | 0.4000 | 0.50 | 30% | 15% |" in text
     assert "| W1 | rollout | 0.0500 | 0.1000 | 0.50 | 20% | 10% |" in text
+    older = {**row("hh", 9.0, (3, 3, 3, 0)), "run_at": "2026-12-01T10:00:00"}
+    newer = [{**r, "run_at": "2026-12-02T10:00:00"} for r in (row("hh", 0.2, (0.05, 0.05, 0.09, 0.01)),
+                                                           row("tunix", 0.4, (0.1, 0.1, 0.18, 0.02)))]
+    assert ppo_compare.latest_run([older] + newer) == newer
 
 
 @pytest.mark.slow      # ~40 s: CI runs it
