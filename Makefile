@@ -58,7 +58,7 @@ bench: $(STAMP)
 TUNIX_VENV := benchmarks/peers/.venv-tunix
 TUNIX_STAMP := $(TUNIX_VENV)/.installed
 PPO_TUNIX_RESULTS ?= benchmarks/results/ppo_tunix.jsonl
-.PHONY: bench-ppo bench-ppo-peer-env bench-ppo-tunix
+.PHONY: bench-ppo bench-ppo-peer-env bench-ppo-scaling bench-ppo-tunix
 
 $(TUNIX_STAMP): benchmarks/peers/requirements-tunix.txt
 	$(PYTHON) -m venv $(TUNIX_VENV)
@@ -70,6 +70,10 @@ bench-ppo-peer-env: $(TUNIX_STAMP)
 # hh and tunix on W1 and W2, one after the other, 3 repeats each: the table of docs/performance.md
 bench-ppo: $(STAMP) $(TUNIX_STAMP)
 	$(PY) benchmarks/ppo_compare.py --tunix_python $(TUNIX_VENV)/bin/python --repeats 3
+
+# hh's cost curves: model size, generated length 32 -> 512, batch 8 -> 64 (about 7 minutes on 2 cores)
+bench-ppo-scaling: $(STAMP)
+	JAX_PLATFORMS=cpu $(PY) benchmarks/ppo_scaling.py
 
 bench-ppo-tunix: $(TUNIX_STAMP)
 	mkdir -p $(dir $(PPO_TUNIX_RESULTS))

@@ -23,7 +23,6 @@ table (docs/performance.md).
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -75,9 +74,9 @@ def measure(axes, iterations: int, out: str) -> list:
     return rows
 
 
-def slope(x0, x1, y0, y1) -> float:
-    """The log-log slope between two points: 1 = linear growth, 2 = quadratic."""
-    return math.log(y1 / y0) / math.log(x1 / x0) if min(x0, x1, y0, y1) > 0 and x0 != x1 else float("nan")
+def growth(before: float, after: float) -> float:
+    """How many times longer the later point takes (1.0 = no change; 2.0 after doubling = linear)."""
+    return after / before if before > 0 else float("nan")
 
 
 def label(axis: str, row: dict) -> str:
@@ -88,26 +87,24 @@ def label(axis: str, row: dict) -> str:
 
 def table(rows: list) -> str:
     """Per axis and point: measured seconds per phase, and per phase the growth over the previous
-    point, measured vs expected (the roofline time's growth), as log-log slopes."""
+    point, measured vs expected (the growth of the phase's roofline time), as factors."""
     lines = []
     for axis in AXES:
         points = [r for r in rows if r.get("axis") == axis]
         if not points:
             continue
         lines += [f"**{axis}**", "",
-                  "| point | rollout s | scoring s | train s | total s | roofline | growth slope, measured / expected: rollout · scoring · train |",
+                  "| point | rollout s | scoring s | train s | total s | roofline | growth ×, measured / expected: rollout · scoring · train |",
                   "|---|---|---|---|---|---|---|"]
         for prev, row in zip([None] + points[:-1], points):
             cells = [f"{row['phases_s'][k]:.3f}" for k in PHASES]
-            growth = "–"
+            factors = "–"
             if prev is not None:
-                x0, x1 = axis_value(axis, prev), axis_value(axis, row)
-                growth = " · ".join(
-                    f"{slope(x0, x1, prev['phases_s'][k], row['phases_s'][k]):.2f} / "
-                    f"{slope(x0, x1, prev['roofline']['phase_roofline_s'][k], row['roofline']['phase_roofline_s'][k]):.2f}"
-                    for k in PHASES)
+                roof0, roof1 = prev["roofline"]["phase_roofline_s"], row["roofline"]["phase_roofline_s"]
+                factors = " · ".join(f"{growth(prev['phases_s'][k], row['phases_s'][k]):.2f} / "
+                                     f"{growth(roof0[k], roof1[k]):.2f}" for k in PHASES)
             lines.append(f"| {label(axis, row)} | {' | '.join(cells)} | {row['iteration_s_median']:.3f} | "
-                         f"{row['roofline']['iteration_fraction']:.0%} | {growth} |")
+                         f"{row['roofline']['iteration_fraction']:.0%} | {factors} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -95,8 +95,7 @@ def test_scaling_points_and_growth_slopes():
     assert (cfg.n_layers, cfg.d_model, cfg.vocab_size) == (4, 512, 2 ** 16) and cfg.dtype == "float32"
     assert (w["prompt_len"], w["gen_len"], w["vocab"]) == (32, 32, 2 ** 16)
     assert ppo_scaling.point("W2", {"batch": 32})[0]["batch"] == 32
-    assert ppo_scaling.slope(32, 64, 1.0, 2.0) == pytest.approx(1.0)     # doubled work, doubled time
-    assert ppo_scaling.slope(32, 128, 1.0, 16.0) == pytest.approx(2.0)   # quadratic
+    assert ppo_scaling.growth(0.5, 2.0) == pytest.approx(4.0)
 
     def row(n, seconds, roof):
         return {"axis": "length", "workload": "W2", "gen_len": n, "batch": 8, "iteration_s_median": sum(seconds),
@@ -107,4 +106,4 @@ def test_scaling_points_and_growth_slopes():
     rows = ppo_scaling.latest(rows + [row(64, (1.0, 1.0, 1.0), (0.5, 0.5, 0.5))])
     assert [r["gen_len"] for r in rows] == [32, 64, 128]
     text = ppo_scaling.table(rows)
-    assert "| W2, length 128 | 2.000 | 4.000 | 2.000 | 8.000 | 50% | 1.00 / 1.00 · 2.00 / 1.00 · 1.00 / 1.00 |" in text
+    assert "| W2, length 128 | 2.000 | 4.000 | 2.000 | 8.000 | 50% | 2.00 / 2.00 · 4.00 / 2.00 · 2.00 / 2.00 |" in text
