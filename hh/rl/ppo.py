@@ -66,6 +66,8 @@ def scoring_loss_terms(params, partial, *, logprob_fn, value_fn, complete, clip_
 
 def _objective(logp, entropy, values, batch, clip_eps, value_clip_eps, value_coef, entropy_coef):
     mask = batch["mask"]
+    if not entropy_coef:   # a metric only: 0 · entropy would still run its backward over the vocabulary
+        entropy = jax.lax.stop_gradient(entropy)
     policy = policy_loss_sums(logp, batch["old_logp"], batch["advantages"], mask, clip_eps)
     value = value_loss_sums(values, batch["old_values"], batch["returns"], mask, value_clip_eps)
     return ppo_objective_sums(policy, value, jnp.sum(entropy * mask), mask, value_coef, entropy_coef)
