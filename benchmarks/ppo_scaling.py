@@ -54,7 +54,10 @@ def point(name: str, overrides: dict):
 
 
 def axis_value(axis: str, row: dict):
-    return {"model": row["params"]["policy"], "length": row["gen_len"], "batch": row["batch"]}[axis]
+    """The x of a point: policy parameters, generated tokens or prompts per batch."""
+    if axis == "model":
+        return row["params"]["policy"]
+    return row["gen_len"] if axis == "length" else row["batch"]
 
 
 def measure(axes, iterations: int, out: str) -> list:
