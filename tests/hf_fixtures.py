@@ -34,6 +34,9 @@ VARIANTS = {
     "neox-sequential-tanh": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {
         **NEOX, "use_parallel_residual": False, "hidden_act": "gelu_new", "rotary_pct": 0.5}),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", GPT2),
+    "gpt2-untied": ("GPT2Config", "GPT2LMHeadModel", {**GPT2, "tie_word_embeddings": False}),
+    # transformers' Llama ignores partial_rotary_factor with the default rope (it rotates all of head_dim).
+    "llama-partial-rotary-factor": ("LlamaConfig", "LlamaForCausalLM", {**LLAMA, "partial_rotary_factor": 0.5}),
 }
 
 

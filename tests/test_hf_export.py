@@ -43,12 +43,13 @@ def hh_logits(cfg, params, tokens, mask, positions):
                                                jnp.asarray(mask))["logits"])
 
 
-@pytest.mark.parametrize("variant", ["llama", "neox", "gpt2", "llama-tied-bias-llama3rope", "neox-sequential-tanh"])
+@pytest.mark.parametrize("variant", ["llama", "neox", "gpt2", "gpt2-untied", "llama-tied-bias-llama3rope",
+                                     "neox-sequential-tanh"])
 def test_import_export_round_trip(tmp_path, variant):
     """HF -> hh -> HF: transformers loads the export and gives the original model's logits."""
     model = fx.make_hf_model(tmp_path / "src", variant)
     cfg, params = hf_import.load_hf_model(tmp_path / "src")
-    hf_export.export_hf(tmp_path / "out", params, cfg, family=None if variant != "gpt2" else "gpt2")
+    hf_export.export_hf(tmp_path / "out", params, cfg, family="gpt2" if variant.startswith("gpt2") else None)
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     tokens, mask, positions = fx.padded_batch()
     np.testing.assert_allclose(fx.reference_logits(reloaded, tokens, mask, positions)[mask == 1],

@@ -4,6 +4,7 @@ The reference is transformers on a CPU torch (random small models saved with sav
 """
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +42,23 @@ def test_logits_match_reference_on_a_padded_batch(saved, variant):
     np.testing.assert_allclose(ours[mask == 1], ref[mask == 1], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("variant", ["gpt2-untied", "llama-partial-rotary-factor"])
+def test_logits_match_reference_to_float32_precision(saved, variant):
+    """An untied GPT-2 head is read from lm_head.weight; a Llama partial_rotary_factor is ignored,
+    as transformers' Llama ignores it with the default rope (it rotates all of head_dim).
+
+    atol 5e-6: float32 summation order alone moves the final hidden state by up to ~2e-6 in every
+    family, tied ones included, so a near-zero logit can differ by ~1.5e-6 from transformers'.
+    """
+    directory, model = saved[variant]
+    cfg, params = hf_import.load_hf_model(directory)
+    tokens, mask, positions = fx.padded_batch()
+    ref = fx.reference_logits(model, tokens, mask, positions)
+    assert np.abs(ref).max() > 1.0
+    np.testing.assert_allclose(hh_logits(cfg, params, tokens, mask, positions)[mask == 1], ref[mask == 1],
+                               rtol=1e-5, atol=5e-6)
+
+
 def test_fields_per_family(saved):
     _, neox = hf_import.imported_fields(saved["neox"][0])
     assert (neox["parallel_residual"], neox["rotary_fraction"], neox["norm"], neox["activation"],
@@ -50,6 +68,10 @@ def test_fields_per_family(saved):
             llama["rotary_scaling_factor"], llama["rotary_original_max_len"]) == (1, True, "llama3", "rmsnorm", 8.0, 32)
     _, gpt2 = hf_import.imported_fields(saved["gpt2"][0])
     assert (gpt2["position"], gpt2["max_len"], gpt2["tie_embeddings"]) == ("learned", 64, True)
+    _, untied = hf_import.imported_fields(saved["gpt2-untied"][0])
+    assert untied["tie_embeddings"] is False
+    _, partial = hf_import.imported_fields(saved["llama-partial-rotary-factor"][0])
+    assert partial["rotary_fraction"] == 1.0
 
 
 def test_rope_scaling_is_not_a_no_op(saved):
@@ -153,6 +175,9 @@ def _edit_config(src, dst, **changes):
     (dict(hidden_act="relu"), "hidden_act='relu' is not supported"),
     (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}), "rope_type='yarn'"),
     (dict(num_hidden_layers=3), "model.layers.2.input_layernorm.weight"),
+    # transformers' Llama cannot run this (its scaled rope shortens cos/sin, q keeps head_dim)
+    (dict(rope_parameters={"rope_type": "linear", "rope_theta": 5000.0, "factor": 2.0,
+                           "partial_rotary_factor": 0.5}), "partial_rotary_factor=0.5"),
 ])
 def test_unsupported_or_inconsistent_checkpoints_fail_naming_the_field(saved, tmp_path, changes, message):
     directory = _edit_config(saved["llama"][0], tmp_path / "edited", **changes)
@@ -166,3 +191,50 @@ def test_missing_weights_name_the_directory(tmp_path):
     assert not hf_import.is_hf_directory(tmp_path)
     with pytest.raises(CheckpointFormatError, match="PyTorch .bin checkpoints are not read"):
         SafetensorsDir(tmp_path)
+
+
+def _with_extra_tensors(src, dst, **extra):
+    """A copy of the checkpoint `src` whose model.safetensors also holds `extra` (name -> array)."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+    shutil.copytree(src, dst)
+    tensors = {**load_file(dst / "model.safetensors"), **extra}
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+EXTRA = "model.layers.0.mlp.extra_proj.weight"
+
+
+def test_an_unused_tensor_fails_naming_it(saved, tmp_path):
+    directory = _with_extra_tensors(saved["llama"][0], tmp_path / "extra", **{EXTRA: np.ones((4, 4), np.float32)})
+    with pytest.raises(CheckpointFormatError, match=re.escape(f"['{EXTRA}']")):
+        hf_import.load_hf_model(directory)
+    with pytest.raises(CheckpointFormatError, match="extra_proj"):   # a pattern must match the whole name
+        hf_import.load_hf_model(directory, allow_unused=("extra_proj",))
+
+
+def test_unused_tensors_load_when_allowed(saved, tmp_path):
+    directory = _with_extra_tensors(saved["llama"][0], tmp_path / "extra", **{EXTRA: np.ones((4, 4), np.float32)})
+    _, params = hf_import.load_hf_model(directory, allow_unused=(r"model\.layers\.\d+\.mlp\.extra_proj\.weight",))
+    _, reference = hf_import.load_hf_model(saved["llama"][0])
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, reference)
+
+
+def test_a_tied_config_with_a_separate_head_tensor_fails(saved, tmp_path):
+    """The untied GPT-2 checkpoint relabelled tied: its lm_head.weight would be dropped, changing logits."""
+    directory = _edit_config(saved["gpt2-untied"][0], tmp_path / "relabelled", tie_word_embeddings=True)
+    with pytest.raises(CheckpointFormatError, match=re.escape("['lm_head.weight']")):
+        hf_import.load_hf_model(directory)
+
+
+@pytest.mark.parametrize("variant, buffers", [
+    ("gpt2", {"transformer.h.0.attn.bias": np.tril(np.ones((1, 1, 64, 64), np.float32)),
+              "transformer.h.0.attn.masked_bias": np.array(-1e4, np.float32)}),
+    ("llama", {"model.layers.1.self_attn.rotary_emb.inv_freq": np.ones(8, np.float32)}),
+])
+def test_known_buffers_are_skipped(saved, tmp_path, variant, buffers):
+    """Causal-mask and rotary buffers that older transformers saved are not weights."""
+    directory = _with_extra_tensors(saved[variant][0], tmp_path / "buffers", **buffers)
+    hf_import.load_hf_model(directory)

@@ -52,7 +52,8 @@ def _rope(hf: dict, where: str, default_fraction: float) -> dict:
     scaling = dict(hf.get("rope_scaling") or {})
     params = {**scaling, **params}
     theta = params.get("rope_theta", hf.get("rope_theta", hf.get("rotary_emb_base", 10000.0)))
-    fraction = params.get("partial_rotary_factor", hf.get("rotary_pct", default_fraction))
+    fraction = params.get("partial_rotary_factor",
+                          hf.get("partial_rotary_factor", hf.get("rotary_pct", default_fraction)))
     kind = params.get("rope_type", params.get("type", "default"))
     fields = dict(rotary_base=float(theta), rotary_fraction=float(fraction))
     _require(kind in ("default", "linear", "llama3"), where, "rope_type", kind,
@@ -65,6 +66,18 @@ def _rope(hf: dict, where: str, default_fraction: float) -> dict:
                       rotary_high_freq_factor=float(params["high_freq_factor"]),
                       rotary_original_max_len=int(params["original_max_position_embeddings"]))
     return fields
+
+
+def _llama_rope(hf, where) -> dict:
+    """transformers' Llama rotates all of head_dim: its default rope ignores partial_rotary_factor,
+    so hh does too (same logits); its scaled ropes shorten cos/sin but not q/k, which fails to run
+    in transformers, so there is no reference to match and the field is refused."""
+    fields = _rope(hf, where, 1.0)
+    _require(fields["rotary_fraction"] == 1.0 or "rotary_scaling" not in fields, where,
+             "partial_rotary_factor", fields["rotary_fraction"],
+             "any value with rope_type='default' (ignored, as transformers' Llama does); "
+             "1.0 with a scaled rope_type")
+    return {**fields, "rotary_fraction": 1.0}
 
 
 def _llama(hf, where):
@@ -81,7 +94,7 @@ def _llama(hf, where):
         norm="rmsnorm", norm_eps=float(hf.get("rms_norm_eps", 1e-6)), activation="swiglu",
         use_bias=bias, mlp_bias=bool(hf.get("mlp_bias", False)),
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)), position="rotary",
-        parallel_residual=False, **_rope(hf, where, 1.0))
+        parallel_residual=False, **_llama_rope(hf, where))
 
 
 def _gpt_neox(hf, where):
@@ -111,7 +124,8 @@ def _gpt2(hf, where):
         vocab_size=hf["vocab_size"], d_model=d, n_layers=hf["n_layer"], n_heads=heads,
         d_head=d // heads, d_ff=hf.get("n_inner") or 4 * d, n_kv_heads=heads, max_len=hf["n_positions"],
         norm="layernorm", norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)), activation="gelu",
-        use_bias=True, mlp_bias=True, tie_embeddings=True, position="learned", rotary_fraction=0.0,
+        use_bias=True, mlp_bias=True, tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+        position="learned", rotary_fraction=0.0,
         parallel_residual=False)
 
 
@@ -171,8 +185,8 @@ def hf_config_from(cfg, family: str, special_ids: dict) -> dict:
             attention_bias=cfg.use_bias, use_parallel_residual=cfg.parallel_residual,
             rotary_pct=cfg.rotary_fraction, rotary_emb_base=cfg.rotary_base,
             rope_scaling=None if len(rope) == 2 else rope, **common)
-    if cfg.parallel_residual or not cfg.tie_embeddings or cfg.activation != "gelu":
-        _unsupported(cfg, family, "GPT-2 needs tied embeddings, tanh GELU and a sequential residual")
+    if cfg.parallel_residual or cfg.activation != "gelu":
+        _unsupported(cfg, family, "GPT-2 needs tanh GELU and a sequential residual")
     return dict(
         architectures=["GPT2LMHeadModel"], model_type="gpt2", n_embd=cfg.d_model, n_layer=cfg.n_layers,
         n_head=cfg.n_heads, n_inner=cfg.d_ff, n_positions=cfg.max_len, activation_function="gelu_new",

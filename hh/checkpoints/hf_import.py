@@ -6,6 +6,7 @@ memory-mapped safetensors, so each device reads only its own slice and no host h
 model (multi-host: each process reads only for its addressable devices).
 """
 
+import re
 import time
 
 import jax
@@ -16,10 +17,6 @@ from etils import epath
 from hh.checkpoints import hf_config, layouts
 from hh.checkpoints.recipes import Stacked, WithNewRows
 from hh.checkpoints.safetensors_dir import INDEX_FILE, SINGLE_FILE, CheckpointFormatError, SafetensorsDir
-
-# Buffers some checkpoints carry that are not parameters (recomputed by every implementation).
-_IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "attn.bias", "attn.masked_bias", "attention.bias",
-                     "attention.masked_bias")
 
 
 def is_hf_directory(path) -> bool:
@@ -69,8 +66,28 @@ def _recipe_for(path, recipes, cfg):
     return recipes[path]
 
 
-def param_recipes(path, cfg, abstract_params, new_token_ids=(), original_vocab_size=None) -> dict:
-    """hh param path -> recipe, checked against the shapes the model expects."""
+def _patterns(allow_unused) -> tuple:
+    """allow_unused as a tuple of regexes (one string is one pattern, not its characters)."""
+    return (allow_unused,) if isinstance(allow_unused, str) else tuple(allow_unused or ())
+
+
+def check_all_used(path, family, names, used, allow_unused=()):
+    """A checkpoint tensor the layout does not read would be dropped silently (an untied head read
+    as tied gives wrong logits), so it is an error unless a regex of `allow_unused` matches all of
+    its name; the family's known buffers (layouts.KNOWN_BUFFERS) are not weights and are skipped."""
+    allowed = [re.compile(p) for p in (layouts.KNOWN_BUFFERS[family], *_patterns(allow_unused))]
+    unused = [n for n in names if n not in used and not any(p.fullmatch(n) for p in allowed)]
+    if unused:
+        raise CheckpointFormatError(
+            f"{path}: {len(unused)} checkpoint tensors are not used by this {family} config, e.g. "
+            f"{unused[:5]}; importing without them would change the model. If they are meant to be "
+            f"dropped, pass allow_unused=(regex, ...) matching their full names (\".*\" allows all)")
+
+
+def param_recipes(path, cfg, abstract_params, new_token_ids=(), original_vocab_size=None,
+                  allow_unused=()) -> dict:
+    """hh param path -> recipe, checked against the shapes the model expects; every checkpoint
+    tensor must be used (see `check_all_used`)."""
     hf = hf_config.read_hf_config(path)
     family = hf_config.family_of(hf)
     source = SafetensorsDir(path)
@@ -90,21 +107,18 @@ def param_recipes(path, cfg, abstract_params, new_token_ids=(), original_vocab_s
             raise CheckpointFormatError(f"{path}: parameter {name!r} expects shape {tuple(abstract.shape)} "
                                         f"but the checkpoint gives {tuple(recipe.shape)}")
         out[name] = recipe
-    used = {r.name for r in recipes.values()}
-    unused = [n for n in source.names() if n not in used and not n.endswith(_IGNORED_SUFFIXES)]
-    if unused:
-        logging.warning("%s: %d checkpoint tensors are not used by the hh model, e.g. %s",
-                        path, len(unused), unused[:5])
+    check_all_used(path, family, source.names(), {r.name for r in recipes.values()}, allow_unused)
     return out
 
 
-def load_hf_params(path, abstract_params, cfg, new_token_ids=(), original_vocab_size=None):
+def load_hf_params(path, abstract_params, cfg, new_token_ids=(), original_vocab_size=None, allow_unused=()):
     """Params (a pytree like `abstract_params`, whose leaves carry `.sharding`) read from `path`.
 
     new_token_ids: ids the tokenizer added (hh.data.hf_tokenizer), initialised to the mean row.
+    allow_unused: regexes of checkpoint tensor names that may be left unread (else an error).
     """
     start = time.perf_counter()
-    recipes = param_recipes(path, cfg, abstract_params, new_token_ids, original_vocab_size)
+    recipes = param_recipes(path, cfg, abstract_params, new_token_ids, original_vocab_size, allow_unused)
     flat_abstract = _flatten(abstract_params)
 
     def build(name):
@@ -137,11 +151,12 @@ def abstract_model_params(cfg, mesh, rules, seq_len: int = 8):
                         strip_boxes(boxed), shardings)
 
 
-def load_hf_model(path, mesh=None, rules=None, tokenizer=None, **overrides):
+def load_hf_model(path, mesh=None, rules=None, tokenizer=None, allow_unused=(), **overrides):
     """-> (TransformerConfig, params) of a Hugging Face directory, sharded on `mesh`.
 
     The default mesh is every device on the data axis (params replicated) with the project's rules.
     `overrides` set non-architecture fields (dtype, param_dtype, scan_layers, remat, attention).
+    `allow_unused`: regexes of checkpoint tensors that may be left unread (`load_hf_params`).
     """
     from configs.common import SHARDING_RULES
     from hh.models.transformer import TransformerConfig
@@ -154,4 +169,4 @@ def load_hf_model(path, mesh=None, rules=None, tokenizer=None, **overrides):
     abstract = abstract_model_params(cfg, mesh, rules)
     new_ids = tokenizer.new_token_ids if tokenizer is not None and hasattr(tokenizer, "new_token_ids") else ()
     original = getattr(tokenizer, "original_vocab_size", None)
-    return cfg, load_hf_params(path, abstract, cfg, new_ids, original)
+    return cfg, load_hf_params(path, abstract, cfg, new_ids, original, allow_unused)

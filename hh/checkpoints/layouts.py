@@ -11,6 +11,13 @@ from hh.checkpoints.recipes import Slab, packed_qkv_rows
 from hh.checkpoints.safetensors_dir import CheckpointFormatError
 
 QKV = ("query", "key", "value")
+# Buffers that older transformers versions saved next to the weights; every implementation
+# recomputes them, so they are skipped by exact name, never by a loose suffix.
+KNOWN_BUFFERS = {
+    "gpt2": r"(transformer\.)?h\.\d+\.attn\.(bias|masked_bias)",     # causal mask, mask fill value
+    "gpt_neox": r"gpt_neox\.(layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)|rotary_emb\.inv_freq)",
+    "llama": r"model\.(layers\.\d+\.self_attn\.)?rotary_emb\.inv_freq",   # rope frequencies
+}
 
 
 def prefix_of(family: str, names) -> str:
@@ -71,8 +78,9 @@ def top_table(family, cfg, prefix, names=()):
             "final_norm", f"{prefix}final_layer_norm", True)
         head = "lm_head.weight" if "lm_head.weight" in names else "embed_out.weight"
     else:
-        return [("embed/embedding", f"{prefix}wte.weight", False),
+        rows = [("embed/embedding", f"{prefix}wte.weight", False),
                 ("position_embed/embedding", f"{prefix}wpe.weight", False)] + _norm("final_norm", f"{prefix}ln_f", True)
+        head = "lm_head.weight"   # GPT2LMHeadModel's head sits outside "transformer."
     if not cfg.tie_embeddings:
         rows.append(("lm_head/kernel", head, True))
     return rows

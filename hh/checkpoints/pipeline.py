@@ -38,7 +38,10 @@ def adopt_imported_architecture(config) -> bool:
     return True
 
 
-def imported_params(path, abstract_params, model_cfg, tokenizer):
-    """The LM params of the Hugging Face directory `path` in the shardings `abstract_params` carries."""
-    return load_hf_params(path, abstract_params, model_cfg,
-                          getattr(tokenizer, "new_token_ids", ()), getattr(tokenizer, "original_vocab_size", None))
+def imported_params(path, abstract_params, model_cfg, tokenizer, allow_unused=()):
+    """The LM params of the Hugging Face directory `path` in the shardings `abstract_params` carries.
+
+    allow_unused: regexes of checkpoint tensors that may be left unread (else CheckpointFormatError).
+    """
+    return load_hf_params(path, abstract_params, model_cfg, getattr(tokenizer, "new_token_ids", ()),
+                          getattr(tokenizer, "original_vocab_size", None), allow_unused)
