@@ -240,3 +240,90 @@ def test_bad_loop_fields_fail_before_anything_runs(tmp_path, path, value):
     with pytest.raises(ConfigError, match=path.split(".")[-1]):
         train_and_evaluate(config, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
+
+
+# --- labeler text with line-separator characters, store -> export -> mix -> PM ---------------
+
+# Characters str.splitlines() splits at inside a string (U+2028, U+2029, U+0085 stay raw in the
+# export's ensure_ascii=False JSON), a NUL (a byte-level tokenizer can emit one) and an emoji.
+AWKWARD = ["\u2028", "\u2029", "\x85", "\x00", "\U0001f600"]
+
+
+def awkward_store(path):
+    """Comparisons whose responses hold each AWKWARD character (the Store API, as a sampler
+    writes them), and one edit with U+2028 sent through the HTTP API that the next turn's context
+    carries."""
+    from fastapi.testclient import TestClient
+
+    from hh.serve.app import Server, create_app
+
+    store = Store(path)
+    store.add_labeler("ann")
+    for i, c in enumerate(AWKWARD):
+        conv = store.start_conversation("ann", "helpful", "round0")
+        context = f"\n\nHuman: say {i}\n\nAssistant:"
+        pending = store.offer(conv, "ann", context, Candidate(f" good{c}{i}", "m1", {}, 0),
+                              Candidate(f" bad {c} {i}", "m2", {}, 0), "ab")
+        store.choose(conv, "ann", pending["id"], "a", 3)
+    client = TestClient(create_app(Server(store, FakePool(), tag="round0")))
+    auth = {"Authorization": f"Bearer {store.add_labeler('bob')}"}
+    cid = client.post("/api/conversations", json={"mode": "helpful"}, headers=auth).json()["id"]
+    for text, edit in (("Write two lines.", "one\u2028two"), ("Thanks.", None)):
+        view = client.post(f"/api/conversations/{cid}/messages", json={"text": text}, headers=auth).json()
+        body = {"pending_id": view["pending"]["pending_id"], "side": "left", "strength": 3}
+        r = client.post(f"/api/conversations/{cid}/choice", headers=auth, json=body | ({"edit": edit} if edit else {}))
+        assert r.status_code == 200, r.text
+    return store
+
+
+def awkward_pm_config(tmp_path):
+    """store -> the collect step's export -> the data step's mix -> a smoke PM config reading the
+    mix as hh_rlhf/local. -> (exported rows, PM config)."""
+    from configs import pm as pm_config
+    from hh.online.stage import data_step
+
+    store = awkward_store(tmp_path / "collect" / "comparisons.sqlite")
+    train, _, dropped = evaluate.export_round(store.comparisons("round0"), 2, 0.0)
+    assert dropped == 0 and len(train) == len(AWKWARD) + 2
+    assert any("one\u2028two" in row["chosen"] for row in train)
+    mix.write_jsonl(train, tmp_path / "collect" / mix.ONLINE_FILE)
+    config = online_config.get_config("smoke")
+    config.mix.train_pairs, config.mix.online_fraction = len(train), 1.0
+    data_step(0)(config, tmp_path / "data", {"round0/collect": tmp_path / "collect"})
+    pm = pm_config.get_config("smoke")
+    pm.data.manual_dir, pm.data.tfds_data_dir = str(tmp_path / "data"), str(tmp_path / "tfds")
+    pm.data.helpful_sources, pm.data.harmless_sources = ["hh_rlhf/local"], []
+    pm.data.eval_sources = ["hh_rlhf/local:train"]
+    pm.data.helpful_fraction, pm.data.train_pairs = 1.0, len(train)
+    return train, pm
+
+
+def test_awkward_characters_survive_export_mix_and_the_pm_loader(tmp_path):
+    """Before: the data step split the export at U+2028 and failed with a JSONDecodeError naming
+    no file. Now every text reaches the PM's examples and batches unchanged."""
+    from hh.data.byte_tokenizer import ByteTokenizer
+    from hh.data.pm_data import as_text, pm_batches
+    from hh.pm import data as pm_data
+
+    train, pm = awkward_pm_config(tmp_path)
+    pairs = lambda rows: sorted((r["chosen"], r["rejected"]) for r in rows)  # noqa: E731
+    assert pairs(mix.read_jsonl(tmp_path / "data" / "local" / "train.jsonl.gz")) == pairs(train)
+    source = pm_data.train_source(pm.data, pm.train)
+    got = [{side: as_text(source[i]["prompt"]) + as_text(source[i][side]) for side in ("chosen", "rejected")}
+           for i in range(len(source))]
+    assert pairs(got) == pairs(train)
+    tokenizer = ByteTokenizer()
+    batch = next(pm_batches(source, tokenizer, pm.data.seq_len, len(train), seed=0))
+    decoded = {tokenizer.decode(row) for row in batch["chosen_tokens"]}
+    assert any("\x00" in text for text in decoded) and any("\u2028" in text for text in decoded)
+
+
+@pytest.mark.slow
+def test_a_smoke_pm_trains_on_awkward_characters(tmp_path):
+    from hh import main
+    from hh.train.metrics import read_metrics
+
+    _, pm = awkward_pm_config(tmp_path)
+    pm.loop.steps, pm.loop.checkpoint_every = 2, 2
+    main.run(pm, str(tmp_path / "pm"))
+    assert [r["step"] for r in read_metrics(tmp_path / "pm") if "train/loss" in r][-1] == 2

@@ -1,9 +1,17 @@
-"""PM batches: EOC at the end of each side, left-truncated prompts, masks, padding pairs."""
+"""PM batches: EOC at the end of each side, left-truncated prompts, masks, padding pairs; a FILE.jsonl
+source whose rows lack a side or carry a non-numeric weight fails naming file, line and field."""
+
+import json
 
 import numpy as np
+import pytest
 
+from configs import pm as pm_config
+from hh.data import sources
 from hh.data.byte_tokenizer import ByteTokenizer
+from hh.data.errors import DataError
 from hh.data.pm_data import encode_side, pm_batches, pm_eval_batches, truncation_report
+from hh.pm import data as pm_data
 
 TOK = ByteTokenizer()
 BOS, EOC = TOK.bos_id, TOK.eoc_id
@@ -70,3 +78,49 @@ def test_truncation_report_counts_flags():
     assert report["pairs"] == 2
     assert report["chosen_prompt_truncated"] == 1 and report["rejected_prompt_truncated"] == 2
     assert report["rejected_response_truncated"] == 1 and report["chosen_response_truncated"] == 0
+
+
+# --- a FILE.jsonl source: bad rows named by file, line and field ------------------------------
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+GOOD_ROW = {"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " yes", "rejected": " no"}
+
+
+def file_pm_config(path):
+    config = pm_config.get_config("smoke")
+    config.data.helpful_sources, config.data.harmless_sources = [path], []
+    config.data.helpful_fraction, config.data.train_pairs = 1.0, 2
+    config.data.eval_sources = [path]
+    return config
+
+
+@pytest.mark.parametrize("missing", ["chosen", "rejected", "prompt"])
+def test_a_pm_file_source_missing_a_side_names_file_line_and_field(tmp_path, missing):
+    bad = {k: v for k, v in GOOD_ROW.items() if k != missing}
+    config = file_pm_config(write_rows(tmp_path / "pairs.jsonl", [GOOD_ROW, bad]))
+    pattern = rf"pairs\.jsonl, line 2: missing field '{missing}'"
+    with pytest.raises(DataError, match=pattern):
+        next(pm_batches(pm_data.train_source(config.data, config.train), TOK, 40, 2, seed=0))
+    with pytest.raises(DataError, match=pattern):
+        pm_data.eval_source(config.data)
+
+
+def test_a_non_numeric_weight_names_file_line_and_field(tmp_path):
+    for n, weight in enumerate(["abc", True, None]):
+        path = write_rows(tmp_path / f"w{n}.jsonl", [GOOD_ROW, {**GOOD_ROW, "weight": weight}])
+        with pytest.raises(DataError, match=rf"w{n}\.jsonl, line 2: field 'weight' must be a finite number"):
+            source = sources.comparison_source(path, "train", file_pm_config(path).data)
+            next(pm_eval_batches(source, TOK, 40, 2))
+    path = write_rows(tmp_path / "ok.jsonl", [GOOD_ROW, {**GOOD_ROW, "weight": 2}])
+    source = sources.comparison_source(path, "train", file_pm_config(path).data)
+    assert [row.get("weight") for row in source] == [None, 2.0]
+
+
+def test_a_prompt_file_still_serves_rl_prompts_without_responses(tmp_path):
+    path = write_rows(tmp_path / "prompts.jsonl", [{"prompt": "\n\nHuman: a\u2028b\n\nAssistant:"}])
+    rows = pm_data.spec_source(path, "train", file_pm_config(path).data)
+    assert len(rows) == 1 and rows[0]["prompt"] == "\n\nHuman: a\u2028b\n\nAssistant:"

@@ -2,6 +2,7 @@
 whitelist, deleted/bot filtering, tie and skip counts, determinism and bad-input errors."""
 
 import collections
+import gzip
 import json
 
 import pytest
@@ -101,6 +102,19 @@ def test_pairs_are_exact(dump):
     assert {p.source for p in pairs} == {"reddit"}
 
 
+def test_gzipped_dumps_are_read_by_their_magic_bytes(dump, tmp_path):
+    """Pushshift ships compressed dumps: the same pairs from gzip, whatever the file is named."""
+    expected, _ = reddit_pairs(*dump)
+    zipped = []
+    for path, name in zip(dump, ("RS.jsonl.gz", "RC.jsonl")):   # the second keeps a plain name
+        zipped.append(tmp_path / "gz" / name)
+        zipped[-1].parent.mkdir(exist_ok=True)
+        zipped[-1].write_bytes(gzip.compress(path.read_bytes()))
+    pairs, _ = reddit_pairs(*zipped)
+    assert [(p.context, p.better, p.worse) for p in pairs] == [
+        (p.context, p.better, p.worse) for p in expected]
+
+
 def test_no_username_survives(dump):
     pairs, _ = reddit_pairs(*dump)
     text = "".join(c for p in binarize(pairs) for c in (p["prompt"], p["chosen"], p["rejected"]))
@@ -156,14 +170,14 @@ GOOD_LINE = json.dumps(com("c1", "t3_s1", "bob", "hi", 1)).encode() + b"\n"
 
 @pytest.mark.parametrize("content, message", [
     (b"", r"RC.jsonl: empty file"),
-    (b"\n  \n", r"RC.jsonl: empty file \(no JSON records\)"),
+    (b"\n  \n", r"RC.jsonl: empty file: no records"),
     (GOOD_LINE + b'{"id": "c2", \n', r"RC.jsonl, line 2: malformed JSON"),
     (GOOD_LINE + b"[1, 2]\n", r"RC.jsonl, line 2: expected a JSON object, got list"),
     (GOOD_LINE + GOOD_LINE.replace(b'"score": 1, ', b""),
      r"RC.jsonl, line 2: missing field 'score'"),
     (GOOD_LINE.replace(b'"score": 1', b'"score": "1"'),
      r"RC.jsonl, line 1: field 'score' must be int"),
-    (GOOD_LINE + GOOD_LINE.replace(b"hi", b"caf\xe9"), r"RC.jsonl, line 2: non-UTF-8 bytes"),
+    (GOOD_LINE + GOOD_LINE.replace(b"hi", b"caf\xe9"), r"RC.jsonl, line 2: invalid UTF-8"),
     (GOOD_LINE.replace(b"t3_s1", b"s1", 1), r"RC.jsonl, line 1: field 'parent_id' must start"),
     (json.dumps(com("a", "t1_b", "x", "y", 1)).encode() + b"\n"
      + json.dumps(com("b", "t1_a", "x", "y", 1)).encode(), r"RC.jsonl: comment 'a' is its own"),

@@ -2,6 +2,7 @@
 draw, exact pair strings, skip counts and the errors for bad dumps."""
 
 import collections
+import gzip
 import tracemalloc
 from xml.sax.saxutils import quoteattr
 
@@ -90,6 +91,14 @@ def test_pairs_are_exact_and_skips_counted(tmp_path):
         "row: post type is neither question nor answer": 1})   # 11
 
 
+@pytest.mark.parametrize("name", ["Posts.xml.gz", "Posts.xml"])
+def test_gzipped_dump_is_read_by_its_magic_bytes(tmp_path, name):
+    plain = write_posts(tmp_path / "plain.xml", DUMP)
+    zipped = tmp_path / name
+    zipped.write_bytes(gzip.compress(plain.read_bytes()))
+    assert stackexchange_pairs(zipped, seed=0, site="cs") == stackexchange_pairs(plain, seed=0, site="cs")
+
+
 def test_comparisons_and_binarized_forms(tmp_path):
     pairs, _ = stackexchange_pairs(write_posts(tmp_path / "Posts.xml", DUMP))
     ranked = [to_comparison(p) for p in pairs]
@@ -158,7 +167,7 @@ def bad_dump(tmp_path, content: bytes):
     (b"<posts>\n<row Id=\"1\" PostTypeId=\"1\" Title=\"t\" Body=\"b\" />\n",
      r"Posts.xml, line 3: malformed XML: no element found"),
     (b"<posts>\n<row Id=\"1\" PostTypeId=\"1\" Title=\"caf\xe9\" Body=\"b\" />\n</posts>\n",
-     r"Posts.xml, line 2: non-UTF-8 bytes"),
+     r"Posts.xml, line 2: invalid UTF-8"),
     (b"<posts>\n<row Id=\"1\" PostTypeId=\"1\" Title=\"t\" Body=\"b\" />\n"
      b"<row Id=\"2\" PostTypeId=\"2\" ParentId=\"1\" Body=\"b\" />\n</posts>\n",
      r"Posts.xml, line 3: row Id=2: missing attribute 'Score'"),

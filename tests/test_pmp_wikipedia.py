@@ -2,6 +2,7 @@
 edited section with the restored text better, skip counts and bad-input errors."""
 
 import collections
+import gzip
 import json
 
 import pytest
@@ -86,6 +87,14 @@ def test_pairs_are_exact_and_skips_counted(tmp_path):
         "section: added or removed by the edit": 2})      # line 4: History <-> Poop
 
 
+@pytest.mark.parametrize("name", ["reverts.jsonl.gz", "reverts.jsonl"])
+def test_gzipped_reverts_are_read_by_their_magic_bytes(tmp_path, name):
+    plain = write_jsonl(tmp_path / "plain.jsonl", REVERTS)
+    zipped = tmp_path / name
+    zipped.write_bytes(gzip.compress(plain.read_bytes()))
+    assert wikipedia_pairs(zipped) == wikipedia_pairs(plain)
+
+
 def test_comment_pattern_is_a_parameter(tmp_path):
     path = write_jsonl(tmp_path / "reverts.jsonl", REVERTS)
     pairs, skips = wikipedia_pairs(path, comment_pattern=None)
@@ -113,7 +122,7 @@ GOOD_LINE = json.dumps(revert("a vandal", "a")).encode() + b"\n"
      r"reverts.jsonl, line 2: missing field 'after'"),
     (json.dumps({**revert("a", "b"), "before": None}).encode(),
      r"reverts.jsonl, line 1: field 'before' must be str"),
-    (GOOD_LINE.replace(b"vandal\"", b"vand\xff\""), r"reverts.jsonl, line 1: non-UTF-8 bytes"),
+    (GOOD_LINE.replace(b"vandal\"", b"vand\xff\""), r"reverts.jsonl, line 1: invalid UTF-8"),
     (b'"just a string"\n', r"reverts.jsonl, line 1: expected a JSON object, got str"),
 ])
 def test_bad_input_raises_data_error_naming_file_and_line(tmp_path, content, message):

@@ -4,7 +4,6 @@ writes, the conversation-level train/test split, the CLI, and the TFDS `local` t
 config, rebuilt when a new export changes its files."""
 
 import gzip
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hh.data import dialogue
+from hh.data.records import jsonl_records
 from hh.serve import export as ex
 from hh.serve.store import Candidate, Store
 
@@ -97,8 +97,7 @@ def test_write_jsonl_is_atomic_gzips_by_name_and_reads_back(tmp_path, name, stor
     assert ex.write_jsonl(rows, path) == 4
     raw = path.read_bytes()
     assert (raw[:2] == b"\x1f\x8b") == name.endswith(".gz")
-    text = (gzip.decompress(raw) if name.endswith(".gz") else raw).decode()
-    assert [json.loads(line) for line in text.splitlines()] == rows
+    assert [row for _, row in jsonl_records(path)] == rows   # the project's one JSON-lines reader
     assert sorted(p.name for p in path.parent.iterdir()) == [name]   # no temporary file left
     ex.write_jsonl(rows, path)
     assert path.read_bytes() == raw   # same rows, same bytes: a re-export does not force a rebuild
@@ -128,8 +127,8 @@ def test_tranche_split_by_conversation_and_stale_files_removed(tmp_path):
     assert sorted(p.name for p in tranche.iterdir()) == ["test.jsonl.gz", "train.jsonl.gz"]
     prompts = {}
     for split in ("train", "test"):
-        for line in gzip.decompress((tranche / f"{split}.jsonl.gz").read_bytes()).splitlines():
-            first_turn = json.loads(line)["chosen"].split(dialogue.ASSISTANT)[0]
+        for _, row in jsonl_records(tranche / f"{split}.jsonl.gz"):
+            first_turn = row["chosen"].split(dialogue.ASSISTANT)[0]
             prompts.setdefault(first_turn, set()).add(split)
     assert len(prompts) == 40 and all(len(s) == 1 for s in prompts.values())   # whole conversations
     ex.export(store, tranche_dir=tmp_path / "manual", test_fraction=0.0)

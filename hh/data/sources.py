@@ -14,7 +14,7 @@ from etils import epath
 from hh.data import corpus, synthetic
 from hh.data.byte_tokenizer import ByteTokenizer
 from hh.data.packing import pack_documents
-from hh.data.records import field, jsonl_records
+from hh.data.records import field, jsonl_records, number_field
 from hh.data.tokenizer import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
 
 TOKENIZER_DIR = "tokenizer"
@@ -91,14 +91,17 @@ class ConcatSource:
 
 
 SYNTHETIC_COMPARISONS = {"synthetic-helpful": "helpful", "synthetic-harmless": "harmless"}
+PROMPT_FIELDS = ("prompt",)                        # what an RL prompt source needs
+PAIR_FIELDS = ("prompt", "chosen", "rejected")     # what a PM source needs
 
 
-def comparison_source(name: str, split: str, data_cfg):
+def comparison_source(name: str, split: str, data_cfg, fields=PROMPT_FIELDS):
     """A random-access sequence of comparison dicts (hh.data.pm_data's schema).
 
     name: "synthetic-helpful" | "synthetic-harmless" | "synthetic-pmp" (sizes from
-    data_cfg.synthetic_comparisons / eval_comparisons) or a TFDS dataset such as
-    "hh_rlhf/harmless-base", built under data_cfg.tfds_data_dir from data_cfg.manual_dir.
+    data_cfg.synthetic_comparisons / eval_comparisons), a TFDS dataset such as
+    "hh_rlhf/harmless-base", built under data_cfg.tfds_data_dir from data_cfg.manual_dir, or a
+    FILE.jsonl whose rows must hold the string `fields` (PAIR_FIELDS for a PM).
     """
     n = data_cfg.synthetic_comparisons if split == "train" else data_cfg.eval_comparisons
     if name in SYNTHETIC_COMPARISONS:
@@ -106,7 +109,7 @@ def comparison_source(name: str, split: str, data_cfg):
     if name == "synthetic-pmp":
         return synthetic.pmp_pairs(n, data_cfg.seed, split=split)
     if name.endswith(".jsonl"):
-        return jsonl_rows(name)
+        return jsonl_rows(name, fields)
     if name.startswith(("hh_rlhf/", "red_team_attempts")):
         from hh.data.tfds import prepare
         builder = prepare(name, data_cfg.tfds_data_dir, data_cfg.manual_dir or None)
@@ -115,10 +118,18 @@ def comparison_source(name: str, split: str, data_cfg):
                      f"synthetic-harmless, synthetic-pmp, hh_rlhf/<tranche> or a FILE.jsonl")
 
 
-def jsonl_rows(path) -> list:
-    """A JSON-lines file of {"prompt": …} rows (e.g. hh.rl.prompt_gen's), "chosen"/"rejected"
-    optional: a source of RL prompts. Bad lines raise a DataError naming the file and line."""
-    return [{**row, "prompt": field(row, "prompt", str, path, line)} for line, row in jsonl_records(path)]
+def jsonl_rows(path, fields=PROMPT_FIELDS) -> list:
+    """A JSON-lines file of rows holding the string `fields`: {"prompt"} for RL prompts (as
+    hh.rl.prompt_gen writes them), prompt/chosen/rejected for a PM; a "weight", where present, must
+    be a number. A bad line or field is a DataError naming the file, line and field."""
+    rows = []
+    for line, row in jsonl_records(path):
+        for name in fields:
+            field(row, name, str, path, line)
+        if "weight" in row:
+            row["weight"] = number_field(row, "weight", path, line)
+        rows.append(row)
+    return rows
 
 
 def comparisons(names, split: str, data_cfg):

@@ -14,6 +14,7 @@ import numpy as np
 from etils import epath
 
 from hh.data import dialogue
+from hh.data.records import field, jsonl_records
 from hh.eval.elo import elo_table, fit_elo, pm_soft_wins
 from hh.eval.pm_eval import accuracy
 from hh.online import mix
@@ -144,6 +145,11 @@ def pairwise_elo(scores_r, scores_0, temperature: float = 1.0) -> dict:
     return {"win_rate": win_rate, "elo": float(fit.ratings[1]), "stderr": float(fit.stderr[1])}
 
 
+def read_responses(path) -> list[str]:
+    """The "response" of each row of a responses.jsonl an earlier eval step wrote."""
+    return [field(row, "response", str, path, line) for line, row in jsonl_records(path)]
+
+
 def evaluate_round(config, folders, r: int, folder) -> dict:
     from hh.eval.pm_eval import LoadedPM
 
@@ -154,8 +160,7 @@ def evaluate_round(config, folders, r: int, folder) -> dict:
         for c, t in zip(contexts, responses):
             f.write(json.dumps({"prompt": c, "response": t}) + "\n")
     (folder / ".responses.tmp").replace(folder / "responses.jsonl")
-    base = responses if r == 0 else [json.loads(line)["response"] for line in
-                                     (folders["round0/eval"] / "responses.jsonl").read_text().splitlines()]
+    base = responses if r == 0 else read_responses(folders["round0/eval"] / "responses.jsonl")
     gold = load_labeler(config, folders)
     pm = LoadedPM(folders[f"round{r}/pm"])
     g_r, g_0 = gold.scores(contexts, responses, base)

@@ -6,13 +6,12 @@ The mixture is written as a `local` tranche of the hh_rlhf TFDS builder (`<dir>/
 so the round's PM reads it exactly as it would read released or exported data.
 """
 
-import gzip
 import hashlib
-import json
 
 from etils import epath
 
 from hh.data import synthetic
+from hh.data.records import field, jsonl_records
 from hh.serve.export import write_jsonl  # noqa: F401  (the steps write through it)
 
 ONLINE_FILE = "train.jsonl.gz"   # a collect step's exported training comparisons
@@ -20,13 +19,15 @@ HELD_OUT_FILE = "test.jsonl.gz"  # and its held-out ones (never trained on)
 
 
 def read_jsonl(path) -> list[dict]:
-    path = epath.Path(path)
-    if not path.exists():
+    """The {"chosen", "rejected"} rows of an exported file ([] when there is none); a bad line is
+    a DataError naming the file and line."""
+    if not epath.Path(path).exists():
         return []
-    with path.open("rb") as f:
-        data = f.read()
-    text = gzip.decompress(data).decode() if str(path).endswith(".gz") else data.decode()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    rows = []
+    for line, row in jsonl_records(path, allow_empty=True):
+        field(row, "chosen", str, path, line), field(row, "rejected", str, path, line)
+        rows.append(row)
+    return rows
 
 
 def static_pairs(n: int, helpful_fraction: float, seed: int) -> list[dict]:

@@ -13,6 +13,7 @@ from etils import epath
 
 from hh.pipeline.runner import read_stamp
 from hh.pipeline.steps import mean_rows
+from hh.train.metrics import log_rows
 from hh.train.provenance import code_version
 
 PLOTS = {  # name in the report folder: (step, file)
@@ -105,8 +106,7 @@ def ppo_section(folders) -> list:
     lines += ["", f"Reward vs sqrt(KL), first {_f(fit.get('fit_fraction', 0.5), 1)} of the run: slope "
               f"{_f(fit.get('slope'))} per √nat, r² = {_f(fit.get('r2'))}.", "",
               "![reward vs sqrt(KL)](reward_vs_sqrt_kl.png)", ""]
-    samples = [json.loads(line) for line in (ppo / "samples.jsonl").read_text().splitlines()
-               if line.strip()] if (ppo / "samples.jsonl").exists() else []
+    samples = [row for _, row in log_rows(ppo / "samples.jsonl")] if (ppo / "samples.jsonl").exists() else []
     if samples:
         lines += ["Samples, first and last logged iteration:", ""]
         for row in samples[:2] + samples[-2:]:

@@ -42,9 +42,12 @@ def parse_spec(spec: str, default_split: str):
             int(stop) if stop else None)
 
 
-def spec_source(spec: str, default_split: str, data_cfg, weight=1.0) -> Rows:
+def spec_source(spec: str, default_split: str, data_cfg, weight=1.0,
+                fields=sources.PROMPT_FIELDS) -> Rows:
+    """The rows a spec names; `fields`: what each row of a FILE.jsonl must hold (PAIR_FIELDS for a
+    PM, the default PROMPT_FIELDS for RL prompts)."""
     name, split, start, stop = parse_spec(spec, default_split)
-    source = sources.comparison_source(name, split, data_cfg)
+    source = sources.comparison_source(name, split, data_cfg, fields)
     try:
         return Rows(source, start, stop, weight)
     except ValueError as e:
@@ -57,7 +60,7 @@ def _take(group, n, field, data_cfg, weight):
     for spec in group:
         if left == 0:
             break
-        rows = spec_source(spec, "train", data_cfg, weight)
+        rows = spec_source(spec, "train", data_cfg, weight, sources.PAIR_FIELDS)
         take = min(left, len(rows))
         parts.append(Rows(rows, 0, take, weight))
         left -= take
@@ -86,7 +89,8 @@ def eval_source(data_cfg):
     """Every eval spec concatenated (default split "test")."""
     if not data_cfg.eval_sources:
         raise ConfigError("config.data.eval_sources is empty")
-    return sources.ConcatSource(spec_source(s, "test", data_cfg) for s in data_cfg.eval_sources)
+    return sources.ConcatSource(spec_source(s, "test", data_cfg, fields=sources.PAIR_FIELDS)
+                                for s in data_cfg.eval_sources)
 
 
 def texts(source, limit=20000):

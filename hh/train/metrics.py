@@ -10,6 +10,8 @@ import math
 import jax
 from etils import epath
 
+from hh.data.records import field, jsonl_records
+
 
 def _plain(value):
     value = float(value)
@@ -34,13 +36,7 @@ class MetricsWriter:
             self._tb = None
 
     def _truncate_after(self, step):
-        if not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        tmp = self.path.parent / (self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)  # atomic: a crash leaves the old or the new log, never half
+        truncate_log(self.path, step)
 
     def write(self, step: int, metrics: dict, prefix: str = "train"):
         if not self.is_chief:
@@ -61,7 +57,28 @@ class MetricsWriter:
             self._tb.close()
 
 
+def log_rows(path):
+    """(line, row) of an append-only log of {"step", …} rows; a last line torn by a kill is dropped
+    with a warning, any other bad line is a DataError naming the file and line."""
+    for line, row in jsonl_records(path, torn_tail="drop", allow_empty=True):
+        field(row, "step", int, path, line)
+        yield line, row
+
+
+def truncate_log(path, step: int):
+    """On resume: keep the log's rows up to `step` (an interrupted run wrote the later ones after
+    its last checkpoint, maybe the last one half), streamed through a temporary file."""
+    path = epath.Path(path)
+    if not path.exists():
+        return
+    tmp = path.parent / (path.name + ".tmp")
+    with tmp.open("w") as f:
+        for _, row in log_rows(path):
+            if row["step"] <= step:
+                f.write(json.dumps(row) + "\n")
+    tmp.replace(path)  # atomic: a crash leaves the old or the new log, never half
+
+
 def read_metrics(workdir) -> list:
     """All rows of a workdir's metrics.jsonl (tests and tools use this)."""
-    path = epath.Path(workdir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for _, row in log_rows(epath.Path(workdir) / "metrics.jsonl")]

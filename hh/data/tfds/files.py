@@ -1,21 +1,16 @@
-"""Checked reading of the raw hh-rlhf files (gzip or plain, JSON lines or one JSON array).
+"""Checked reading of the raw hh-rlhf files (gzip or plain, JSON lines or one JSON array); JSON
+lines go through hh.data.records, the project's one reader of them.
 
 Plain Python, no TFDS: the builders call these, and tests reach every bad-input case through them.
 Every failure is a DataError naming the file, the line and the problem.
 """
 
-import gzip
 import hashlib
 import itertools
 import json
-import zlib
-from pathlib import Path
 
+from hh.data import records
 from hh.data.errors import DataError
-
-GZIP_MAGIC = b"\x1f\x8b"
-# A clone without `git lfs pull` holds these ~130-byte stubs where the helpful files should be.
-LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 def sha256_file(path) -> str:
@@ -36,15 +31,12 @@ def verify_sha256(path, expected: str | None) -> str:
 
 
 def read_text(path) -> str:
-    """The file's text, gunzipped if it is gzip (by its magic bytes, not its name)."""
-    raw = Path(path).read_bytes()
-    if raw.startswith(LFS_POINTER):
-        raise DataError(path, "is a git-lfs pointer, not the data: run `git lfs pull` in the "
-                              "clone or download the file from the Hugging Face hub")
-    if raw[:2] == GZIP_MAGIC:
+    """The whole file's text, gunzipped if it is gzip (by its magic bytes, not its name): for a
+    JSON array, which is parsed whole; JSON lines are streamed by hh.data.records instead."""
+    with records.open_bytes(path) as f:
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
+            raw = f.read()
+        except records.GZIP_ERRORS as e:
             raise DataError(path, f"corrupt gzip data: {e}") from None
     if not raw.strip():
         raise DataError(path, f"empty file: no records in {len(raw.splitlines())} lines")
@@ -58,17 +50,16 @@ def read_text(path) -> str:
                         line) from None
 
 
-def iter_json_lines(path, text: str | None = None):
-    """(line_number, object) for each non-blank line; line numbers are 1-based."""
-    text = read_text(path) if text is None else text
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue   # a trailing newline, not a record
+def first_byte(path) -> bytes:
+    """The first non-whitespace byte of the (gunzipped) content, b"" for a blank file."""
+    with records.open_bytes(path) as f:
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"malformed JSON: {e.msg} at column {e.colno}", number) from None
-        yield number, record
+            while block := f.read(1 << 16):
+                if stripped := block.lstrip():
+                    return stripped[:1]
+        except records.GZIP_ERRORS as e:
+            raise DataError(path, f"corrupt gzip data: {e}") from None
+    return b""
 
 
 def _skip_space(text: str, pos: int) -> int:
@@ -111,11 +102,10 @@ def iter_json_array(path, text: str):
 
 
 def iter_json_records(path):
-    """(line_number, object) from a JSON-lines file or a file holding one JSON array."""
-    text = read_text(path)
-    if text.lstrip().startswith("["):
-        return iter_json_array(path, text)
-    return iter_json_lines(path, text)
+    """(line_number, object) from a JSON-lines file (streamed) or a file holding one JSON array."""
+    if first_byte(path) == b"[":
+        return iter_json_array(path, read_text(path))
+    return records.json_lines(path)
 
 
 def require(path, line: int, record, key: str, types, type_name: str):

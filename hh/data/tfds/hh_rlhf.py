@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from hh.data import dialogue
+from hh.data import dialogue, records
 from hh.data.errors import DataError
 from hh.data.tfds import files
 
@@ -70,7 +70,7 @@ def local_source_files(tranche_dir) -> dict:
 
 def read_comparisons(path):
     """(line_number, chosen, rejected) for each record of a JSON-lines comparison file."""
-    for line, record in files.iter_json_lines(path):
+    for line, record in records.json_lines(path):
         chosen = files.require(path, line, record, "chosen", (str,), "a string")
         rejected = files.require(path, line, record, "rejected", (str,), "a string")
         yield line, chosen, rejected
