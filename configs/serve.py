@@ -7,6 +7,12 @@ K by `reward_model`; an earlier checkpoint STEP). Relative WORKDIRs are read und
 distinct deployments per turn). The store is `<workdir>/comparisons.sqlite`; `tag` labels the
 comparisons of this deployment (the online loop tags each round's).
 
+Limits against one heavy or hostile client (429 when passed; hh/serve/limits.py):
+`max_sampling_per_labeler` messages of one labeler waiting for responses at once,
+`conversations_per_hour` started by one labeler, and `auth_failures` failed tokens from one address
+within `auth_failure_window_s` seconds before that address must wait. `fake_sampling_s` > 0 is for
+load tests only: canned responses after that many seconds, no models loaded (hh.serve.models.FakePool).
+
 Presets: "tiny" serves the main job's models (`make run` writes runs/pipeline-tiny); "smoke" is the
 tests' (a root given with --config.models_root).
 """
@@ -44,4 +50,9 @@ def get_config(arg="tiny"):
         tag="",
         max_message_chars=2000,
         seed=0,
+        max_sampling_per_labeler=2,         # more in flight -> 429
+        conversations_per_hour=120,         # per labeler, a sliding hour -> 429
+        auth_failures=20,                   # failed tokens per client address ...
+        auth_failure_window_s=60.0,         # ... in this window -> 429 with Retry-After
+        fake_sampling_s=0.0,                # tests only: > 0 serves canned responses, no models
     )))

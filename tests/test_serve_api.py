@@ -21,6 +21,7 @@ import configs.serve
 from hh.config import ConfigError
 from hh.serve import __main__ as serve_main
 from hh.serve.app import Server, create_app, side_to_choice
+from hh.serve.limits import Limits
 from hh.serve.models import Pool, load_pool
 from hh.serve.store import Store, response_after
 
@@ -37,8 +38,9 @@ def pool(pm_chain):
 def make_env(store_dir, pool, seed=0, labelers=("ann", "bob")):
     store = Store(store_dir)
     tokens = {name: store.add_labeler(name) for name in labelers if name not in store.labelers()}
+    # many wrong tokens on purpose here: the per-address back-off (tests/test_serve_hardening.py) set aside
     server = Server(store, pool, tag="api-test", max_message_chars=configs.serve.get_config("smoke").max_message_chars,
-                    seed=seed)
+                    seed=seed, limits=Limits(auth_failures=10_000))
     return SimpleNamespace(store=store, server=server, client=TestClient(create_app(server)),
                            auth={n: {"Authorization": f"Bearer {t}"} for n, t in tokens.items()})
 
@@ -68,11 +70,14 @@ def choose(env, cid, pending_id, side="left", strength=2, who="ann", **extra):
 
 
 def snapshot(store):
-    """Everything a refused request must leave as it was."""
+    """Everything a refused request must leave as it was (a labeler's last use aside: a valid
+    token's request records it)."""
     db = sqlite3.connect(str(store.path))
     try:
-        return {table: db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
-                for table in ("labelers", "conversations", "pending", "comparisons")}
+        out = {table: db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+               for table in ("conversations", "pending", "comparisons")}
+        out["labelers"] = db.execute("SELECT id, token_sha256, created_at, revoked_at FROM labelers ORDER BY 1").fetchall()
+        return out
     finally:
         db.close()
 

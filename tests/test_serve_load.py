@@ -1,9 +1,12 @@
 """The comparison server under load and a crash: 8 simulated labelers over HTTP, each submitting 50
 comparisons against `python -m hh.serve` (smoke models), while the server is killed with SIGKILL
 mid-run and restarted on the same port and workdir. Every acknowledged comparison must be stored
-exactly once and every conversation must be whole; prints the throughput as one `LOAD:` line."""
+exactly once and every conversation must be whole; prints the throughput as one `LOAD:` line.
+The same with one more labeler flooding slow sampling requests, against a fake 50 ms sampler
+(config.fake_sampling_s): the other labelers' page loads must stay fast (p95 <= 100 ms)."""
 
 import json
+import math
 import os
 import random
 import signal
@@ -25,6 +28,10 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 LABELERS, PER_LABELER = 8, 50
 KILL_AFTER = 100                 # acknowledged comparisons (all labelers) before the SIGKILL
+FAKE_SAMPLING_S = 0.05           # the flood test's sampler: each call sleeps this long
+FLOOD_THREADS = 6                # the flooding labeler's concurrent senders ...
+FLOOD_RETRY_S = 0.05             # ... each sending again this soon after a 429
+PAGE_P95_S = 0.1                 # the other labelers' GET /api/session and /api/conversations
 DEADLINE_S = 240                 # the whole run; the target is well under 90 s
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 
@@ -38,9 +45,10 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m hh.serve` on `port` over `workdir`; its output goes to `log`."""
 
-    def __init__(self, models_root, workdir, port, log):
+    def __init__(self, models_root, workdir, port, log, extra=()):
         self.command = [sys.executable, "-m", "hh.serve", "--config", "configs/serve.py:smoke",
-                        f"--config.models_root={models_root}", "--workdir", str(workdir), "--port", str(port)]
+                        f"--config.models_root={models_root}", "--workdir", str(workdir), "--port", str(port),
+                        *extra]
         self.url, self.log, self.proc = f"http://127.0.0.1:{port}", log, None
 
     def start(self):
@@ -79,14 +87,27 @@ class ServerProcess:
 class Labeler:
     """A simulated labeler: conversations of 1-4 turns, a random side and strength each turn, an
     occasional edit; retries through connection errors (the server restarting), re-reading the
-    conversation to resume, and records every acknowledged choice (pending_id -> comparison_id)."""
+    conversation to resume, and records every acknowledged choice (pending_id -> comparison_id).
+    A message refused with 429 (too many in flight) is sent again after `retry_s`. With
+    `time_pages`, each turn first loads the page's lists (GET /api/session, /api/conversations)
+    and records how long each answer took."""
 
-    def __init__(self, name, token, url, seed, progress):
+    def __init__(self, name, token, url, seed, progress, time_pages=False, retry_s=0.05):
         self.name, self.rng, self.progress = name, random.Random(seed), progress
         self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-        self.acked, self.ack_times = {}, []
-        self.retries = self.lost_answers = self.resumed_pairs = 0
+        self.acked, self.ack_times, self.page_seconds = {}, [], []
+        self.time_pages, self.retry_s = time_pages, retry_s
+        self.retries = self.lost_answers = self.resumed_pairs = self.throttled = 0
         self.error = None
+
+    def load_page(self):
+        """The page's reads, each timed; one cut off by the restart is not timed (nor retried)."""
+        for path in ("/api/session", "/api/conversations"):
+            t = time.perf_counter()
+            r = self.request("GET", path, once=True)
+            if r is not None:
+                self.page_seconds.append(time.perf_counter() - t)
+                self.expect(r)
 
     def request(self, method, path, body=None, once=False):
         """The HTTP answer; connection errors are retried (or, with `once`, -> None)."""
@@ -109,6 +130,10 @@ class Labeler:
             r = self.request("POST", f"/api/conversations/{cid}/messages", {"text": text}, once=True)
             if r is not None and r.status_code == 200:
                 view = r.json()
+            elif r is not None and r.status_code == 429:
+                self.throttled += 1
+                time.sleep(self.retry_s)
+                continue
             elif r is None or (r.status_code == 409 and "waiting for a choice" in r.text):
                 # the answer was lost (or a retry met the pair it created): read where we are
                 view = self.expect(self.request("GET", f"/api/conversations/{cid}"))
@@ -141,6 +166,8 @@ class Labeler:
                     mode = self.rng.choice(["helpful", "red-team"])
                     cid = self.expect(self.request("POST", "/api/conversations", {"mode": mode}))["id"]
                     turns_left = self.rng.randint(1, 4)
+                if self.time_pages:
+                    self.load_page()
                 pending = self.message(cid, f"{self.name} asks question {len(self.acked)}")
                 edit = "an edited answer" if self.rng.random() < 0.1 else None
                 self.choose(cid, pending, edit)
@@ -150,7 +177,8 @@ class Labeler:
 
 
 def check_store(path, labelers):
-    """Every acknowledged comparison exactly once, no rows beyond them, every conversation whole."""
+    """Every acknowledged comparison exactly once, no rows beyond them, every conversation whole
+    (each labeler's count is what they were acknowledged)."""
     db = sqlite3.connect(str(path))
     db.row_factory = sqlite3.Row
     try:
@@ -160,14 +188,14 @@ def check_store(path, labelers):
         assert db.execute("SELECT COUNT(*) FROM pending").fetchone()[0] == 0, "a pair was left unanswered"
     finally:
         db.close()
-    assert len(rows) == LABELERS * PER_LABELER
+    assert len(rows) == sum(len(lab.acked) for lab in labelers)
     assert len({r["pending_id"] for r in rows}) == len(rows)
     assert len({(r["conversation_id"], r["turn"]) for r in rows}) == len(rows)
     stored = {r["pending_id"]: r["id"] for r in rows}
     acked = {p: c for lab in labelers for p, c in lab.acked.items()}
     assert stored == acked        # each acknowledged one exactly once (same id), nothing else
     for lab in labelers:
-        assert sum(r["labeler_id"] == lab.name for r in rows) == PER_LABELER
+        assert sum(r["labeler_id"] == lab.name for r in rows) == len(lab.acked)
     for r in rows:
         assert all(v is not None for k, v in r.items() if k != "edit"), r
         assert (r["edit"] is not None) == bool(r["edited"]) and r["choice"] in ("a", "b")
@@ -239,6 +267,7 @@ def test_load_and_sigkill_restart(pm_chain, tmp_path):
         server.stop()
 
     check_store(store.path, labelers)
+    assert [len(lab.acked) for lab in labelers] == [PER_LABELER] * LABELERS
     after = [t for lab in labelers for t in lab.ack_times if t > t_kill]
     assert KILL_AFTER <= at_kill < LABELERS * PER_LABELER and after, (at_kill, len(after))
     total = LABELERS * PER_LABELER
@@ -252,3 +281,92 @@ def test_load_and_sigkill_restart(pm_chain, tmp_path):
                   pending_pairs_resumed=sum(lab.resumed_pairs for lab in labelers))
     (tmp_path / "load.json").write_text(json.dumps(result, indent=1))
     print("\nLOAD: " + ", ".join(f"{k}={v}" for k, v in result.items()), flush=True)
+
+
+def percentile(values, q):
+    """The q-th percentile (nearest rank) of `values`."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def flood(flooder, conversations, stop):
+    """The flooding labeler: one sender per conversation, each sending a message (a slow sample) as
+    soon as its last pair is answered, and again 50 ms after every 429, until `stop`."""
+    def sender(cid):
+        try:
+            while not stop.is_set():
+                flooder.choose(cid, flooder.message(cid, "flood"))
+        except Exception as e:        # noqa: BLE001 -- reported by the test
+            flooder.error = repr(e)
+    threads = [threading.Thread(target=sender, args=(cid,), daemon=True) for cid in conversations]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_flooding_labeler_does_not_slow_the_others_and_sigkill_loses_nothing(tmp_path):
+    workdir = tmp_path / "serve"
+    store = Store(workdir)
+    tokens = {f"labeler{i}": store.add_labeler(f"labeler{i}") for i in range(LABELERS)}
+    flood_token = store.add_labeler("flooder")
+    flood_conversations = [store.start_conversation("flooder", "helpful") for _ in range(FLOOD_THREADS)]
+    server = ServerProcess("", workdir, free_port(), tmp_path / "server.log",
+                           extra=[f"--config.fake_sampling_s={FAKE_SAMPLING_S}"])
+    any_token = next(iter(tokens.values()))
+    server.start()
+    stop = threading.Event()
+    try:
+        server.wait_ready(any_token)
+        lock, acked = threading.Lock(), [0]
+        enough = threading.Event()
+
+        def progress():
+            with lock:
+                acked[0] += 1
+                if acked[0] >= KILL_AFTER:
+                    enough.set()
+        flooder = Labeler("flooder", flood_token, server.url, 99, lambda: None, retry_s=FLOOD_RETRY_S)
+        labelers = [Labeler(name, token, server.url, seed, progress, time_pages=True)
+                    for seed, (name, token) in enumerate(tokens.items())]
+        flood_threads = flood(flooder, flood_conversations, stop)
+        flood_deadline = time.monotonic() + 30
+        while flooder.throttled == 0:           # the flood is on: the sampler is busy and queued
+            assert flooder.error is None and time.monotonic() < flood_deadline, flooder.error
+            time.sleep(0.01)
+        threads = [threading.Thread(target=lab.run, daemon=True) for lab in labelers]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        assert enough.wait(DEADLINE_S), f"only {acked[0]} comparisons acknowledged"
+        t_kill = time.monotonic()
+        server.kill()
+        at_kill = acked[0]
+        server.start()
+        server.wait_ready(any_token)
+        for t in threads:
+            t.join(max(1.0, DEADLINE_S - (time.monotonic() - t0)))
+        t_end = time.monotonic()
+        stop.set()
+        for t in flood_threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads + flood_threads), f"not done: {acked[0]} acknowledged"
+        assert [lab.error for lab in labelers + [flooder]] == [None] * (LABELERS + 1)
+    finally:
+        stop.set()
+        server.stop()
+
+    rows = check_store(store.path, labelers + [flooder])
+    assert [len(lab.acked) for lab in labelers] == [PER_LABELER] * LABELERS
+    pages = [s for lab in labelers for s in lab.page_seconds]
+    p95 = percentile(pages, 95)
+    wall = t_end - t0
+    result = dict(p95_page_ms=round(1000 * p95, 1), p50_page_ms=round(1000 * percentile(pages, 50), 1),
+                  max_page_ms=round(1000 * max(pages), 1), page_loads=len(pages),
+                  comparisons=len(rows), labeler_comparisons=LABELERS * PER_LABELER,
+                  flooder_comparisons=len(flooder.acked), flooder_429s=flooder.throttled,
+                  labeler_429s=sum(lab.throttled for lab in labelers), wall_s=round(wall, 2),
+                  per_s=round(len(rows) / wall, 2), acknowledged_before_kill=at_kill,
+                  recovery_s=round(min(t for lab in labelers for t in lab.ack_times if t > t_kill) - t_kill, 2))
+    print("\nLOAD: " + ", ".join(f"{k}={v}" for k, v in result.items()), flush=True)
+    assert flooder.throttled > 0 and len(flooder.acked) > 0, result
+    assert p95 <= PAGE_P95_S, result

@@ -3,10 +3,11 @@ once), finishing, tags, WAL mode and concurrent writers. Fake Candidates: no mod
 
 import sqlite3
 import threading
+import time
 
 import pytest
 
-from hh.serve.store import Candidate, Store, StoreError, response_after
+from hh.serve.store import SCHEMA_VERSION, Candidate, Store, StoreError, response_after
 
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 
@@ -201,7 +202,7 @@ def test_wal_mode_and_schema(store, tmp_path):
     assert raw(store, "PRAGMA journal_mode") == [("wal",)]
     assert store.path == tmp_path / "comparisons.sqlite"
     assert Store(store.path).path == store.path                     # an explicit file path works too
-    assert raw(store, "SELECT value FROM meta WHERE key='schema_version'") == [("1",)]
+    assert raw(store, "SELECT value FROM meta WHERE key='schema_version'") == [(str(SCHEMA_VERSION),)]
     raw_db = sqlite3.connect(str(store.path))
     raw_db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     raw_db.commit(), raw_db.close()
@@ -245,3 +246,53 @@ def test_concurrent_writers(store):
     assert raw(store, "SELECT COUNT(*) FROM pending") == [(0,)]
     assert raw(store, "SELECT SUM(turns) FROM conversations") == [(400,)]
     assert store.check_integrity() == "ok"
+
+
+def test_backup_while_a_labeler_writes_is_a_consistent_prefix(store, tmp_path):
+    """Backups taken while comparisons are being written: each opens, passes integrity_check, and
+    holds the first N comparisons exactly, with conversations and pending pairs of that moment."""
+    store.add_labeler("ann")
+    stop, errors, written = threading.Event(), [], [0]
+
+    def writer():
+        try:
+            cid, transcript = store.start_conversation("ann", "helpful"), ""
+            while not stop.is_set():
+                n = written[0]
+                pending = store.offer(cid, "ann", context_after(transcript, f"q{n}"), *cands(n), "ab")
+                row, _ = store.choose(cid, "ann", pending["id"], "ab"[n % 2], 1 + n % 4)
+                transcript = row["context"] + response_after(row["choice"], row)
+                written[0] += 1
+        except Exception as e:        # noqa: BLE001 -- reported below
+            errors.append(repr(e))
+    thread = threading.Thread(target=writer)
+    thread.start()
+    copies = []
+    try:
+        for i in range(4):
+            target = written[0] + 15
+            while written[0] < target and thread.is_alive():
+                time.sleep(0.005)
+            copies.append((tmp_path / f"backup-{i}.sqlite", store.backup(tmp_path / f"backup-{i}.sqlite")))
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    final = store.comparisons()
+    counts = [count for _, count in copies]
+    assert all(b > a for a, b in zip(counts, counts[1:])) and counts[0] >= 15, counts   # taken mid-write
+    assert counts[-1] <= len(final)
+    for path, count in copies:
+        db = sqlite3.connect(str(path))
+        db.row_factory = sqlite3.Row
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            rows = [dict(r) for r in db.execute("SELECT * FROM comparisons ORDER BY id")]
+            turns = db.execute("SELECT SUM(turns) FROM conversations").fetchone()[0]
+        finally:
+            db.close()
+        assert len(rows) == count and rows == final[:count]          # a prefix, byte for byte
+        assert turns == count                                        # the conversation matches it
+    with pytest.raises(StoreError, match="exists"):
+        store.backup(copies[0][0])
+    assert not list(tmp_path.glob("*.partial"))

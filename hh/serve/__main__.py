@@ -9,7 +9,8 @@ from ml_collections import config_flags
 
 from hh.config import ConfigError
 from hh.serve.app import Server, create_app
-from hh.serve.models import load_pool
+from hh.serve.limits import Limits
+from hh.serve.models import FakePool, load_pool
 from hh.serve.store import Store
 
 
@@ -36,9 +37,18 @@ def serve(config, workdir, host=None, port=None, ready=None):
     """Loads the pool, opens the store and runs uvicorn until interrupted."""
     import uvicorn
 
+    try:
+        limits = Limits.from_config(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     store = Store(workdir)
-    pool = load_pool(resolve_paths(config))
-    server = Server(store, pool, tag=config.tag, max_message_chars=config.max_message_chars, seed=config.seed)
+    if config.get("fake_sampling_s", 0) > 0:
+        print(f"config.fake_sampling_s={config.fake_sampling_s}: canned responses, no models (tests only)", flush=True)
+        pool = FakePool(config.fake_sampling_s)
+    else:
+        pool = load_pool(resolve_paths(config))
+    server = Server(store, pool, tag=config.tag, max_message_chars=config.max_message_chars, seed=config.seed,
+                    limits=limits)
     host, port = host or config.host, int(port or config.port)
     labelers = store.labelers()
     print(f"serving {len(pool.models)} models ({', '.join(pool.models)}) on http://{host}:{port}/ "

@@ -6,20 +6,23 @@ carries it as `?token=` and the page moves it into the header): without a valid 
 and a labeler reads and continues only their own conversations (another's is "unknown", 404).
 
 The server holds the pending pair: the page sends back only which side won, so a client cannot
-forge the texts it rates. Sampling runs in a worker thread (one at a time: the models are shared),
-never on the event loop, so a slow sample does not block other labelers' pages. Every choice is
-committed before the answer leaves; a repeated submission is idempotent. Request bodies are read as
-strict UTF-8 JSON with clear errors (hh.serve.requests).
+forge the texts it rates. Sampling runs on one dedicated worker thread (one call at a time: the
+models are shared), awaited from the event loop; the request thread pool only runs short SQLite
+work and never waits for the models, so a queue of slow samples does not slow other labelers' pages.
+Every choice is committed before the answer leaves; a repeated submission is idempotent. Request
+bodies are read as strict UTF-8 JSON with clear errors (hh.serve.requests); per-labeler and
+per-address limits answer 429 (hh.serve.limits).
 
 API (JSON): GET /api/session; GET|POST /api/conversations; GET /api/conversations/{id};
 POST /api/conversations/{id}/messages {"text"}; POST /api/conversations/{id}/choice
 {"pending_id", "side": "left"|"right", "strength": 1-4, "edit"?}; POST /api/conversations/{id}/finish.
 """
 
+import asyncio
+import concurrent.futures
 import hashlib
 import pathlib
 import random
-import threading
 import time
 
 from fastapi import FastAPI, Request
@@ -29,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hh.data.dialogue import ASSISTANT, HUMAN, parse_dialogue
 from hh.serve import requests
+from hh.serve.limits import FailedAuth, InFlight, Limits
 from hh.serve.store import STRENGTHS, Store, StoreError
 
 STATIC = pathlib.Path(__file__).with_name("static")
@@ -78,38 +82,71 @@ def turn_seed(seed: int, conversation_id: str, turn: int) -> int:
     return int.from_bytes(digest[:4], "big") >> 1
 
 
-class Server:
-    """State of one running interface: the store, the model pool, limits, and a sampling lock."""
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else ""
 
-    def __init__(self, store: Store, pool, *, tag: str = "", max_message_chars: int = 2000, seed: int = 0):
+
+def client_address(request: Request) -> str:
+    """The peer's address (behind a reverse proxy on this host, uvicorn takes it from
+    X-Forwarded-For)."""
+    return request.client.host if request.client else "unknown"
+
+
+class Server:
+    """State of one running interface: the store, the model pool, the limits, and the one thread
+    that samples (a single worker: one sampling call at a time, in the order they came)."""
+
+    def __init__(self, store: Store, pool, *, tag: str = "", max_message_chars: int = 2000, seed: int = 0,
+                 limits: Limits | None = None):
         self.store, self.pool, self.tag = store, pool, tag
         self.max_message_chars = max_message_chars
-        self.sample_lock = threading.Lock()
-        self.rng = random.Random(seed)
+        self.limits = limits = limits or Limits()
+        self.sampling = InFlight(limits.max_sampling_per_labeler)
+        self.failed_auth = FailedAuth(limits.auth_failures, limits.auth_failure_window_s)
+        self.sampler_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hh-sampler")
+        self.rng = random.Random(seed)      # used on the sampler thread only
         self.seed = seed
 
     def labeler(self, request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        labeler = self.store.labeler_for_token(token)
+        """The labeler of the request's token (read from the store each time: a revoked token fails
+        at once); a failure counts against the client's address (hh.serve.limits.FailedAuth)."""
+        address = client_address(request)
+        self.failed_auth.check(address)
+        labeler = self.store.labeler_for_token(bearer_token(request))
         if labeler is None:
+            self.failed_auth.failed(address)
             raise StoreError("a valid labeler token is needed: open your invite link", 401)
         return labeler
 
-    def offer_pair(self, conversation_id: str, labeler: str, text: str) -> dict:
-        """Samples two responses to the conversation + `text` and stores them as its pending pair."""
+    def next_context(self, conversation_id: str, labeler: str, text: str) -> tuple[str, int]:
+        """The context a new message makes (-> (context, turn)), if the conversation can take one."""
         conv = self.store.conversation(conversation_id, labeler)
         if conv["finished_at"] is not None:
             raise StoreError(f"conversation {conversation_id} is finished: start a new one", 409)
         if conv["pending"] is not None:
             raise StoreError("this conversation is waiting for a choice between two responses", 409)
-        context = f"{conv['transcript']}{HUMAN} {text}{ASSISTANT}"
-        with self.sample_lock:            # one sampling call at a time: the models are shared
-            pair = self.pool.pick(self.rng)
-            a, b = self.pool.candidates([context], [pair], turn_seed(self.seed, conversation_id, conv["turns"]))[0]
-            order = self.rng.choice(("ab", "ba"))
-        self.store.offer(conversation_id, labeler, context, a, b, order)
-        return conversation_view(self.store.conversation(conversation_id, labeler))
+        return f"{conv['transcript']}{HUMAN} {text}{ASSISTANT}", conv["turns"]
+
+    def sample_pair(self, conversation_id: str, context: str, turn: int):
+        """Two responses and their display order; runs on the sampler thread only."""
+        pair = self.pool.pick(self.rng)
+        a, b = self.pool.candidates([context], [pair], turn_seed(self.seed, conversation_id, turn))[0]
+        return a, b, self.rng.choice(("ab", "ba"))
+
+    async def offer_pair(self, conversation_id: str, labeler: str, text: str) -> dict:
+        """Samples two responses to the conversation + `text` and stores them as its pending pair.
+        At most `limits.max_sampling_per_labeler` of a labeler's messages wait for the sampler."""
+        with self.sampling.hold(labeler):
+            context, turn = await run_in_threadpool(self.next_context, conversation_id, labeler, text)
+            loop = asyncio.get_running_loop()
+            a, b, order = await loop.run_in_executor(self.sampler_executor, self.sample_pair, conversation_id,
+                                                     context, turn)
+
+            def store_pair():
+                self.store.offer(conversation_id, labeler, context, a, b, order)
+                return conversation_view(self.store.conversation(conversation_id, labeler))
+            return await run_in_threadpool(store_pair)
 
     def choose(self, conversation_id: str, labeler: str, body: dict) -> dict:
         conv = self.store.conversation(conversation_id, labeler)
@@ -139,20 +176,27 @@ class RevalidatedStatic(StaticFiles):
 
 
 def create_app(server: Server) -> FastAPI:
-    # docs_url/openapi_url off: Swagger UI would load from a public CDN (ENV-NOTES §12)
+    # docs_url/openapi_url off: Swagger UI would load from a public CDN
     app = FastAPI(title="hh comparisons", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
 
     @app.exception_handler(StoreError)
     async def store_error(request, exc: StoreError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+    async def authenticated(request: Request, *, body: bool = False) -> tuple[str, tuple]:
+        """Authenticates first (no valid token: 401, whatever the body; an address backing off: 429
+        before the store is asked), then reads the JSON body if the route takes one.
+        -> (labeler, (body,) or ())."""
+        server.failed_auth.check(client_address(request))
+        labeler = await run_in_threadpool(server.labeler, request)
+        return labeler, ((await requests.json_body(request),) if body else ())
 
     async def call(request: Request, fn, *, body: bool = False):
-        """Authenticates first (no valid token: 401, whatever the body), then reads the JSON body if
-        the route takes one, then runs `fn(labeler[, body])` in a worker thread (SQLite and sampling
-        block; the event loop must not)."""
-        labeler = await run_in_threadpool(server.labeler, request)
-        args = (await requests.json_body(request),) if body else ()
+        """`fn(labeler[, body])` of an authenticated request, in a worker thread (SQLite blocks; the
+        event loop must not)."""
+        labeler, args = await authenticated(request, body=body)
         return await run_in_threadpool(fn, labeler, *args)
 
     @app.get("/", include_in_schema=False)
@@ -175,7 +219,8 @@ def create_app(server: Server) -> FastAPI:
     async def start(request: Request):
         def fn(labeler, body):
             mode = requests.one_of(body, "mode", tuple(QUESTIONS))
-            cid = server.store.start_conversation(labeler, mode, server.tag)
+            cid = server.store.start_conversation(labeler, mode, server.tag,
+                                                  per_hour=server.limits.conversations_per_hour)
             return conversation_view(server.store.conversation(cid, labeler))
         return await call(request, fn, body=True)
 
@@ -185,10 +230,9 @@ def create_app(server: Server) -> FastAPI:
 
     @app.post("/api/conversations/{conversation_id}/messages")
     async def message(conversation_id: str, request: Request):
-        def fn(labeler, body):
-            text = requests.message(body, "text", server.max_message_chars)
-            return server.offer_pair(conversation_id, labeler, text)
-        return await call(request, fn, body=True)
+        labeler, (body,) = await authenticated(request, body=True)
+        text = requests.message(body, "text", server.max_message_chars)
+        return await server.offer_pair(conversation_id, labeler, text)
 
     @app.post("/api/conversations/{conversation_id}/choice")
     async def choice(conversation_id: str, request: Request):

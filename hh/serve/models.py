@@ -10,6 +10,7 @@ Responses stop at the next "\\n\\nHuman:" marker or EOS (hh.rl.rollout.sampling_
 
 import dataclasses
 import random
+import time
 
 import jax
 import ml_collections
@@ -167,6 +168,24 @@ class Pool:
             for (i, side), cand in zip(slots, got):
                 out[i][side] = cand
         return [tuple(p) for p in out]
+
+
+class FakePool:
+    """A pool without models for load tests (config.fake_sampling_s > 0): every call sleeps `delay`
+    seconds, as a slow sample would, and answers each context with two canned responses."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.models = {"fake-a": None, "fake-b": None}
+
+    def pick(self, rng: random.Random | None = None) -> tuple[str, str]:
+        return "fake-a", "fake-b"
+
+    def candidates(self, contexts: list[str], pairs: list[tuple[str, str]], seed: int):
+        time.sleep(self.delay)
+        settings = {"fake_sampling_s": self.delay}
+        return [(Candidate(f" canned answer {seed % 997} from {a}", a, settings, seed),
+                 Candidate(f" canned answer {seed % 991} from {b}", b, settings, seed)) for a, b in pairs]
 
 
 def deployed_models(specs, pm, *, max_new_tokens: int, temperature: float, rows: int,

@@ -7,8 +7,11 @@ the module can be pointed at another database with a DB-API driver by changing `
 
 One short-lived connection per call (sqlite3 connections must not cross threads), `BEGIN
 IMMEDIATE` for writes, so concurrent writers queue on the busy timeout instead of failing.
-`synchronous=FULL`: an acknowledged choice survives a machine crash, not only a process kill
-(../shared/ENV-NOTES.md §12).
+`synchronous=FULL`: an acknowledged choice survives a machine crash, not only a process kill.
+
+Schema version 2 adds each labeler's revoked_at and last_used_at; an older store is migrated when
+it is opened (`MIGRATIONS`), so its labelers, tokens and rows keep working. `backup` copies the
+database with SQLite's online backup API while labelers write.
 
 A choice is recorded exactly once: the pending pair it answers is deleted in the same transaction
 that inserts the comparison (and updates the conversation), and `comparisons.pending_id` is UNIQUE;
@@ -19,6 +22,8 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import secrets
 import sqlite3
 import time
@@ -29,7 +34,8 @@ from etils import epath
 DB_NAME = "comparisons.sqlite"
 MODES = ("helpful", "red-team")
 STRENGTHS = (1, 2, 3, 4)   # 1 = "slightly better" ... 4 = "much better"; 1 is dropped on export
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LAST_USE_RESOLUTION_S = 60.0   # a labeler's last use is written at most once a minute, not per request
 
 # What a pending pair and a recorded comparison share: the pair as it was shown.
 PAIR_COLUMNS = """
@@ -46,7 +52,9 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS labelers (
         id TEXT PRIMARY KEY,
         token_sha256 TEXT UNIQUE NOT NULL,
-        created_at REAL NOT NULL)""",
+        created_at REAL NOT NULL,
+        revoked_at REAL,
+        last_used_at REAL)""",
     """CREATE TABLE IF NOT EXISTS conversations (
         id TEXT PRIMARY KEY,
         labeler_id TEXT NOT NULL REFERENCES labelers(id),
@@ -78,13 +86,20 @@ SCHEMA = (
     """CREATE INDEX IF NOT EXISTS conversations_by_labeler ON conversations (labeler_id)""",
 )
 
+# version -> the statements that bring a store of that version to the next one
+MIGRATIONS = {
+    1: ("ALTER TABLE labelers ADD COLUMN revoked_at REAL",
+        "ALTER TABLE labelers ADD COLUMN last_used_at REAL"),
+}
+
 
 class StoreError(ValueError):
-    """A request the store refuses; `status` is the HTTP status the server answers with."""
+    """A request the store refuses; `status` is the HTTP status the server answers with, and
+    `retry_after` (seconds) goes with a 429."""
 
-    def __init__(self, message, status=400):
+    def __init__(self, message, status=400, retry_after: int | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.retry_after = status, retry_after
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,13 +136,18 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            for statement in SCHEMA:
+        with self.transaction() as db:     # one writer at a time: a server and an admin may both open it
+            db.execute(SCHEMA[0])
+            row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = SCHEMA_VERSION if row is None else int(row[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {version}, this hh reads {SCHEMA_VERSION}")
+            for old in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[old]:
+                    db.execute(statement)
+            for statement in SCHEMA[1:]:
                 db.execute(statement)
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            db.commit()
-            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
-        if int(version) != SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: schema version {version}, this hh reads {SCHEMA_VERSION}")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @contextlib.contextmanager
     def connect(self):
@@ -162,30 +182,72 @@ class Store:
         token = secrets.token_urlsafe(24)
         try:
             with self.transaction() as db:
-                db.execute("INSERT INTO labelers VALUES (?, ?, ?)", (labeler_id, token_digest(token), time.time()))
+                db.execute("INSERT INTO labelers (id, token_sha256, created_at) VALUES (?, ?, ?)",
+                           (labeler_id, token_digest(token), time.time()))
         except sqlite3.IntegrityError:
             raise StoreError(f"labeler {labeler_id!r} already exists", 409) from None
         return token
 
     def labeler_for_token(self, token: str):
-        """The labeler id a token belongs to, or None."""
+        """The labeler id an active (not revoked) token belongs to, or None; read from the database
+        on every call, so a revocation holds at once. Records the labeler's last use."""
         if not token:
             return None
         with self.connect() as db:
-            row = db.execute("SELECT id FROM labelers WHERE token_sha256=?", (token_digest(token),)).fetchone()
-        return row["id"] if row else None
+            row = db.execute("SELECT id, last_used_at FROM labelers WHERE token_sha256=? AND revoked_at IS NULL",
+                             (token_digest(token),)).fetchone()
+        if row is None:
+            return None
+        now = time.time()
+        if row["last_used_at"] is None or now - row["last_used_at"] > LAST_USE_RESOLUTION_S:
+            with self.transaction() as db:
+                db.execute("UPDATE labelers SET last_used_at=? WHERE id=?", (now, row["id"]))
+        return row["id"]
 
     def labelers(self) -> list[str]:
         with self.connect() as db:
             return [r["id"] for r in db.execute("SELECT id FROM labelers ORDER BY created_at")]
 
+    def labeler_rows(self) -> list[dict]:
+        """Every labeler: id, created_at, revoked_at and last_used_at (None: never / not revoked)."""
+        with self.connect() as db:
+            return [dict(r) for r in db.execute("SELECT id, created_at, revoked_at, last_used_at FROM labelers "
+                                                "ORDER BY created_at")]
+
+    def revoke(self, labeler_id: str) -> None:
+        """Invalidates the labeler's token at once; their conversations and comparisons stay."""
+        with self.transaction() as db:
+            if db.execute("UPDATE labelers SET revoked_at=COALESCE(revoked_at, ?) WHERE id=?",
+                          (time.time(), labeler_id)).rowcount == 0:
+                raise StoreError(f"no labeler {labeler_id!r}", 404)
+
+    def rotate(self, labeler_id: str) -> str:
+        """A new token for the same labeler (the old one stops working; a revoked labeler is active
+        again); -> the new token. Their data stays theirs: it is keyed by the id, not the token."""
+        token = secrets.token_urlsafe(24)
+        with self.transaction() as db:
+            if db.execute("UPDATE labelers SET token_sha256=?, revoked_at=NULL WHERE id=?",
+                          (token_digest(token), labeler_id)).rowcount == 0:
+                raise StoreError(f"no labeler {labeler_id!r}", 404)
+        return token
+
     # --- conversations --------------------------------------------------------------------------
 
-    def start_conversation(self, labeler_id: str, mode: str, tag: str = "") -> str:
+    def start_conversation(self, labeler_id: str, mode: str, tag: str = "", per_hour: int | None = None) -> str:
+        """A new conversation; with `per_hour`, refused (429) when the labeler started that many in
+        the last hour (counted in the same transaction, so concurrent starts cannot overshoot)."""
         if mode not in MODES:
             raise StoreError(f"mode {mode!r}: use one of {list(MODES)}", 422)
         conversation_id = new_id("c")
         with self.transaction() as db:
+            if per_hour is not None:
+                now = time.time()
+                count, oldest = db.execute("SELECT COUNT(*), MIN(created_at) FROM conversations WHERE labeler_id=? "
+                                           "AND created_at > ?", (labeler_id, now - 3600)).fetchone()
+                if count >= per_hour:
+                    wait = max(1, math.ceil(oldest + 3600 - now))
+                    raise StoreError(f"the limit is {per_hour} conversations per hour "
+                                     f"(config.conversations_per_hour); the next can start in {wait} s", 429, wait)
             db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, '', 0, ?, NULL)",
                        (conversation_id, labeler_id, mode, tag, time.time()))
         return conversation_id
@@ -299,6 +361,30 @@ class Store:
             query, args = query + " WHERE tag=?", (tag,)
         with self.connect() as db:
             return int(db.execute(query, args).fetchone()[0])
+
+    def counts_by_labeler(self) -> dict[str, int]:
+        with self.connect() as db:
+            return {r[0]: r[1] for r in db.execute("SELECT labeler_id, COUNT(*) FROM comparisons GROUP BY labeler_id")}
+
+    def backup(self, out) -> int:
+        """A consistent copy of the database at `out` (SQLite's online backup API: one snapshot,
+        taken while labelers keep writing), written beside it and renamed, so `out` is never half a
+        copy; an existing `out` is refused. -> the number of comparisons in the copy."""
+        out = os.fspath(out)
+        if os.path.exists(out):
+            raise StoreError(f"{out} exists: choose a new file for the backup", 409)
+        partial = f"{out}.partial"
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+        with self.connect() as db:
+            copy = sqlite3.connect(partial)
+            try:
+                db.backup(copy)     # pages=-1: all in one step, one read snapshot (WAL: writers go on)
+                count = copy.execute("SELECT COUNT(*) FROM comparisons").fetchone()[0]
+            finally:
+                copy.close()
+        os.replace(partial, out)
+        return int(count)
 
     def check_integrity(self) -> str:
         with self.connect() as db:
