@@ -6,10 +6,15 @@ embed] take ("data", "fsdp") for batch, so their embed stays whole, while weight
 shard embed over fsdp (ZeRO-3 style) and mlp over tensor (Megatron style).
 """
 
+import dataclasses
+import typing
+
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from hh.data.byte_tokenizer import ByteTokenizer, padded_vocab_size
 from hh.models import presets
+from hh.models.transformer import TransformerConfig
 
 SHARDING_RULES = (
     ("batch", ("data", "fsdp")),
@@ -37,19 +42,39 @@ def data(seq_len, tokenizer="sentencepiece", source="synthetic"):
         synthetic_comparisons=4000,     # per synthetic comparison source, train split
         eval_comparisons=500,           # per synthetic comparison source, test split
         tfds_data_dir="~/tensorflow_datasets",   # where TFDS builds real datasets
-        manual_dir="",                  # e.g. ../shared/data/hh-rlhf (offline copies)
+        manual_dir="",                  # a local copy of the data set (offline), e.g. data/hh-rlhf
     ))
+
+
+def optional_field_types(cls=TransformerConfig) -> dict:
+    """{field: type} of the dataclass's Optional[type] fields (None: "derive it from another")."""
+    hints = typing.get_type_hints(cls)
+    types = {}
+    for field in dataclasses.fields(cls):
+        args = typing.get_args(hints[field.name])
+        if typing.get_origin(hints[field.name]) is typing.Union and type(None) in args:
+            types[field.name] = next(a for a in args if a is not type(None))
+    return types
+
+
+OPTIONAL_MODEL_FIELDS = optional_field_types()
 
 
 def with_tuples(config) -> ml_collections.ConfigDict:
     """The config with every list a tuple: ml_collections' flags cannot override a list field,
     while a tuple field takes `--config.x='["a","b"]'` (or `'("a","b")'`) from the command line
-    and from the launcher. Code that assigns a list to such a field still gets a tuple."""
-    def convert(value):
+    and from the launcher. Code that assigns a list to such a field still gets a tuple.
+
+    A model field that is None (n_kv_heads, mlp_bias: "same as n_heads / use_bias") becomes a
+    typed placeholder: still None in to_dict() and config.json, but `--config.model.n_kv_heads=2`
+    works (a NoneType field cannot be overridden from the command line)."""
+    def convert(value, key=None, parent=None):
         if isinstance(value, dict):
-            return {k: convert(v) for k, v in value.items()}
+            return {k: convert(v, k, key) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return tuple(convert(v) for v in value)
+        if value is None and parent == "model" and key in OPTIONAL_MODEL_FIELDS:
+            return placeholder(OPTIONAL_MODEL_FIELDS[key])
         return value
     return ml_collections.ConfigDict(convert(config.to_dict()))
 

@@ -33,6 +33,9 @@ def get_config(arg="tiny"):
     config.stage = "distill"
     config.model_preset = preset
     config.seed = 0
+    # A rerun in a workdir that has a checkpoint must use the config that wrote it (hh.train.resume
+    # lists the changed fields); True resumes anyway and records the change in provenance.json.
+    config.resume_with_changes = False
     # The LM workdir both the teacher and the student start from (required). Its model shape and
     # tokenizer are adopted; the result is a plain LM usable as init_from for PMP/PM/PPO.
     config.init_from = ""

@@ -2,7 +2,7 @@
 
 Presets: smoke, tiny (CPU), 13M … 52B (the paper's family). Any field can be overridden, e.g.
 `--config.train.steps=50 --config.model.remat=full`. On the embedded default corpus the model's
-vocabulary is the tokenizer's, rounded up to a multiple of 128 (ISSUE-NOTES "Model"). The default
+vocabulary is the tokenizer's, rounded up to a multiple of 128. The default
 data is the embedded synthetic HH world (hh.data.synthetic) with a SentencePiece BPE trained on it.
 """
 
@@ -28,6 +28,9 @@ def get_config(arg="tiny"):
     config.stage = "lm"
     config.model_preset = preset
     config.seed = 0
+    # A rerun in a workdir that has a checkpoint must use the config that wrote it (hh.train.resume
+    # lists the changed fields); True resumes anyway and records the change in provenance.json.
+    config.resume_with_changes = False
     # Params to start from: "" (fresh init) or a Hugging Face directory (Llama, GPT-NeoX/Pythia,
     # GPT-2), whose architecture and tokenizer then replace config.model's and config.data's.
     config.init_from = ""

@@ -28,6 +28,9 @@ def base_config(stage, preset, lr_factor, batch, helpful, harmless, helpful_frac
     config.stage = stage
     config.model_preset = preset
     config.seed = 0
+    # A rerun in a workdir that has a checkpoint must use the config that wrote it (hh.train.resume
+    # lists the changed fields); True resumes anyway and records the change in provenance.json.
+    config.resume_with_changes = False
     # An hh workdir of the previous stage (params only; the score head is fresh from an LM). The
     # tokenizer and its vocabulary come from it too. "" starts from a random init.
     config.init_from = ""

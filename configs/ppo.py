@@ -41,6 +41,9 @@ def get_config(arg="tiny"):
     config.stage = "ppo"
     config.model_preset = preset
     config.seed = 0
+    # A rerun in a workdir that has a checkpoint must use the config that wrote it (hh.train.resume
+    # lists the changed fields); True resumes anyway and records the change in provenance.json.
+    config.resume_with_changes = False
     # The policy (and the frozen reference) start here: an hh LM or distill workdir (App. B.1:
     # the context-distilled LM). The tokenizer comes from it.
     config.init_from = ""
@@ -64,7 +67,7 @@ def get_config(arg="tiny"):
         max_new_tokens=run["new_tokens"],   # App. B.1: 128 (32 in the robustness studies)
         temperature=1.0,                    # ours: pure sampling, T = 1 (the paper is silent)
         # Added to the PM score of a response cut at max_new_tokens (no stop marker, no EOS).
-        # 0: off, the paper's (silent) default; e.g. −1 is the "EOS trick" of RLHF-NOTES #5.
+        # 0: off, the paper's (silent) default; e.g. −1 is the "EOS trick" (penalise responses that never end).
         truncated_penalty=0.0,
         samples_every=run["samples_every"],  # iterations between samples.jsonl entries
         n_samples=4,                         # responses decoded each time

@@ -1,7 +1,9 @@
 """Checks a resolved config before anything is compiled; errors name the offending field.
 
 `validate(config, n_devices)` covers what every stage shares (model, mesh, batch, optimizer,
-loop). Stage-specific checks live with their stage.
+loop). `validate_counts(config)` checks every size and count field of a stage config (and of the
+nested online and pipeline configs) before anything runs. Other stage-specific checks live with
+their stage.
 """
 
 from hh.parallel.sharding import MESH_AXES, resolve_mesh_shape
@@ -47,8 +49,11 @@ def validate_model(config):
         if path.startswith("model."):
             _require(_get(config, path) in allowed,
                      f"config.{path}={_get(config, path)!r}: choose one of {allowed}")
-    for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "max_len"):
+    for field in ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "max_len",
+                  "attention_block"):
         _require(m[field] > 0, f"config.model.{field}={m[field]} must be positive")
+    _require(m.n_kv_heads is None or m.n_kv_heads > 0,
+             f"config.model.n_kv_heads={m.n_kv_heads} must be positive (or None: n_heads)")
     kv = m.n_kv_heads or m.n_heads
     _require(m.n_heads % kv == 0,
              f"config.model.n_heads={m.n_heads} is not a multiple of config.model.n_kv_heads={kv}")
@@ -74,6 +79,8 @@ def validate_mesh(config, n_devices):
 
 def validate_batch(config, sizes):
     t = config.train
+    for path in ("train.global_batch_size", "train.microbatches", "train.eval_batch_size", "data.seq_len"):
+        _require(_get(config, path) > 0, f"config.{path}={_get(config, path)} must be positive")
     shards = sizes["data"] * sizes["fsdp"]
     _divides(config, "train.microbatches", "train.global_batch_size")
     micro = t.global_batch_size // t.microbatches
@@ -112,3 +119,72 @@ def validate(config, n_devices: int) -> dict:
     validate_batch(config, sizes)
     validate_optimizer_and_loop(config)
     return sizes
+
+
+# Size and count fields per stage config, as (must be > 0, must be >= 0). Paths are relative to
+# the stage's config; a field a config does not have is skipped. loop.steps is left to `validate`
+# (PM configs derive it from -1 after the data is known).
+TRAINING_COUNTS = (
+    ("train.global_batch_size", "train.microbatches", "train.eval_batch_size", "data.seq_len",
+     "data.tokenizer_vocab_size", "loop.log_every", "loop.checkpoint_every", "loop.keep_checkpoints",
+     "model.vocab_size", "model.d_model", "model.n_layers", "model.n_heads", "model.d_head",
+     "model.d_ff", "model.max_len", "model.attention_block"),
+    ("loop.eval_every", "optimizer.warmup_steps", "train.loss_chunk", "sharding.min_partitioned_elements"),
+)
+STAGE_COUNTS = {
+    "lm": (("data.synthetic_documents", "data.eval_documents"), ()),
+    "pmp": (("train.epochs", "data.train_pairs", "data.synthetic_comparisons", "data.eval_comparisons"), ()),
+    "pm": (("train.epochs", "data.train_pairs", "data.synthetic_comparisons", "data.eval_comparisons"), ()),
+    "distill": (("data.distill_texts", "data.eval_texts", "data.synthetic_documents", "distill.text_len",
+                 "distill.top_k", "distill.teacher_batch_size", "distill.shard_rows"),
+                ("distill.prompt_max_tokens",)),
+    "ppo": (("data.max_prompt_len", "rollout.max_new_tokens", "rollout.samples_every", "ppo.epochs",
+             "ppo.minibatches", "kl.horizon", "value_optimizer.learning_rate"),
+            ("rollout.n_samples", "value_optimizer.warmup_steps")),
+    # pool.snapshots = 0 would deploy every snapshot (a [-0:] slice); best_of_k 0 or 1: none
+    "online": (("rounds", "collect.comparisons", "collect.rows_per_call", "pool.snapshots",
+                "pool.max_new_tokens", "mix.train_pairs", "eval.n_prompts", "eval.max_new_tokens"),
+               ("pool.best_of_k", "collect.min_strength")),
+}
+# The pipeline config (no `stage` field): its evaluation sections; its stages are nested configs.
+PIPELINE_COUNTS = (
+    ("best_of.ks", "best_of.n_prompts", "best_of.max_new_tokens", "elo.n_prompts", "elo.max_new_tokens",
+     "ood.n_fit", "ood.n_test", "pm_eval.n_bins"),
+    ("ood.exposure_m", "ood.exposure_draws", "alignment_tax.shots"),
+)
+_MISSING = object()
+
+
+def _lookup(config, path):
+    node = config
+    for part in path.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _check_counts(config, prefix, positive, non_negative):
+    for paths, wanted in ((positive, "positive"), (non_negative, ">= 0")):
+        for path in paths:
+            value = _lookup(config, path)
+            if value is _MISSING:
+                continue
+            for v in (value if isinstance(value, (tuple, list)) else (value,)):   # e.g. best_of.ks
+                _require(v > 0 if wanted == "positive" else v >= 0, f"{prefix}.{path}={value} must be {wanted}")
+
+
+def validate_counts(config, prefix="config") -> None:
+    """Every size/count field of a stage config must be > 0 (or >= 0); for the online and pipeline
+    configs also those of each nested stage section. Cheap: run it before anything is built."""
+    stage = config.get("stage")
+    if stage is None:
+        _check_counts(config, prefix, *PIPELINE_COUNTS)
+    else:
+        if "train" in config:
+            _check_counts(config, prefix, *TRAINING_COUNTS)
+        _check_counts(config, prefix, *STAGE_COUNTS.get(stage, ((), ())))
+    for key in config.keys():
+        section = config[key]
+        if hasattr(section, "keys") and "stage" in section:
+            validate_counts(section, f"{prefix}.{key}")

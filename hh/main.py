@@ -10,7 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hh.config import ConfigError
+from hh.config import ConfigError, validate_counts
 from hh.parallel import distributed
 
 STAGES = {
@@ -42,6 +42,7 @@ def define_flags():
 def run(config, workdir):
     if config.stage not in STAGES:
         raise ConfigError(f"config.stage={config.stage!r}: known stages are {sorted(STAGES)}")
+    validate_counts(config)   # zero sizes fail here, naming the field, not deep inside a stage
     return importlib.import_module(STAGES[config.stage]).train_and_evaluate(config, workdir)
 
 

@@ -4,18 +4,19 @@ data state travels with the model, and params-only restore for `init_from`."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import lm as lm_config
 from hh.models.transformer import TransformerLM
 from hh.train import runtime
-from hh.train.checkpoint import Checkpointer
+from hh.train.checkpoint import Checkpointer, ShapeMismatchError
 from hh.train.optim import make_optimizer
 from hh.train.state import init_state, state_shardings
 
 
-def _sharded_state(mesh_shape, seed):
+def _sharded_state(mesh_shape, seed, d_head=16, abstract_only=False):
     config = lm_config.get_config("smoke")
-    config.model.n_heads, config.model.d_head = 4, 16
+    config.model.n_heads, config.model.d_head = 4, d_head
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = mesh_shape
     mesh, rules = runtime.mesh_and_rules(config)
     model = TransformerLM(runtime.model_config(config))
@@ -26,6 +27,8 @@ def _sharded_state(mesh_shape, seed):
 
     with runtime.sharding_context(mesh, rules):
         abstract, shardings = state_shardings(init_params, optimizer, mesh, rules)
+        if abstract_only:
+            return None, abstract
         state = init_state(init_params, optimizer, shardings, jax.random.key(seed))
     return state, abstract
 
@@ -63,3 +66,20 @@ def test_an_unfinished_checkpoint_is_not_restored(tmp_path):
     # what a SIGKILL during an async save leaves behind: a temporary directory
     (tmp_path / "2.orbax-checkpoint-tmp-123").mkdir()
     assert Checkpointer(tmp_path, keep=2, every=1).latest_step() == 1
+
+
+def test_a_shape_mismatch_names_the_parameter_and_both_shapes(tmp_path):
+    """Before restoring, the saved tree's metadata is compared with the target (orbax's own error
+    names neither the parameter nor the config field)."""
+    state, _ = _sharded_state((8, 1, 1), seed=0)
+    ckpt = Checkpointer(tmp_path, keep=2, every=1)
+    ckpt.save(1, state, {"next_batch": 1, "seed": 0}, {"step": 1})
+    ckpt.wait()
+    _, abstract = _sharded_state((8, 1, 1), seed=0, d_head=8, abstract_only=True)
+    reader = Checkpointer(tmp_path, keep=2, every=1)
+    expected = r"params/stack/layer_0/attention/key/kernel: saved \(64, 64\), this run needs \(64, 32\)"
+    with pytest.raises(ShapeMismatchError, match=expected) as error:
+        reader.restore(1, abstract)
+    assert error.value.mismatches[0] == ("params/stack/layer_0/attention/key/kernel", (64, 64), (64, 32))
+    with pytest.raises(ShapeMismatchError, match=expected):
+        reader.restore_params(1, abstract.params)

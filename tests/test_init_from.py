@@ -80,3 +80,36 @@ def test_a_saved_sentencepiece_model_is_reused_and_copied(tmp_path):
     got = init_from.initial_tokenizer(target, ["unused"], str(tmp_path / "dst"))
     assert got.fingerprint() == trained.fingerprint()
     assert (tmp_path / "dst" / "tokenizer" / "tokenizer.model").exists()
+
+
+def test_a_source_of_another_shape_names_the_parameter_and_the_field(tmp_path):
+    """init_from a checkpoint whose shapes differ: the parameter, both shapes and the model field
+    (checked on the saved tree's metadata before anything is read)."""
+    import json
+
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from configs import lm as lm_config
+    from hh.models.transformer import TransformerLM
+    from hh.train import runtime
+    from hh.train.checkpoint import ShapeMismatchError
+
+    source = lm_config.get_config("smoke")
+    model = TransformerLM(runtime.model_config(source))
+    params = nn.unbox(model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep=1, every=1, async_save=False)
+    ckpt.save(1, {"params": params}, {}, {"step": 1})
+    ckpt.close()
+    (tmp_path / "config.json").write_text(json.dumps(source.to_dict()))
+    target = lm_config.get_config("smoke")
+    target.model.d_head = 16
+    cfg = runtime.model_config(target)
+    abstract = jax.eval_shape(lambda: nn.unbox(
+        TransformerLM(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]))
+    with pytest.raises(ShapeMismatchError) as error:
+        init_from.initial_params(str(tmp_path), abstract, lambda: None, cfg)
+    message = str(error.value)
+    assert f"config.init_from={str(tmp_path)!r}" in message
+    assert "params/stack/layer_0/attention/key/kernel: saved (64, 64), this run needs (64, 32)" in message
+    assert "config.model.d_head: 32 -> 16" in message

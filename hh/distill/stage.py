@@ -28,7 +28,7 @@ from hh.train import init_from, runtime, step
 from hh.train.checkpoint import absolute
 from hh.train.loop import Task, evaluate, train_loop
 from hh.train.optim import make_optimizer
-from hh.train.provenance import config_hash, write_provenance
+from hh.train.resume import start_run
 from hh.train.state import state_from_params
 
 TEACHER_DIR = "teacher"
@@ -220,7 +220,7 @@ def train_and_evaluate(config, workdir):
     _, prompt_ids = hhh_prompt.load_prompt(config.distill, tokenizer, config.data.seq_len)
     texts = dict(zip(("train", "eval"), distill_data.distillation_texts(config.data)))
     rows = {split: distill_data.text_rows(t, tokenizer, config.distill.text_len) for split, t in texts.items()}
-    write_provenance(workdir, config, mesh)
+    meta = start_run(workdir, config, mesh)   # refuses a changed config before writing anything
     if jax.process_index() == 0:
         print(f"HHH prompt: {len(prompt_ids)} tokens; texts: {len(texts['train'])} train, "
               f"{len(texts['eval'])} held out, {config.distill.text_len} tokens each", flush=True)
@@ -236,4 +236,4 @@ def train_and_evaluate(config, workdir):
     targets = ensure_targets(config, workdir, rows, prompt_ids, tokenizer, model, mesh, rules,
                              layout[3].params, load_params)
     task = with_baseline(build_task(config, mesh, rules, model, layout, rows, targets, load_params), workdir)
-    return train_loop(task, config.loop, workdir, meta={"config_hash": config_hash(config)})
+    return train_loop(task, config.loop, workdir, meta=meta)

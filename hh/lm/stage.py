@@ -17,7 +17,7 @@ from hh.parallel import sharding as shd
 from hh.train import init_from, runtime, step
 from hh.train.loop import Task, train_loop
 from hh.train.optim import make_optimizer
-from hh.train.provenance import config_hash, write_provenance
+from hh.train.resume import start_run
 from hh.train.state import init_state, state_from_params
 
 
@@ -84,6 +84,6 @@ def train_and_evaluate(config, workdir):
                           f"(config.json with model.safetensors or model.safetensors.index.json)")
     validate(config, jax.device_count())
     mesh, rules = runtime.mesh_and_rules(config)
-    write_provenance(workdir, config, mesh)
+    meta = start_run(workdir, config, mesh)   # refuses a changed config before writing anything
     task = build_task(config, mesh, rules, workdir)
-    return train_loop(task, config.loop, workdir, meta={"config_hash": config_hash(config)})
+    return train_loop(task, config.loop, workdir, meta=meta)

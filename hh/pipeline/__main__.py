@@ -10,7 +10,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hh.config import ConfigError
+from hh.config import ConfigError, validate_counts
 from hh.pipeline.runner import run_steps
 from hh.pipeline.steps import steps
 
@@ -37,6 +37,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)   # orbax and jax log every save at INFO
     start = time.perf_counter()
     try:
+        validate_counts(f.config)   # every stage section's sizes, before the first step runs
         chosen = select(steps(f.config), f.until, f.force)
         run_steps(chosen, f.config, f.workdir, force=set(f.force))
     except ConfigError as e:

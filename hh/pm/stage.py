@@ -21,7 +21,7 @@ from hh.pm.objective import pm_eval_sums, pm_loss_terms, pm_summary
 from hh.train import init_from, runtime, step
 from hh.train.loop import Task, train_loop
 from hh.train.optim import make_optimizer
-from hh.train.provenance import config_hash, write_provenance
+from hh.train.resume import start_run
 from hh.train.state import state_from_params
 
 
@@ -120,9 +120,9 @@ def train_and_evaluate(config, workdir):
     validate(config, jax.device_count())
     mesh, rules = runtime.mesh_and_rules(config)
     tokenizer = init_from.initial_tokenizer(config, pm_data.texts(train_source), workdir)
-    write_provenance(workdir, config, mesh)
+    meta = start_run(workdir, config, mesh)   # refuses a changed config before writing anything
     if jax.process_index() == 0:
         report = truncation_report(eval_source, tokenizer, config.data.seq_len)
         print(f"eval pairs at seq_len {config.data.seq_len}: {dict(report)}", flush=True)
     task = build_task(config, mesh, rules, train_source, eval_source, tokenizer)
-    return train_loop(task, config.loop, workdir, meta={"config_hash": config_hash(config)})
+    return train_loop(task, config.loop, workdir, meta=meta)

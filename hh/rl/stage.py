@@ -33,8 +33,9 @@ from hh.rl.ppo import bind_loss, init_ppo_state, mean_metrics, ppo_update, ppo_u
 from hh.train import init_from, runtime
 from hh.train.checkpoint import absolute
 from hh.train.loop import Task, train_loop
+from hh.train.metrics import truncate_log
 from hh.train.optim import make_optimizer
-from hh.train.provenance import config_hash, write_provenance
+from hh.train.resume import start_run
 from hh.train.state import strip_boxes
 
 
@@ -241,11 +242,8 @@ class SampleLog:
 
     def truncate_after(self, iteration: int):
         """On resume: drop rows the interrupted run wrote after its last checkpoint."""
-        if jax.process_index() != 0 or not self.path.exists():
-            return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= iteration]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        if jax.process_index() == 0:
+            truncate_log(self.path, iteration)   # streamed, atomic, a torn last row dropped
 
     def due(self, iteration: int) -> bool:
         return self.every > 0 and iteration % self.every == 0
@@ -355,9 +353,9 @@ def train_and_evaluate(config, workdir):
     check_same_tokenizer(tokenizer, config.reward_model)
     if config.test_reward_model:
         check_same_tokenizer(tokenizer, config.test_reward_model, "test_reward_model")
-    write_provenance(workdir, config, mesh)
+    meta = start_run(workdir, config, mesh)   # refuses a changed config before writing anything
     task = build_task(config, mesh, rules, tokenizer, workdir)
-    result = train_loop(task, config.loop, workdir, meta={"config_hash": config_hash(config)})
+    result = train_loop(task, config.loop, workdir, meta=meta)
     if jax.process_index() == 0:
         # each phase compiles once per run (fixed shapes and shardings): recorded, and tested
         compiles = {k: p.jitted._cache_size() for k, p in task.train_step.phases.items()}

@@ -6,6 +6,7 @@ tokenizer) or a Hugging Face directory (its architecture, weights and tokenizer,
 hh.checkpoints). The loop's resume from the stage's own workdir comes first (hh.train.loop).
 """
 
+import dataclasses
 import json
 
 import jax
@@ -14,7 +15,8 @@ import ml_collections
 from hh.checkpoints import pipeline as hf_pipeline
 from hh.config import ConfigError
 from hh.data import sources
-from hh.train.checkpoint import Checkpointer, absolute
+from hh.train import resume
+from hh.train.checkpoint import Checkpointer, ShapeMismatchError, absolute
 
 # Stages whose params are a bare TransformerLM tree (no score head): they fill a PM's "trunk".
 LM_STAGES = ("lm", "distill")
@@ -65,16 +67,20 @@ def initial_params(init_from, abstract_params, fresh_params_fn, model_cfg=None, 
             trunk = hf_pipeline.imported_params(init_from, abstract_params["trunk"], model_cfg, tokenizer)
             return {**fresh_params_fn(), "trunk": trunk}
         return hf_pipeline.imported_params(init_from, abstract_params, model_cfg, tokenizer)
-    stage = source_config(init_from)["stage"]
+    source = source_config(init_from)
     ckpt = Checkpointer(absolute(init_from) / "checkpoints", keep=10**6, every=1, async_save=False)
     try:
         step = ckpt.latest_step()
         if step is None:
             raise ConfigError(f"config.init_from={init_from!r} has no checkpoint yet")
-        if stage in LM_STAGES and "trunk" in abstract_params:
+        if source["stage"] in LM_STAGES and "trunk" in abstract_params:
             trunk = ckpt.restore_params(step, abstract_params["trunk"])
             return {**fresh_params_fn(), "trunk": trunk}
         return ckpt.restore_params(step, abstract_params)
+    except ShapeMismatchError as error:   # name the model fields whose values differ
+        current = {"model": dataclasses.asdict(model_cfg)} if model_cfg is not None else None
+        explained = resume.explain_mismatch(error, {"model": source["model"]}, current)
+        raise ShapeMismatchError(f"config.init_from={init_from!r}: {explained}", error.mismatches) from None
     finally:
         ckpt.close()
 

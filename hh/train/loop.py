@@ -1,7 +1,8 @@
 """The one training loop shared by every stage (LM, PMP, PM, distillation, PPO).
 
 It owns what stages must not re-implement: resume from the workdir's latest checkpoint (train
-state plus data-iterator position), per-process global batches, periodic eval, metrics, a
+state plus data-iterator position; a shape that no longer fits names the parameter and the config
+field behind it), per-process global batches, periodic eval, metrics, a
 progress line, async checkpoints, a save-and-exit on SIGTERM, and a NaN/inf guard. Steps are
 dispatched asynchronously; metrics are fetched from the device only at log, eval and save points.
 """
@@ -19,7 +20,8 @@ from jax.experimental import multihost_utils
 
 from hh.parallel.distributed import one_at_a_time
 from hh.parallel.sharding import make_global_batch
-from hh.train.checkpoint import Checkpointer
+from hh.train import resume
+from hh.train.checkpoint import Checkpointer, ShapeMismatchError
 from hh.train.metrics import MetricsWriter
 from hh.train.step import means_from_sums
 
@@ -97,17 +99,27 @@ def _check_finite(rows):
                                      f"keeping the last checkpoint")
 
 
+def _restore(ckpt, step, task, workdir, meta):
+    try:
+        return ckpt.restore(step, task.abstract_state)
+    except ShapeMismatchError as error:   # which config field made the shapes differ
+        ckpt.close()
+        point = resume.resume_point(workdir)
+        raise resume.explain_mismatch(error, point and point.config, meta.get("config")) from None
+
+
 def train_loop(task: Task, loop_cfg, workdir, meta: dict) -> LoopResult:
     """Runs `loop_cfg.steps` steps of `task`, resuming from `workdir` if it has a checkpoint.
 
     loop_cfg: steps, log_every, eval_every, checkpoint_every, keep_checkpoints, async_checkpoints.
+    meta: saved with every checkpoint (hh.train.resume.start_run's: the config and its changes).
     """
     workdir = epath.Path(workdir)
     ckpt = Checkpointer(workdir / "checkpoints", keep=loop_cfg.keep_checkpoints,
                         every=loop_cfg.checkpoint_every, async_save=loop_cfg.async_checkpoints)
     start = ckpt.latest_step()
     if start is not None:
-        state, data_state, _ = ckpt.restore(start, task.abstract_state)
+        state, data_state, _ = _restore(ckpt, start, task, workdir, meta)
         task.train_batches.restore(data_state)
         print(f"resumed from {workdir / 'checkpoints'} at step {start}", flush=True)
     else:

@@ -1,7 +1,8 @@
 """What every workdir records about how it was made: config, code version, packages, devices.
 
 `config.json` (the resolved config), and `provenance.json` with the config hash, git commit and
-dirtiness, installed packages and the device mesh. Only process 0 writes.
+dirtiness, installed packages, the device mesh and, for a run resumed with another config
+(hh.train.resume), its `config_changes`. Only process 0 writes.
 """
 
 import hashlib
@@ -14,10 +15,14 @@ import jax
 from etils import epath
 
 
-def config_hash(config) -> str:
-    """sha256 of the config's canonical JSON: equal configs, equal hashes."""
-    canonical = json.dumps(config.to_dict(), sort_keys=True, default=str)
+def dict_hash(config_dict: dict) -> str:
+    """sha256 of a config dict's canonical JSON: equal configs, equal hashes."""
+    canonical = json.dumps(config_dict, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_hash(config) -> str:
+    return dict_hash(config.to_dict())
 
 
 def _git(*args):
@@ -41,7 +46,9 @@ def installed_packages() -> list:
                    if d.metadata["Name"]})
 
 
-def write_provenance(workdir, config, mesh) -> dict:
+def write_provenance(workdir, config, mesh, config_changes=(), previous_config=None) -> dict:
+    """config_changes: [{step, previous_config_hash, new_config_hash, changed}] of a resumed run;
+    previous_config: (step, config dict) to keep as config.step-<step>.json (never overwritten)."""
     record = {
         "config_hash": config_hash(config),
         **code_version(),
@@ -51,9 +58,16 @@ def write_provenance(workdir, config, mesh) -> dict:
         "mesh": {k: int(v) for k, v in mesh.shape.items()},
         "packages": installed_packages(),
     }
+    if config_changes:
+        record["config_changes"] = list(config_changes)
     if jax.process_index() == 0:
         workdir = epath.Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
+        if previous_config is not None:
+            step, previous = previous_config
+            kept = workdir / f"config.step-{step}.json"
+            if not kept.exists():
+                kept.write_text(json.dumps(previous, indent=2, sort_keys=True))
         (workdir / "config.json").write_text(config.to_json(indent=2, sort_keys=True))
         (workdir / "provenance.json").write_text(json.dumps(record, indent=2))
     return record
