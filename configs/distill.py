@@ -39,6 +39,9 @@ def get_config(arg="tiny"):
     # The LM workdir both the teacher and the student start from (required). Its model shape and
     # tokenizer are adopted; the result is a plain LM usable as init_from for PMP/PM/PPO.
     config.init_from = ""
+    # Regexes of tensors of a Hugging Face init_from that may be left unread (full names, e.g.
+    # r"score\.weight"); any other unread tensor is an error, since dropping it changes the model.
+    config.init_from_allow_unused = ()
 
     config.data = common.data(run["seq_len"])
     config.data.generic_fraction = 0.5      # Askell et al. App. B.5: half generic text, half dialogues

@@ -34,6 +34,9 @@ def get_config(arg="tiny"):
     # Params to start from: "" (fresh init) or a Hugging Face directory (Llama, GPT-NeoX/Pythia,
     # GPT-2), whose architecture and tokenizer then replace config.model's and config.data's.
     config.init_from = ""
+    # Regexes of tensors of a Hugging Face init_from that may be left unread (full names, e.g.
+    # r"score\.weight"); any other unread tensor is an error, since dropping it changes the model.
+    config.init_from_allow_unused = ()
 
     config.data = common.data(run["seq_len"], tokenizer=run.get("tokenizer", "sentencepiece"))
     config.model = common.model(preset)

@@ -34,6 +34,9 @@ def base_config(stage, preset, lr_factor, batch, helpful, harmless, helpful_frac
     # An hh workdir of the previous stage (params only; the score head is fresh from an LM). The
     # tokenizer and its vocabulary come from it too. "" starts from a random init.
     config.init_from = ""
+    # Regexes of tensors of a Hugging Face init_from that may be left unread (full names, e.g.
+    # r"score\.weight"); any other unread tensor is an error, since dropping it changes the model.
+    config.init_from_allow_unused = ()
 
     config.data = common.data(run["seq_len"], tokenizer=run["tokenizer"])
     config.data.helpful_sources = list(helpful)     # specs, see hh.pm.data

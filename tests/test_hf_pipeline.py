@@ -104,3 +104,31 @@ def test_pm_stage_starts_its_trunk_from_an_imported_model(hf_dir, tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                  state.params["trunk"], reference)
     assert float(np.abs(np.asarray(state.params["score_head"]["score"]["kernel"])).max()) == 0.0
+
+
+def test_unread_checkpoint_tensors_are_refused_unless_the_config_allows_them(hf_dir, tmp_path):
+    """config.init_from_allow_unused reaches the importer: an extra tensor stops the LM stage's
+    first state, and the same run with a pattern for it starts from the checkpoint's weights."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from hh.checkpoints.safetensors_dir import CheckpointFormatError
+    directory = tmp_path / "extra"
+    shutil.copytree(hf_dir, directory)
+    tensors = {**load_file(directory / "model.safetensors"), "model.extra.weight": np.ones((2, 2), np.float32)}
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+
+    def first_state(allow):
+        config = smoke_config(directory)
+        config.init_from_allow_unused = allow
+        adopt_imported_architecture(config)
+        mesh, rules = runtime.mesh_and_rules(config)
+        return lm_stage.build_task(config, mesh, rules, tmp_path / "w", verbose=False).init_state()
+
+    with pytest.raises(CheckpointFormatError, match=r"model\.extra\.weight"):
+        first_state(())
+    state = first_state((r"model\.extra\.weight",))
+    _, reference = hf_import.load_hf_model(hf_dir, tokenizer=HFTokenizer.from_directory(hf_dir))
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+                 state.params, reference)

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hh.parallel.distributed import EXIT_PREEMPTED
 from hh.train.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -231,7 +231,8 @@ def train_and_evaluate(config, workdir):
     def load_params():
         """The init_from LM's params (the teacher, and the student's start), in the state's shardings."""
         with runtime.sharding_context(mesh, rules):
-            return init_from.initial_params(config.init_from, abstract_params, None, model.cfg, tokenizer)
+            return init_from.initial_params(config.init_from, abstract_params, None, model.cfg, tokenizer,
+                allow_unused=tuple(config.get("init_from_allow_unused", ())))
 
     targets = ensure_targets(config, workdir, rows, prompt_ids, tokenizer, model, mesh, rules,
                              layout[3].params, load_params)

@@ -65,7 +65,8 @@ def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
     def fresh_state():
         with runtime.sharding_context(mesh, rules):
             if init_from_hf(config):   # continued pretraining of an imported model
-                params = init_from.initial_params(config.init_from, abstract.params, None, model.cfg, tokenizer)
+                params = init_from.initial_params(config.init_from, abstract.params, None, model.cfg, tokenizer,
+                    allow_unused=tuple(config.get("init_from_allow_unused", ())))
                 return state_from_params(params, optimizer, shardings)
             return init_state(init_params, optimizer, shardings, jax.random.key(config.seed))
 

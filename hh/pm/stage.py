@@ -86,7 +86,8 @@ def build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbos
         with runtime.sharding_context(mesh, rules):
             fresh = lambda: jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings.params)(
                 jax.random.key(config.seed))
-            params = init_from.initial_params(config.init_from, abstract.params, fresh, model.cfg, tokenizer)
+            params = init_from.initial_params(config.init_from, abstract.params, fresh, model.cfg, tokenizer,
+                allow_unused=tuple(config.get("init_from_allow_unused", ())))
             return state_from_params(params, optimizer, shardings)
 
     return Task(

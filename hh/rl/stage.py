@@ -6,7 +6,6 @@ once. The checkpointed state (hh.rl.ppo.PPOState) holds the policy, value model,
 states and β; the frozen reference policy and PM are reloaded from their workdirs on resume.
 """
 
-import functools
 import json
 
 import jax

@@ -53,20 +53,23 @@ def resolve_from_source(config):
                               f"{init_from} has {src[field]!r}: use the same model preset")
 
 
-def initial_params(init_from, abstract_params, fresh_params_fn, model_cfg=None, tokenizer=None):
+def initial_params(init_from, abstract_params, fresh_params_fn, model_cfg=None, tokenizer=None,
+                   allow_unused=()):
     """Params to start from: the source checkpoint's where it has them, fresh elsewhere.
 
     abstract_params: ShapeDtypeStructs carrying the target shardings; fresh_params_fn() -> params
     already placed. A PM started from an LM gets the LM as its "trunk" and a fresh score head.
-    model_cfg and tokenizer (its added tokens get mean embedding rows) serve Hugging Face sources.
+    model_cfg and tokenizer (its added tokens get mean embedding rows) serve Hugging Face sources;
+    allow_unused: regexes of their tensors that may be left unread (config.init_from_allow_unused).
     """
     if not init_from:
         return fresh_params_fn()
     if hf_pipeline.init_from_hf({"init_from": init_from}):
         if "trunk" in abstract_params:
-            trunk = hf_pipeline.imported_params(init_from, abstract_params["trunk"], model_cfg, tokenizer)
+            trunk = hf_pipeline.imported_params(init_from, abstract_params["trunk"], model_cfg, tokenizer,
+                                                allow_unused)
             return {**fresh_params_fn(), "trunk": trunk}
-        return hf_pipeline.imported_params(init_from, abstract_params, model_cfg, tokenizer)
+        return hf_pipeline.imported_params(init_from, abstract_params, model_cfg, tokenizer, allow_unused)
     source = source_config(init_from)
     ckpt = Checkpointer(absolute(init_from) / "checkpoints", keep=10**6, every=1, async_save=False)
     try:
