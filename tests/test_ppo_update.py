@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 
 from configs import common
 from hh.parallel import sharding as shd
@@ -46,6 +47,7 @@ def test_ratio_is_one_on_the_first_minibatch_only():
     assert float(metrics["clip_fraction"][-1]) > 0.0
 
 
+@pytest.mark.slow   # ~15-25 s of compiles: run by make test and CI, not test-fast
 def test_update_unchanged_by_microbatching():
     _, _, params, loss, rollout = _setup()
     # SGD: each step applies the accumulated gradient itself (Adam's first step is ≈ sign(g),

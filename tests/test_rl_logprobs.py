@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from hh.rl.logprobs import response_logprobs, response_values, sequence_inputs
 from hh.train.losses import token_log_probs
@@ -20,6 +21,7 @@ def _unpadded_reference(params, policy, value, prompt_ids, response_ids, tempera
     return logp, values[p - 1:-1]
 
 
+@pytest.mark.slow   # ~15-25 s of compiles: run by make test and CI, not test-fast
 def test_padding_invariant_and_matches_unpadded_rows():
     _, policy, value = smoke_models()
     params = smoke_params(policy, value)

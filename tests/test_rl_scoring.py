@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import pytest
 
 from hh.models.sampling import Samples
 from hh.rl.logprobs import response_logprobs
@@ -97,6 +98,7 @@ def test_score_rollout_targets_and_metrics():
     assert float(m["response_length"]) == float(mask.sum(1).mean())
 
 
+@pytest.mark.slow   # ~15-25 s of compiles: run by make test and CI, not test-fast
 def test_scoring_in_the_first_step_matches_scoring_then_updating():
     cfg, policy, value = smoke_models()
     params = smoke_params(policy, value)

@@ -192,7 +192,7 @@ def _reference_grads():
     return params, _loss_and_grads(BASE, params)
 
 
-@pytest.mark.parametrize("remat,scan", [("full", False), pytest.param("dots", False, marks=pytest.mark.slow), ("full", True)])
+@pytest.mark.parametrize("remat,scan", [pytest.param("full", False, marks=pytest.mark.slow), pytest.param("dots", False, marks=pytest.mark.slow), ("full", True)])
 def test_remat_gives_same_gradients(remat, scan):
     """remat only changes what is saved for the backward pass, never the gradients. The scanned
     case is compared with the unrolled gradients restacked to the scan layout."""

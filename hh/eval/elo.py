@@ -83,7 +83,7 @@ def pm_soft_wins(scores):
     wins[i, j] = Σ_prompts sigmoid(r_i − r_j): the PM's expected preferences as win counts."""
     s = np.asarray(scores, float)
     diff = s[:, None, :] - s[None, :, :]
-    wins = np.sum(1.0 / (1.0 + np.exp(-diff)), axis=-1)
+    wins = np.sum(0.5 * (1.0 + np.tanh(0.5 * diff)), axis=-1)   # sigmoid without exp overflow
     np.fill_diagonal(wins, 0.0)
     return wins
 
