@@ -15,7 +15,7 @@ from hh.data.dialogue import ASSISTANT, HUMAN
 from hh.serve.app import QUESTIONS, Server, create_app, side_to_choice
 from hh.serve.store import Store
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]   # Chromium start-up: make test and CI, not test-fast
 
 CHROMIUM = "/usr/bin/chromium"
 # no outside lookups at all: Chromium otherwise resolves Google hosts in the background (ENV-NOTES §12)
