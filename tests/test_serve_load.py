@@ -84,6 +84,21 @@ class ServerProcess:
                 self.kill()
 
 
+class AckCounter:
+    """Acknowledged comparisons counted across the labeler threads (each Labeler's `progress`);
+    `enough` is set once `kill_after` have been acknowledged, the moment to SIGKILL the server."""
+
+    def __init__(self, kill_after: int):
+        self.kill_after, self.count = kill_after, 0
+        self.lock, self.enough = threading.Lock(), threading.Event()
+
+    def __call__(self):
+        with self.lock:
+            self.count += 1
+            if self.count >= self.kill_after:
+                self.enough.set()
+
+
 class Labeler:
     """A simulated labeler: conversations of 1-4 turns, a random side and strength each turn, an
     occasional edit; retries through connection errors (the server restarting), re-reading the
@@ -227,32 +242,25 @@ def test_load_and_sigkill_restart(pm_chain, tmp_path):
     try:
         server.wait_ready(any_token)
         startup_s = time.monotonic() - t_launch
-        lock, acked = threading.Lock(), [0]
-        enough = threading.Event()
-
-        def progress():
-            with lock:
-                acked[0] += 1
-                if acked[0] >= KILL_AFTER:
-                    enough.set()
-        labelers = [Labeler(name, token, server.url, seed, progress)
+        acks = AckCounter(KILL_AFTER)
+        labelers = [Labeler(name, token, server.url, seed, acks)
                     for seed, (name, token) in enumerate(tokens.items())]
         threads = [threading.Thread(target=lab.run, daemon=True) for lab in labelers]
         t0 = time.monotonic()
         for t in threads:
             t.start()
-        assert enough.wait(DEADLINE_S), f"only {acked[0]} comparisons acknowledged"
+        assert acks.enough.wait(DEADLINE_S), f"only {acks.count} comparisons acknowledged"
         first_pid = server.proc.pid
         t_kill = time.monotonic()
         server.kill()
-        at_kill = acked[0]
+        at_kill = acks.count
         server.start()
         t_ready = server.wait_ready(any_token)
         assert server.proc.pid != first_pid
         for t in threads:
             t.join(max(1.0, DEADLINE_S - (time.monotonic() - t0)))
         t_end = time.monotonic()
-        assert not any(t.is_alive() for t in threads), f"labelers not done: {acked[0]} acknowledged"
+        assert not any(t.is_alive() for t in threads), f"labelers not done: {acks.count} acknowledged"
         assert [lab.error for lab in labelers] == [None] * LABELERS
 
         # after the restart, resubmitting an acknowledged choice is idempotent
@@ -317,16 +325,9 @@ def test_flooding_labeler_does_not_slow_the_others_and_sigkill_loses_nothing(tmp
     stop = threading.Event()
     try:
         server.wait_ready(any_token)
-        lock, acked = threading.Lock(), [0]
-        enough = threading.Event()
-
-        def progress():
-            with lock:
-                acked[0] += 1
-                if acked[0] >= KILL_AFTER:
-                    enough.set()
+        acks = AckCounter(KILL_AFTER)
         flooder = Labeler("flooder", flood_token, server.url, 99, lambda: None, retry_s=FLOOD_RETRY_S)
-        labelers = [Labeler(name, token, server.url, seed, progress, time_pages=True)
+        labelers = [Labeler(name, token, server.url, seed, acks, time_pages=True)
                     for seed, (name, token) in enumerate(tokens.items())]
         flood_threads = flood(flooder, flood_conversations, stop)
         flood_deadline = time.monotonic() + 30
@@ -337,10 +338,10 @@ def test_flooding_labeler_does_not_slow_the_others_and_sigkill_loses_nothing(tmp
         t0 = time.monotonic()
         for t in threads:
             t.start()
-        assert enough.wait(DEADLINE_S), f"only {acked[0]} comparisons acknowledged"
+        assert acks.enough.wait(DEADLINE_S), f"only {acks.count} comparisons acknowledged"
         t_kill = time.monotonic()
         server.kill()
-        at_kill = acked[0]
+        at_kill = acks.count
         server.start()
         server.wait_ready(any_token)
         for t in threads:
@@ -349,7 +350,7 @@ def test_flooding_labeler_does_not_slow_the_others_and_sigkill_loses_nothing(tmp
         stop.set()
         for t in flood_threads:
             t.join(30)
-        assert not any(t.is_alive() for t in threads + flood_threads), f"not done: {acked[0]} acknowledged"
+        assert not any(t.is_alive() for t in threads + flood_threads), f"not done: {acks.count} acknowledged"
         assert [lab.error for lab in labelers + [flooder]] == [None] * (LABELERS + 1)
     finally:
         stop.set()
