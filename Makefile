@@ -53,7 +53,7 @@ test-fast: $(HF_STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/train_step.py --preset 13M --seq 1024
 
-# The peer side of the PPO benchmark (issue 10): google/tunix in its own venv, never in .venv.
+# The peer side of the PPO benchmark (docs/performance.md): google/tunix in its own venv, never in .venv.
 # bench-ppo-tunix: W1 and W2, 3 runs each, one JSON line per run appended to PPO_TUNIX_RESULTS.
 TUNIX_VENV := benchmarks/peers/.venv-tunix
 TUNIX_STAMP := $(TUNIX_VENV)/.installed

@@ -2,7 +2,7 @@
 
 from setuptools import find_packages, setup
 
-# Lower bounds are the versions verified together on Python 3.11 (../shared/ENV-NOTES.md §1).
+# Lower bounds are the versions tested together on Python 3.11 (`make test` in a fresh .venv).
 CORE = [
     "jax>=0.10.2",
     "jaxlib>=0.10.2",
@@ -50,7 +50,9 @@ setup(
         # playwright drives Debian's Chromium (`make chromium`) in tests/test_serve_browser.py; httpx is
         # what the API tests' TestClient speaks through
         "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92", "hypothesis>=6.100",
-                 "playwright>=1.65", "httpx>=0.27"] + NOTEBOOK_RUN,
+                 "playwright>=1.65", "httpx>=0.27",
+                 # tests/test_duplicates.py: pylint's duplicate-code check over hh/
+                 "pylint>=4.1"] + NOTEBOOK_RUN,
         "hf": HF_TEST,
         # jax[tpu] pins the libtpu that matches the installed jax (0.10.2: libtpu 0.0.42.*); also
         # what hh.tools.fit needs to compile for TPU topologies from a CPU.

@@ -38,12 +38,13 @@ def make(args):
 def load(args):
     import jax
     import numpy as np
+    from configs.common import SHARDING_RULES
     from hh.checkpoints.hf_import import load_hf_model
     from hh.parallel import sharding as shd
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     mesh = shd.make_mesh({"data": 1, "fsdp": args.fsdp, "tensor": 1})
     start = time.perf_counter()
-    cfg, params = load_hf_model(args.dir, mesh=mesh)
+    cfg, params = load_hf_model(args.dir, mesh=mesh, rules=shd.rules_from_config(SHARDING_RULES))
     jax.block_until_ready(params)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -61,6 +61,7 @@ if __name__ == "__main__":
     parser.add_argument("--pairs", type=int, default=4000)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--fractions", default="", help="comma list (default: 0.0, 0.1, …, 1.0)")
-    parser.add_argument("--manual_dir", default="/work/shared/data/hh-rlhf",
-                        help="adds the real harmless-base test pairs as a column ('' to skip)")
+    parser.add_argument("--manual_dir", default=os.environ.get("HH_RLHF_DIR", "/work/shared/data/hh-rlhf"),
+                        help="a local copy of hh-rlhf (default $HH_RLHF_DIR): adds the real "
+                             "harmless-base test pairs as a column ('' to skip)")
     run(parser.parse_args())

@@ -1,4 +1,4 @@
-"""The LM -> PMP -> PM chain, then PM accuracy on REAL harmless-base pairs (PAPER-SPEC §3, issue 4).
+"""The LM -> PMP -> PM chain, then PM accuracy on REAL harmless-base pairs (Bai et al. 2022 §3).
 
 Trains on a fixed 2,000-pair slice of TFDS hh_rlhf/harmless-base's test split and evaluates on
 the remaining 312, reporting accuracy with a 95% Wilson interval vs chance and each stage's wall
@@ -71,6 +71,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lm_steps", type=int, default=300)
     parser.add_argument("--pmp_pairs", type=int, default=4000)
-    parser.add_argument("--manual_dir", default="/work/shared/data/hh-rlhf")
+    parser.add_argument("--manual_dir", default=os.environ.get("HH_RLHF_DIR", "/work/shared/data/hh-rlhf"),
+                        help="a local copy of hh-rlhf (default $HH_RLHF_DIR)")
     parser.add_argument("--root", required=True)
     run(parser.parse_args())

@@ -1,15 +1,15 @@
-"""One PPO iteration of hh, timed by phase, against the hardware's roofline (issue 10).
+"""One PPO iteration of hh, timed by phase, against the hardware's roofline (docs/performance.md).
 
 `python benchmarks/ppo_iteration.py --workload W1|W2 [--iterations N] [--trace DIR]` builds the
-workload of benchmarks/ppo_workloads.py from hh's own pieces, the very functions the PPO stage
-jits (hh.rl.rollout / scoring / ppo): policy, frozen reference, critic and PM of one shape (SwiGLU
+workload of benchmarks/ppo_workloads.py with the PPO stage's own iteration (hh.rl.iteration's
+phase functions): policy, frozen reference, critic and PM of one shape (SwiGLU
 MLP with hidden 4·d_model, RMSNorm, rotary, untied head, float32), random prompts of exactly the
 prompt length, temperature-1 sampling over the full vocabulary with EOS banned, the KL penalty in
 the reward, GAE γ = 1, λ = 0.95, one epoch over the full batch as one minibatch.
 
-Each phase is its own jitted call, timed with block_until_ready: rollout (prefill + KV-cache
-decode), scoring (old and reference log-probs, values, PM reward, advantages), train (policy and
-critic Adam steps), other (the rest of the iteration's wall time: dispatch, host work). The median
+Each phase is its own jitted call, timed with block_until_ready: rollout (hh's generate phase:
+prefill + KV-cache decode), scoring (hh's score phase: reference log-probs, PM reward), train (hh's
+update phase: old log-probs and values at θ_old, advantages, policy and critic Adam steps), other (the rest of the iteration's wall time: dispatch, host work). The median
 is over the iterations after the first (compilation). The roofline: each phase's analytic FLOPs
 against this process's float32 matmul peak, and the decode loop's bytes read (weights + KV cache
 per token) against the measured memory bandwidth. Prints one JSON line.
@@ -32,14 +32,13 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ppo_workloads import PHASES, workload  # noqa: E402
 
-from hh.models.sampling import SamplingConfig, generate  # noqa: E402
+from hh.models.heads import PreferenceModel, ValueModel  # noqa: E402
+from hh.models.sampling import SamplingConfig  # noqa: E402
 from hh.models.transformer import TransformerConfig, TransformerLM  # noqa: E402
-from hh.pm.model import PreferenceModel  # noqa: E402
-from hh.rl import scoring  # noqa: E402
-from hh.rl.logprobs import ValueModel  # noqa: E402
-from hh.rl.ppo import bind_loss, init_ppo_state, ppo_update_scoring_first  # noqa: E402
+from hh.parallel.sharding import strip_boxes  # noqa: E402
+from hh.rl.iteration import phase_fns  # noqa: E402
+from hh.rl.ppo import init_ppo_state  # noqa: E402
 from hh.train.flops import matmul_params  # noqa: E402
-from hh.train.state import strip_boxes  # noqa: E402
 
 
 def model_config(w) -> TransformerConfig:
@@ -55,7 +54,8 @@ def configs(w):
     ppo = ml_collections.ConfigDict(dict(epochs=w["epochs"], minibatches=w["minibatches"], clip_eps=w["clip_eps"],
                                          value_clip_eps=0.2, value_coef=1.0, entropy_coef=0.0, gamma=w["gamma"],
                                          lam=w["lam"], kl_estimator="k1", whiten_advantages=True))
-    return rollout, ppo
+    kl = ml_collections.ConfigDict(dict(kind="fixed", init_coef=w["kl_coef"]))
+    return rollout, ppo, kl
 
 
 class Workload:
@@ -70,7 +70,7 @@ class Workload:
                        "pm": PreferenceModel(cfg, eoc_id=self.eos)}
         self.sampling = SamplingConfig(max_new_tokens=w["gen_len"], temperature=w["temperature"],
                                        eos_id=self.eos, banned_ids=(self.eos,), pad_id=0)
-        self.rollout_cfg, self.ppo_cfg = configs(w)
+        self.rollout_cfg, self.ppo_cfg, self.kl_cfg = configs(w)
         seq = w["prompt_len"] + w["gen_len"] + 1
         tokens = jnp.zeros((1, seq), jnp.int32)
         keys = jax.random.split(jax.random.key(w["seed"]), 4)
@@ -92,29 +92,13 @@ class Workload:
         self.phases = self._phases()
 
     def _phases(self):
-        """The phases as hh.rl.stage.build_phases jits them for a one-minibatch config
-        (scores_in_update): scoring runs the frozen models, and the update's first step yields the
-        old log-probs and values from its own forward at θ_old."""
-        models, sampling, base = self.models, self.sampling, jax.random.key(self.w["seed"] + 1)
-        fns = scoring.transformer_fns(models["policy"], models["value"], self.w["temperature"])
-        loss = bind_loss(*fns, self.ppo_cfg)
-
-        def score(frozen, prompts, samples):
-            frozen_scores = scoring.score_frozen(frozen, prompts, samples, policy_model=models["policy"],
-                                                 pm_model=models["pm"], rollout_cfg=self.rollout_cfg)
-            return scoring.partial_rollout(prompts, samples, frozen_scores)
-
-        def update(state, partial):
-            rng = jax.random.fold_in(jax.random.fold_in(base, state.step), 1)
-            scoring_loss = bind_loss(*fns, self.ppo_cfg, complete=scoring.completion(state.kl_coef, self.ppo_cfg))
-            new, _, _, metrics = ppo_update_scoring_first(state, partial, rng, scoring_loss=scoring_loss,
-                                                          loss_terms=loss, optimizers=self.optimizers,
-                                                          epochs=self.ppo_cfg.epochs)
-            return new, metrics
-
-        def rollout(policy_params, prompts, step):
-            return generate(policy_params, self.cfg, prompts, jax.random.fold_in(base, step), sampling)
-        return {"rollout": jax.jit(rollout), "scoring": jax.jit(score), "train": jax.jit(update, donate_argnums=0)}
+        """hh.rl.iteration's phases, jitted as the stage jits them (one device: no shardings),
+        under the benchmark's phase names."""
+        fns = phase_fns(self.models, self.optimizers, sampling=self.sampling, rollout_cfg=self.rollout_cfg,
+                        ppo_cfg=self.ppo_cfg, kl_cfg=self.kl_cfg, seed=self.w["seed"],
+                        lr_schedule=optax.constant_schedule(self.w["learning_rate"]))
+        return {"rollout": jax.jit(fns["generate"]), "scoring": jax.jit(fns["score"]),
+                "train": jax.jit(fns["update"], donate_argnums=0)}
 
     def iteration(self):
         """One PPO iteration -> {phase: seconds} (+ "total")."""
@@ -123,10 +107,10 @@ class Workload:
         samples = jax.block_until_ready(self.phases["rollout"](self.state.params["policy"], self.prompts, self.state.step))
         times["rollout"] = time.perf_counter() - t
         t = time.perf_counter()
-        partial = jax.block_until_ready(self.phases["scoring"](self.frozen, self.prompts, samples))
+        scored, _ = jax.block_until_ready(self.phases["scoring"](self.frozen, self.prompts, samples))
         times["scoring"] = time.perf_counter() - t
         t = time.perf_counter()
-        self.state, _ = jax.block_until_ready(self.phases["train"](self.state, partial))
+        self.state, _ = jax.block_until_ready(self.phases["train"](self.state, scored))
         times["train"] = time.perf_counter() - t
         times["total"] = time.perf_counter() - start
         times["other"] = max(0.0, times["total"] - times["rollout"] - times["scoring"] - times["train"])
@@ -151,11 +135,10 @@ def phase_flops(w, cfg) -> dict:
     decode = sum(2.0 * (trunk + head) * b + 4.0 * width * (p + t + 1) * b for t in range(g - 1))
     policy_forward = 2.0 * trunk * seq * b + 2.0 * head * g * b + attention
     scalar_forward = 2.0 * trunk * (seq + 1) * b + attention   # critic; the PM reads one more token
-    # The least work: reference log-probs and the PM reward; the old log-probs and values are the
-    # first update step's own forward at θ_old (hh.rl.ppo.ppo_update_scoring_first), so a stack
-    # that computes them apart does two more forwards than the bound counts.
+    # The least work: reference log-probs and the PM reward in scoring; the update's θ_old forwards
+    # of policy and critic (old log-probs and values), then forward + backward per epoch.
     scoring_flops = policy_forward + scalar_forward
-    train = 3 * w["epochs"] * (policy_forward + scalar_forward)
+    train = (1 + 3 * w["epochs"]) * (policy_forward + scalar_forward)
     return {"rollout": prefill + decode, "scoring": scoring_flops, "train": train}
 
 

@@ -1,4 +1,4 @@
-"""Cost curves of one hh PPO iteration (issue 10): seconds per iteration and its phase split as
+"""Cost curves of one hh PPO iteration (docs/performance.md): seconds per iteration and its phase split as
 the work grows along three axes, each against the growth the roofline model predicts.
 
     python benchmarks/ppo_scaling.py                    # all axes: about 7 minutes on 2 cores

@@ -1,4 +1,4 @@
-"""The PPO-iteration workloads of issue 10, defined once for both sides (benchmarks/ppo_iteration.py
+"""The PPO-iteration workloads of the hh-vs-tunix benchmark, defined once for both sides (benchmarks/ppo_iteration.py
 for hh, benchmarks/peers/tunix_ppo.py for google/tunix). Plain Python: the peer imports it from its
 own virtual environment.
 

@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/sampling.py [--preset 13M] [--batch 8] [--prompt 64] [--new 128]
 
-The baseline (ISSUE-NOTES, issue 5) is the same jitted model on a fixed [batch, prompt + new]
-buffer, compiled once: each step of one `lax.fori_loop` runs the full forward with
+The baseline is no strawman but the fastest uncached loop: the same jitted model on a fixed
+[batch, prompt + new] buffer, compiled once: each step of one `lax.fori_loop` runs the full forward with
 compute_logits=False, applies the LM head to the current position only, samples and writes the
 token. Both use the same sampler and key. The last stdout line is one JSON object.
 """

@@ -55,5 +55,5 @@ def get_config(arg="tiny"):
 
 
 def get_sweep(arg=None):
-    """Override dicts for a sweep over the paper's sizes (the launcher expands them; issue 7)."""
+    """Override dicts for a sweep over the paper's sizes (the launcher expands them)."""
     return [{"model": name} for name in presets.PAPER_SIZES]

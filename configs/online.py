@@ -1,5 +1,5 @@
-"""Iterated "online" RLHF (Bai et al. 2022 §4.5, App. B.3–B.4): `python -m hh.main --config
-configs/online.py:tiny --workdir DIR`.
+"""Iterated "online" RLHF (Bai et al. 2022 §4.5, App. B.3–B.4), the online job of hh.pipeline:
+`python -m hh.pipeline --config configs/online.py:tiny --workdir DIR`.
 
 Setup: tokenizer → LM → HHH context distillation (the initial policy) → the gold PM (a separate
 PM trained on more comparisons: the simulated labeler, as Gao et al. 2022). Then per round r:
@@ -20,40 +20,46 @@ loop fills in the links (init_from, reward_model, tokenizer, data files) itself.
 
 import ml_collections
 
-from configs import common, distill, lm, pm, ppo
+from configs import common, distill, lm, pipeline, pm, ppo
 from configs.pipeline import set_path
 
 SETUP_STAGES = ("lm", "distill", "gold", "pm", "ppo")
+# Each round's PM trains on its data step's mixture (`mix.train_pairs`), whatever the section says.
+SET_BY_THE_LOOP = ("pm.data.train_pairs",)
 
-# The tiny budget: 3 rounds in under 10 minutes on 2 CPU cores (docs/online.md has the timings).
-SHORTENED = {
+# Where the loop's budget differs from the main job's shortened stages (configs/pipeline.py), and
+# the gold labeler's. The tiny budget: 3 rounds in under 10 minutes on 2 CPU cores (docs/online.md).
+LOOP_OVERRIDES = {
     "tiny": {
         "lm.loop.steps": 100, "lm.optimizer.warmup_steps": 10, "lm.loop.eval_every": 100,
-        "lm.loop.checkpoint_every": 50, "lm.data.synthetic_documents": 5000, "lm.data.eval_documents": 200,
+        "lm.data.synthetic_documents": 5000,
         "distill.data.distill_texts": 320, "distill.data.eval_texts": 32, "distill.loop.steps": 40,
-        "distill.loop.checkpoint_every": 40, "distill.data.synthetic_documents": 2000,
+        "distill.loop.checkpoint_every": 40,
         # the gold labeler: the same shape trained on 2.5x the round PMs' comparisons
         "gold.data.seq_len": 128, "gold.data.train_pairs": 1280, "gold.data.eval_comparisons": 200,
         "gold.optimizer.learning_rate": 3e-4,
-        "pm.data.seq_len": 128, "pm.data.eval_comparisons": 200, "pm.optimizer.learning_rate": 3e-4,
-        "ppo.data.seq_len": 128, "ppo.data.max_prompt_len": 96, "ppo.train.global_batch_size": 32,
-        "ppo.train.eval_batch_size": 32, "ppo.loop.steps": 8, "ppo.loop.checkpoint_every": 4,
-        "ppo.optimizer.warmup_steps": 2, "ppo.value_optimizer.warmup_steps": 2,
-        "ppo.ppo.minibatches": 2, "ppo.rollout.samples_every": 4,
+        "pm.data.eval_comparisons": 200,
+        "ppo.loop.steps": 8, "ppo.loop.checkpoint_every": 4, "ppo.rollout.samples_every": 4,
     },
     "smoke": {
-        "lm.data.seq_len": 128, "lm.data.tokenizer": "sentencepiece", "lm.model.vocab_size": 512,
-        "lm.data.synthetic_documents": 2000, "lm.loop.steps": 30, "lm.loop.eval_every": 0,
-        "lm.loop.checkpoint_every": 30, "lm.optimizer.warmup_steps": 3,
+        "lm.data.synthetic_documents": 2000, "lm.loop.steps": 30, "lm.loop.checkpoint_every": 30,
+        "lm.optimizer.warmup_steps": 3,
         "distill.data.distill_texts": 32, "distill.data.eval_texts": 8, "distill.loop.steps": 4,
         "distill.loop.checkpoint_every": 4, "distill.data.synthetic_documents": 300,
         "gold.data.train_pairs": 96, "gold.data.eval_comparisons": 32,
         "pm.data.eval_comparisons": 32,
         "ppo.loop.steps": 2, "ppo.loop.checkpoint_every": 1, "ppo.rollout.samples_every": 1,
-        "ppo.ppo.minibatches": 2,
-        "ppo.optimizer.learning_rate": 3e-3, "ppo.value_optimizer.learning_rate": 3e-3,
     },
 }
+
+
+def shortened(preset: str) -> dict:
+    """The stage overrides at `preset`: the main job's for the stages the loop shares with it, then
+    the loop's own."""
+    shared = {path: value for path, value in pipeline.SHORTENED.get(preset, {}).items()
+              if path.split(".")[0] in SETUP_STAGES and path not in SET_BY_THE_LOOP}
+    return {**shared, **LOOP_OVERRIDES.get(preset, {})}
+
 
 # Per preset: comparisons per round, PM training pairs per round, eval prompts, response length.
 ROUND_SHAPES = {
@@ -68,7 +74,7 @@ PAPER_ROUND = dict(comparisons=4000, train_pairs=100000, eval_prompts=512, max_n
 def get_config(arg="tiny"):
     preset = arg or "tiny"
     config = ml_collections.ConfigDict()
-    config.stage = "online"
+    config.job = "online"            # hh.pipeline runs this job's steps (hh/pipeline/online.py)
     config.preset = preset
     config.rounds = 3
     config.lm = lm.get_config(preset)
@@ -77,7 +83,7 @@ def get_config(arg="tiny"):
     config.pm = pm.get_config(preset)         # each round's new PM
     config.ppo = ppo.get_config(preset)
     config.ppo.ppo.epochs = 4                 # K = 4 in the paper's online runs (App. B.1)
-    for path, value in SHORTENED.get(preset, {}).items():
+    for path, value in shortened(preset).items():
         set_path(config, path, value)
     for name in SETUP_STAGES[1:]:             # every stage reads the LM's tokenizer
         config[name].model.vocab_size = config.lm.model.vocab_size

@@ -7,7 +7,7 @@ Each training stage's config is the stage file's own (`configs/lm.py`, `pmp.py`,
 links (`init_from`, `reward_model`, the shared tokenizer) itself. The evaluation steps have their own
 small sections (`best_of`, `elo`, `ood`, `pm_eval`).
 
-Presets: "tiny" is the issue's main job: the tiny model through every stage in under 10 minutes on
+Presets: "tiny" is the main job (`make run`): the tiny model through every stage in under 10 minutes on
 two CPU cores. Its stages are shortened (fewer steps, 128-token PM/PPO contexts that fit every
 synthetic comparison) but otherwise the stage presets' recipes. "smoke" is the test-suite size;
 the paper's sizes take each stage preset unchanged.
@@ -77,13 +77,14 @@ def set_path(config, path: str, value):
     for key in parents:
         node = node[key]
     if leaf not in node:
-        raise KeyError(f"configs/pipeline.py: no field {path!r}")
+        raise KeyError(f"no config field {path!r}")
     node[leaf] = value
 
 
 def get_config(arg="tiny"):
     preset = arg or "tiny"
     config = ml_collections.ConfigDict()
+    config.job = "main"              # hh.pipeline runs this job's steps (hh/pipeline/steps.py)
     config.preset = preset
     config.lm = lm.get_config(preset)
     config.pmp = pmp.get_config(preset)

@@ -39,7 +39,7 @@ def base_config(stage, preset, lr_factor, batch, helpful, harmless, helpful_frac
     config.init_from_allow_unused = ()
 
     config.data = common.data(run["seq_len"], tokenizer=run["tokenizer"])
-    config.data.helpful_sources = list(helpful)     # specs, see hh.pm.data
+    config.data.helpful_sources = list(helpful)     # specs, see hh.data.pm_sources
     config.data.harmless_sources = list(harmless)
     config.data.helpful_fraction = helpful_fraction
     config.data.train_pairs = run["pairs"]

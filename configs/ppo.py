@@ -56,7 +56,7 @@ def get_config(arg="tiny"):
 
     config.data = common.data(run["prompt_len"] + run["new_tokens"], tokenizer=run["tokenizer"])
     # Prompts: the PM training comparisons with responses stripped (Bai et al. §4.1), as
-    # hh.pm.data specs, e.g. "hh_rlhf/harmless-base:train[0:2000]", or a FILE.jsonl of generated
+    # hh.data.pm_sources specs, e.g. "hh_rlhf/harmless-base:train[0:2000]", or a FILE.jsonl of generated
     # prompts (hh.rl.prompt_gen: §4.1 also trains on LM-written prompts).
     config.data.prompt_sources = ["synthetic-helpful", "synthetic-harmless"]
     config.data.max_prompt_len = run["prompt_len"]

@@ -141,17 +141,17 @@ STAGE_COUNTS = {
     "ppo": (("data.max_prompt_len", "rollout.max_new_tokens", "rollout.samples_every", "ppo.epochs",
              "ppo.minibatches", "kl.horizon", "value_optimizer.learning_rate"),
             ("rollout.n_samples", "value_optimizer.warmup_steps")),
+}
+# A pipeline job's config (a `job` field, no `stage`): its own sections; its stages are nested configs.
+JOB_COUNTS = {
+    "main": (("best_of.ks", "best_of.n_prompts", "best_of.max_new_tokens", "elo.n_prompts", "elo.max_new_tokens",
+              "ood.n_fit", "ood.n_test", "pm_eval.n_bins"),
+             ("ood.exposure_m", "ood.exposure_draws", "alignment_tax.shots")),
     # pool.snapshots = 0 would deploy every snapshot (a [-0:] slice); best_of_k 0 or 1: none
     "online": (("rounds", "collect.comparisons", "collect.rows_per_call", "pool.snapshots",
                 "pool.max_new_tokens", "mix.train_pairs", "eval.n_prompts", "eval.max_new_tokens"),
                ("pool.best_of_k", "collect.min_strength")),
 }
-# The pipeline config (no `stage` field): its evaluation sections; its stages are nested configs.
-PIPELINE_COUNTS = (
-    ("best_of.ks", "best_of.n_prompts", "best_of.max_new_tokens", "elo.n_prompts", "elo.max_new_tokens",
-     "ood.n_fit", "ood.n_test", "pm_eval.n_bins"),
-    ("ood.exposure_m", "ood.exposure_draws", "alignment_tax.shots"),
-)
 _MISSING = object()
 
 
@@ -179,7 +179,7 @@ def validate_counts(config, prefix="config") -> None:
     configs also those of each nested stage section. Cheap: run it before anything is built."""
     stage = config.get("stage")
     if stage is None:
-        _check_counts(config, prefix, *PIPELINE_COUNTS)
+        _check_counts(config, prefix, *JOB_COUNTS.get(config.get("job"), ((), ())))
     else:
         if "train" in config:
             _check_counts(config, prefix, *TRAINING_COUNTS)

@@ -1,7 +1,7 @@
 """The one entry point: `python -m hh.main --config configs/<stage>.py:<preset> --workdir DIR`.
 
 Override any field with `--config.<path>=<value>` (the config is locked, so a typo fails).
-The config's `stage` field picks the stage; later issues register more stages here.
+The config's `stage` field picks the stage from `STAGES` (one module per stage).
 """
 
 import importlib
@@ -19,7 +19,6 @@ STAGES = {
     "pm": "hh.pm.stage",
     "distill": "hh.distill.stage",
     "ppo": "hh.rl.stage",
-    "online": "hh.online.stage",
 }
 
 
@@ -40,8 +39,11 @@ def define_flags():
 
 
 def run(config, workdir):
-    if config.stage not in STAGES:
-        raise ConfigError(f"config.stage={config.stage!r}: known stages are {sorted(STAGES)}")
+    """Trains (or resumes) the config's stage in `workdir`; -> the stage's result."""
+    if "job" in config:   # configs/pipeline.py, configs/online.py: several stages, each in its own folder
+        raise ConfigError(f"config.job={config.job!r} is a pipeline job: run it with `python -m hh.pipeline`")
+    if config.get("stage") not in STAGES:
+        raise ConfigError(f"config.stage={config.get('stage')!r}: known stages are {sorted(STAGES)}")
     validate_counts(config)   # zero sizes fail here, naming the field, not deep inside a stage
     return importlib.import_module(STAGES[config.stage]).train_and_evaluate(config, workdir)
 

@@ -7,10 +7,10 @@ readable manifest; rerunning the same sweep skips runs that are done and resumes
 
 import datetime
 import json
-import os
 import threading
 from pathlib import Path
 
+from hh.io import atomic_write_text
 from launch.spec import SweepError
 
 PENDING, RUNNING, DONE, FAILED, PREEMPTED = "pending", "running", "done", "failed", "preempted"
@@ -66,9 +66,7 @@ class Manifest:
         if not self.persist:   # a dry run changes nothing on disk
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
     def summary(self) -> str:
         width = max([len(n) for n in self.runs] + [4])

@@ -7,8 +7,9 @@ import numpy as np
 
 from hh.data.prompt_data import left_padded
 from hh.models import presets
+from hh.models.heads import ValueModel
 from hh.models.transformer import TransformerLM
-from hh.rl.logprobs import ValueModel, response_logprobs, response_values
+from hh.rl.logprobs import response_logprobs, response_values
 
 PROMPT_LENS = [3, 6, 1, 5, 4, 6, 2, 5]
 RESPONSE_LENS = [5, 2, 4, 1, 5, 3, 5, 4]

@@ -11,9 +11,9 @@ import pytest
 
 from hh.data.prompt_data import left_padded
 from hh.models import presets
+from hh.models.heads import PreferenceModel
 from hh.models.sampling import Samples, SamplingConfig, generate
 from hh.models.transformer import TransformerLM
-from hh.pm.model import PreferenceModel
 from hh.rl.best_of import best_of_k, kl_upper_bound, pick_rows, repeat_rows
 from hh.rl.scoring import pm_scores
 
@@ -102,8 +102,8 @@ def test_pick_rows_hand_worked():
 
 @pytest.mark.slow
 def test_evaluate_best_of_on_the_smoke_chain(pm_chain):
-    from hh.eval.lm_loader import LoadedLM
-    from hh.eval.pm_eval import LoadedPM
+    from hh.trained import LoadedLM
+    from hh.trained import LoadedPM
     from hh.rl.best_of import evaluate_best_of
 
     report = evaluate_best_of(LoadedLM(pm_chain["lm"]), LoadedPM(pm_chain["pm"]), [1, 4],

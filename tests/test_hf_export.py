@@ -125,10 +125,12 @@ def test_unexportable_architectures_fail_clearly(tmp_path):
 @pytest.mark.parametrize("variant", ["llama", "neox"])
 def test_sharded_import_export_round_trip(tmp_path, variant):
     """Loaded onto a (fsdp 2, tensor 4) mesh of the 8 fake devices, scanned, then exported."""
+    from configs.common import SHARDING_RULES
     from hh.parallel import sharding as shd
     model = fx.make_hf_model(tmp_path / "src", variant)
     mesh = shd.make_mesh({"data": 1, "fsdp": 2, "tensor": 4})
-    cfg, params = hf_import.load_hf_model(tmp_path / "src", mesh=mesh, scan_layers=True)
+    rules = shd.rules_from_config(SHARDING_RULES)
+    cfg, params = hf_import.load_hf_model(tmp_path / "src", mesh=mesh, rules=rules, scan_layers=True)
     assert not params["stack"]["layers"]["mlp"]["up"]["kernel"].sharding.is_fully_replicated
     hf_export.export_hf(tmp_path / "out", params, cfg)
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()

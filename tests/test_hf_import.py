@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import hf_fixtures as fx
+from configs.common import SHARDING_RULES
 from hh.checkpoints import hf_import
 from hh.checkpoints.safetensors_dir import CheckpointFormatError, SafetensorsDir
 from hh.models.transformer import TransformerLM
@@ -105,6 +106,9 @@ def test_greedy_continuation_matches_reference(saved, variant):
     np.testing.assert_array_equal(tokens[decided], ref[decided])
 
 
+RULES = shd.rules_from_config(SHARDING_RULES)
+
+
 def _mesh(data, fsdp, tensor):
     return shd.make_mesh({"data": data, "fsdp": fsdp, "tensor": tensor}, jax.devices()[:data * fsdp * tensor])
 
@@ -112,8 +116,8 @@ def _mesh(data, fsdp, tensor):
 @pytest.mark.parametrize("variant", ["llama", "neox", "gpt2"])
 def test_sharded_load_equals_unsharded_load(saved, variant):
     directory, _ = saved[variant]
-    _, single = hf_import.load_hf_model(directory, mesh=_mesh(1, 1, 1))
-    cfg, sharded = hf_import.load_hf_model(directory, mesh=_mesh(1, 2, 4))
+    _, single = hf_import.load_hf_model(directory, mesh=_mesh(1, 1, 1), rules=RULES)
+    cfg, sharded = hf_import.load_hf_model(directory, mesh=_mesh(1, 2, 4), rules=RULES)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), single, sharded)
     kernel = sharded["stack"]["layer_0"]["mlp"]["up"]["kernel"]
     assert kernel.addressable_shards[0].data.shape == (cfg.d_model // 2, cfg.d_ff // 4)
@@ -121,7 +125,7 @@ def test_sharded_load_equals_unsharded_load(saved, variant):
 
 def test_scanned_stack_loads_the_same_weights(saved):
     directory, model = saved["neox"]
-    cfg, params = hf_import.load_hf_model(directory, scan_layers=True, mesh=_mesh(1, 2, 4))
+    cfg, params = hf_import.load_hf_model(directory, scan_layers=True, mesh=_mesh(1, 2, 4), rules=RULES)
     assert params["stack"]["layers"]["attention"]["query"]["kernel"].shape[0] == cfg.n_layers
     tokens, mask, positions = fx.padded_batch()
     np.testing.assert_allclose(hh_logits(cfg, params, tokens, mask, positions)[mask == 1],
@@ -140,7 +144,7 @@ def test_each_device_reads_only_its_slice(saved, monkeypatch):
         return out
 
     monkeypatch.setattr(SafetensorsDir, "read", recording)
-    cfg, _ = hf_import.load_hf_model(directory, mesh=_mesh(1, 2, 4))
+    cfg, _ = hf_import.load_hf_model(directory, mesh=_mesh(1, 2, 4), rules=RULES)
     head = [size for name, size in reads if name == "lm_head.weight"]
     assert len(head) == 8 and max(head) == cfg.vocab_size * cfg.d_model // 8
 

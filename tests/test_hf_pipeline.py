@@ -86,17 +86,17 @@ def test_cli_continues_pretraining_an_imported_model(hf_dir, tmp_path):
 def test_pm_stage_starts_its_trunk_from_an_imported_model(hf_dir, tmp_path):
     """configs/pm.py with init_from = an HF directory: trunk = the checkpoint, score head = zero."""
     from configs import pm as pm_config
+    from hh.data import pm_sources
     from hh.pm import stage as pm_stage
-    from hh.pm import data as pm_data
     from hh.train import init_from
     config = pm_config.get_config("smoke")
     config.init_from = str(hf_dir)
     init_from.resolve_from_source(config)
     assert config.model.norm == "rmsnorm" and config.data.tokenizer == str(hf_dir)
-    train_source, eval_source = pm_data.train_source(config.data, config.train), pm_data.eval_source(config.data)
+    train_source, eval_source = pm_sources.train_source(config.data, config.train), pm_sources.eval_source(config.data)
     pm_stage.resolve_steps(config, len(train_source))
     mesh, rules = runtime.mesh_and_rules(config)
-    tokenizer = init_from.initial_tokenizer(config, pm_data.texts(train_source), tmp_path)
+    tokenizer = init_from.initial_tokenizer(config, pm_sources.texts(train_source), tmp_path)
     assert isinstance(tokenizer, HFTokenizer) and (tmp_path / "tokenizer" / "tokenizer.json").exists()
     task = pm_stage.build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbose=False)
     state = task.init_state()

@@ -4,7 +4,8 @@ import pytest
 
 import hf_fixtures as fx
 from hh.data.hf_tokenizer import PAD_PIECE, HFTokenizer, is_hf_tokenizer_dir
-from hh.data.tokenizer import DIALOGUE_MARKERS, EOC_PIECE, load_tokenizer
+from hh.data.special_tokens import DIALOGUE_MARKERS, EOC_PIECE
+from hh.data.tokenizer import load_tokenizer
 
 transformers = fx.transformers
 

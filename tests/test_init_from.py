@@ -8,7 +8,7 @@ import pytest
 from configs import pm as pm_config
 from hh.config import ConfigError
 from hh.data.byte_tokenizer import ByteTokenizer
-from hh.eval.pm_eval import LoadedPM
+from hh.trained import LoadedPM
 from hh.train import init_from
 from hh.train.checkpoint import Checkpointer
 

@@ -9,9 +9,9 @@ import pytest
 
 from hh.data import inspect
 from hh.data.byte_tokenizer import ByteTokenizer
+from hh.data.tfds import prepare
 from hh.data.tfds.red_team_attempts import FILE as RED_TEAM_FILE
-
-HH_RLHF = Path(__file__).resolve().parents[2] / "shared/data/hh-rlhf"
+from real_data import HH_RLHF
 
 
 def write_pairs(path: Path, n: int) -> Path:
@@ -40,10 +40,6 @@ def test_token_lengths_with_the_byte_tokenizer():
     np.testing.assert_array_equal(got["chosen"], [3, 4])
 
 
-def test_load_tokenizer_bytes():
-    assert isinstance(inspect.load_tokenizer("bytes"), ByteTokenizer)
-
-
 def test_render_pair_shows_prompt_responses_and_flags():
     example = {"prompt": b"\n\nHuman: hi\n\nAssistant:",
                "rejected_prompt": b"\n\nHuman: ho\n\nAssistant:", "chosen": b" ",
@@ -57,7 +53,7 @@ def test_render_pair_shows_prompt_responses_and_flags():
 
 def test_cli_on_a_fixture_with_a_missing_split(tmp_path, capsys):
     write_pairs(tmp_path / "manual/harmless-base/test.jsonl.gz", 5)
-    builder = inspect.prepare("hh_rlhf/harmless-base", tmp_path / "data", tmp_path / "manual",
+    builder = prepare("hh_rlhf/harmless-base", tmp_path / "data", tmp_path / "manual",
                               checksums={})
     text = inspect.report(builder)
     assert "split 'train' not built" in text and "train.jsonl.gz" in text
@@ -88,7 +84,7 @@ def test_report_for_red_team(tmp_path):
     path = tmp_path / "manual" / RED_TEAM_FILE
     path.parent.mkdir(parents=True)
     path.write_bytes(gzip.compress(json.dumps([record] * 4).encode()))
-    builder = inspect.prepare("red_team_attempts", tmp_path / "data", tmp_path / "manual",
+    builder = prepare("red_team_attempts", tmp_path / "data", tmp_path / "manual",
                               checksums={})
     text = inspect.report(builder)
     assert "[train]: 4 attempts" in text and "transcript length in tokens" in text

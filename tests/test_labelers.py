@@ -135,7 +135,7 @@ def test_rule_labeler_ties_are_coin_flips_of_strength_one():
 
 
 def test_gold_pm_labeler_follows_the_pms_scores(pm_chain):
-    from hh.eval.pm_eval import LoadedPM
+    from hh.trained import LoadedPM
 
     pm = LoadedPM(pm_chain["pm"])
     pairs = synthetic.comparisons("helpful", 24, seed=7, split="test")

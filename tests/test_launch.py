@@ -1,6 +1,6 @@
 """The sweep launcher without training: expansion and naming, field errors, the manifest, exit
 statuses, TPU slice arithmetic, and the tpu backend's gcloud calls (a fake gcloud on PATH records
-them; a golden file checks them, ISSUE-NOTES "7 TPU dry run")."""
+them; a golden file checks them: the TPU path is tested without a TPU)."""
 
 import json
 import os

@@ -1,10 +1,13 @@
 """The shared training loop, driven by the LM stage on the smoke preset: outputs, SIGTERM
-save-and-resume with identical losses, and the NaN guard."""
+save-and-resume with identical losses, and the NaN guard; its hooks on a counting task."""
 
 import json
 import os
 import signal
 
+import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -13,7 +16,7 @@ from hh import main
 from hh.lm import stage
 from hh.train import runtime
 from hh.train.checkpoint import Checkpointer
-from hh.train.loop import NonFiniteLossError, train_loop
+from hh.train.loop import LoopHook, NonFiniteLossError, Task, train_loop
 from hh.train.metrics import read_metrics
 
 
@@ -134,3 +137,57 @@ def test_eval_batches_may_differ_from_the_train_batch():
         evals[size] = evaluate(task, state)
     assert evals[8]["tokens"] == evals[16]["tokens"]
     np.testing.assert_allclose(evals[8]["loss"], evals[16]["loss"], rtol=1e-5, atol=1e-6)
+
+
+class _NumberedBatches:
+    """Batch i holds the number i: what a step's outputs carry, so hooks can be checked."""
+
+    def __init__(self):
+        self.i = 0
+
+    def __next__(self):
+        self.i += 1
+        return {"x": np.full((8, 1), self.i, np.int32)}
+
+    def state(self):
+        return {"i": self.i}
+
+    def restore(self, state):
+        self.i = int(state["i"])
+
+
+class _Recorder(LoopHook):
+    def __init__(self):
+        self.calls = []
+
+    def start(self, step):
+        self.calls.append(("start", step))
+
+    def after_step(self, step, state, outputs):
+        self.calls.append((step, int(state["n"]), int(outputs)))
+
+
+def _counting_task(hook):
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    @jax.jit
+    def train_step(state, batch):
+        return {"n": state["n"] + 1}, {"loss": jnp.float32(1.0)}, jnp.max(batch["x"])
+    return Task(abstract_state={"n": jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)},
+                init_state=lambda: {"n": jax.device_put(jnp.int32(0), replicated)}, train_step=train_step,
+                train_batches=_NumberedBatches(), global_batch_size=8, tokens_per_step=8,
+                batch_sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")),
+                hooks=[hook])
+
+
+def test_hooks_get_the_start_step_and_every_steps_outputs(tmp_path):
+    loop_cfg = ml_collections.ConfigDict(dict(steps=4, log_every=1, eval_every=0, checkpoint_every=2,
+                                              keep_checkpoints=3, async_checkpoints=False))
+    first = _Recorder()
+    train_loop(_counting_task(first), loop_cfg, tmp_path, meta={})
+    assert first.calls == [("start", 0), (1, 1, 1), (2, 2, 2), (3, 3, 3), (4, 4, 4)]
+    loop_cfg.steps = 6   # resumed from step 4: the hook is told so, then sees steps 5 and 6
+    resumed = _Recorder()
+    train_loop(_counting_task(resumed), loop_cfg, tmp_path, meta={})
+    assert resumed.calls == [("start", 4), (5, 5, 5), (6, 6, 6)]

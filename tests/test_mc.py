@@ -12,7 +12,7 @@ import pytest
 
 from hh.data.errors import DataError
 from hh.eval import mc, mc_formats as fmt
-from hh.eval.lm_loader import LoadedLM
+from hh.trained import LoadedLM
 from hh.eval.mc_score import Scorer, bucket_width, request_ids
 
 

@@ -1,5 +1,6 @@
 """The iterated online loop (hh.online, configs/online.py): mixing, Elo by round, agreement,
-deterministic resumable collection, and the whole smoke loop through hh.main (slow)."""
+deterministic resumable collection, the job's step selection, and the whole smoke loop through
+hh.pipeline (slow)."""
 
 import json
 import math
@@ -10,7 +11,11 @@ import numpy as np
 import pytest
 
 from configs import online as online_config
+from hh.config import ConfigError
 from hh.online import collect, evaluate, mix
+from hh.pipeline.online import data_step
+from hh.pipeline.jobs import job_steps, run_job, select
+from hh.serve.export import write_jsonl
 from hh.serve.labelers import Label
 from hh.serve.store import Candidate, Store
 
@@ -158,19 +163,17 @@ def test_export_round_drops_weak_and_splits_by_conversation(tmp_path):
 
 @pytest.mark.slow
 def test_online_loop_smoke_runs_resumes_and_reports(tmp_path):
-    """Two smoke rounds through hh.main's stage function; a third round added later reuses both."""
-    from hh import main
-
+    """One smoke round through the online job, then a second round added later reuses the first."""
     config = online_config.get_config("smoke")
     config.rounds = 1
     workdir = tmp_path / "online"
-    main.run(config, str(workdir))
+    run_job(config, str(workdir))
     first = json.loads((workdir / "round0" / "collect" / "collect.json").read_text())
     assert first["pool"] == ["distill"] and first["comparisons"] == config.collect.comparisons
 
     config = online_config.get_config("smoke")
     config.rounds = 2
-    summaries = main.run(config, str(workdir))   # round 0 is skipped, round 1 runs
+    summaries = run_job(config, str(workdir))   # round 0 is skipped, round 1 runs
     assert set(summaries) >= {"round1/collect", "round1/pm", "round1/ppo", "round1/eval", "report"}
     report = json.loads((workdir / "report" / "online_report.json").read_text())["rounds"]
     assert [r["round"] for r in report] == [0, 1]
@@ -231,15 +234,41 @@ def test_human_collection_serves_the_pool_until_enough_comparisons(tmp_path):
 @pytest.mark.parametrize("path,value", [("collect.source", "crowd"), ("collect.labeler", "oracle"),
                                         ("mix.online_fraction", 1.5), ("rounds", 0)])
 def test_bad_loop_fields_fail_before_anything_runs(tmp_path, path, value):
-    from hh.config import ConfigError
-    from hh.online.stage import train_and_evaluate
-
     config = online_config.get_config("smoke")
     section, _, field = path.rpartition(".")
     (config[section] if section else config)[field] = value
     with pytest.raises(ConfigError, match=path.split(".")[-1]):
-        train_and_evaluate(config, str(tmp_path / "w"))
+        run_job(config, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
+
+
+def test_until_and_force_select_the_online_steps():
+    config = online_config.get_config("smoke")
+    names = [s.name for s in job_steps(config)]
+    assert names[:4] == ["tokenizer", "lm", "distill", "gold"] and names[-1] == "report"
+    assert names[4:9] == [f"round0/{p}" for p in ("collect", "data", "pm", "ppo", "eval")]
+    chosen = [s.name for s in select(job_steps(config), until="round1/pm", force=["gold"])]
+    assert chosen == names[:names.index("round1/pm") + 1] and chosen[-2:] == ["round1/data", "round1/pm"]
+    for until, force in (("round9/pm", ()), ("", ["round0/colect"])):
+        with pytest.raises(ConfigError, match="unknown step .*round0/collect"):
+            select(job_steps(config), until, force)
+
+
+def test_the_pipeline_cli_runs_the_online_job(tmp_path):
+    """`python -m hh.pipeline --config configs/online.py:...` picks the online steps (its config
+    error lists them) and hh.main, the single-stage trainer, refuses the job's config."""
+    import subprocess
+    import sys
+
+    from hh import main
+
+    out = subprocess.run([sys.executable, "-m", "hh.pipeline", "--config", "configs/online.py:smoke",
+                          "--workdir", str(tmp_path / "w"), "--until", "round7/eval"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "round0/collect" in out.stderr and "round7/eval" in out.stderr, out.stderr
+    assert not (tmp_path / "w").exists()
+    with pytest.raises(ConfigError, match="hh.pipeline"):
+        main.run(online_config.get_config("smoke"), str(tmp_path / "w"))
 
 
 # --- labeler text with line-separator characters, store -> export -> mix -> PM ---------------
@@ -280,13 +309,12 @@ def awkward_pm_config(tmp_path):
     """store -> the collect step's export -> the data step's mix -> a smoke PM config reading the
     mix as hh_rlhf/local. -> (exported rows, PM config)."""
     from configs import pm as pm_config
-    from hh.online.stage import data_step
 
     store = awkward_store(tmp_path / "collect" / "comparisons.sqlite")
     train, _, dropped = evaluate.export_round(store.comparisons("round0"), 2, 0.0)
     assert dropped == 0 and len(train) == len(AWKWARD) + 2
     assert any("one\u2028two" in row["chosen"] for row in train)
-    mix.write_jsonl(train, tmp_path / "collect" / mix.ONLINE_FILE)
+    write_jsonl(train, tmp_path / "collect" / mix.ONLINE_FILE)
     config = online_config.get_config("smoke")
     config.mix.train_pairs, config.mix.online_fraction = len(train), 1.0
     data_step(0)(config, tmp_path / "data", {"round0/collect": tmp_path / "collect"})
@@ -301,14 +329,14 @@ def awkward_pm_config(tmp_path):
 def test_awkward_characters_survive_export_mix_and_the_pm_loader(tmp_path):
     """Before: the data step split the export at U+2028 and failed with a JSONDecodeError naming
     no file. Now every text reaches the PM's examples and batches unchanged."""
+    from hh.data import pm_sources
     from hh.data.byte_tokenizer import ByteTokenizer
     from hh.data.pm_data import as_text, pm_batches
-    from hh.pm import data as pm_data
 
     train, pm = awkward_pm_config(tmp_path)
     pairs = lambda rows: sorted((r["chosen"], r["rejected"]) for r in rows)  # noqa: E731
     assert pairs(mix.read_jsonl(tmp_path / "data" / "local" / "train.jsonl.gz")) == pairs(train)
-    source = pm_data.train_source(pm.data, pm.train)
+    source = pm_sources.train_source(pm.data, pm.train)
     got = [{side: as_text(source[i]["prompt"]) + as_text(source[i][side]) for side in ("chosen", "rejected")}
            for i in range(len(source))]
     assert pairs(got) == pairs(train)

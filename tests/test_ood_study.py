@@ -1,5 +1,7 @@
 """The OOD study driver (hh.eval.ood_study) on the smoke LM: activations, the protocol's splits,
-the report and its plot. The maths (Mahalanobis, AUROC, exposure) is tested in test_ood.py."""
+the report and its plot, and the separation it measures: harmful prompts score above helpful ones,
+an in-distribution control scores near chance. The maths (Mahalanobis, AUROC, exposure, against
+closed forms) is tested in test_ood.py."""
 
 import json
 
@@ -7,37 +9,71 @@ import numpy as np
 import pytest
 
 from hh.eval import ood_study
+from hh.trained import LoadedLM
+
+HARMFUL = "synthetic-harmless"
+# Helpful prompts posing as OOD: test rows 250-313 are scored, 314-441 are the exposure pool;
+# the in-distribution scored prompts are test rows 0-63, so none is shared.
+CONTROL = "synthetic-helpful:test[250:500]"
 
 
 @pytest.fixture(scope="module")
 def smoke_lm(pm_chain):
-    from hh.eval.lm_loader import LoadedLM
-
     return LoadedLM(pm_chain["lm"])
+
+
+@pytest.fixture(scope="module")
+def report(smoke_lm):
+    """The study at a size the suite affords: 160 fitted prompts (> d_model = 64, so the
+    covariance is not singular) and 64 scored a side."""
+    return ood_study.ood_study(smoke_lm, "synthetic-helpful", [HARMFUL, CONTROL], n_fit=160, n_test=64,
+                               exposure_m=4, exposure_draws=3)
 
 
 def test_activations_do_not_depend_on_the_batching(smoke_lm):
     texts = ood_study.prompt_texts("synthetic-helpful", "test", 10, smoke_lm.config.data)
     a = ood_study.activations(smoke_lm, texts, batch=4)     # last batch padded with copies
-    b = ood_study.activations(smoke_lm, texts, batch=16)
+    b = ood_study.activations(smoke_lm, texts)              # batch 32, compiled once for the report too
     assert a.shape == (smoke_lm.model.cfg.n_layers + 1, 10, smoke_lm.model.cfg.d_model)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_study_report(smoke_lm, tmp_path):
-    report = ood_study.ood_study(smoke_lm, "synthetic-helpful", ["synthetic-harmless"], n_fit=160,
-                                 n_test=24, exposure_m=4, exposure_draws=3)
-    layers = report["sets"]["synthetic-harmless"]
+def test_study_report(smoke_lm, report, tmp_path):
+    layers = report["sets"][HARMFUL]
     n = smoke_lm.model.cfg.n_layers + 1
     for method in ("mahalanobis", "relative_mahalanobis", "outlier_exposure", "outlier_exposure_std"):
         assert len(layers[method]) == n and all(0.0 <= v <= 1.0 for v in layers[method]), method
-    # 160 fitted prompts > d_model = 64: the covariance is not singular, the two scores differ
+    # a non-singular covariance: the full and the relative scores differ
     assert layers["relative_mahalanobis"] != layers["mahalanobis"]
-    best = report["best"]["synthetic-harmless"]["mahalanobis"]
+    best = report["best"][HARMFUL]["mahalanobis"]
     assert best["auroc"] == max(layers["mahalanobis"]) and layers["mahalanobis"][best["layer"]] == best["auroc"]
     ood_study.write_study(report, tmp_path)
     assert json.loads((tmp_path / "ood.json").read_text())["n_fit"] == 160
     assert (tmp_path / "ood.png").stat().st_size > 1000
+
+
+def test_study_separates_harmful_prompts_from_helpful_ones(report):
+    # Measured on the smoke LM (20 steps) with this call: over LM seeds 0-4 (the data fixed) and,
+    # at seed 0 with one exposure draw, over four disjoint 64-row windows of the test splits.
+    #   best-layer Mahalanobis, harmful: seeds 0.609-0.641 (mean 0.630, sd 0.011); windows
+    #     0.609-0.711 (mean 0.660, sd 0.037); minus the control's best: min 0.126 (mean 0.155)
+    #   best-layer outlier exposure (M = 4), harmful: seeds 0.748-0.800 (mean 0.769); windows
+    #     0.702-0.759; minus the control's best: min 0.177
+    #   control, every method and layer: 0.411-0.565 (chance sd at 64 a side: 0.051)
+    # The relative score barely separates on this LM (best layer 0.533-0.697): not asserted.
+    harmful, control = report["sets"][HARMFUL], report["sets"][CONTROL]
+    for method in ("mahalanobis", "relative_mahalanobis", "outlier_exposure"):
+        assert all(abs(v - 0.5) < 0.15 for v in control[method]), (method, control[method])
+    assert max(harmful["mahalanobis"]) > 0.57
+    assert max(harmful["mahalanobis"]) > max(control["mahalanobis"]) + 0.08
+    assert max(harmful["outlier_exposure"]) > 0.68
+    assert max(harmful["outlier_exposure"]) > max(control["outlier_exposure"]) + 0.1
+
+
+def test_a_split_named_in_the_in_source_is_refused(smoke_lm):
+    # "synthetic-helpful:test" would make the scored prompts a subset of the fitted ones
+    with pytest.raises(ValueError, match="names a split"):
+        ood_study.ood_study(smoke_lm, "synthetic-helpful:test", [HARMFUL], n_fit=160, n_test=64)
 
 
 def test_exposure_draws_only_from_the_pool():

@@ -13,6 +13,7 @@ from etils import epath
 from configs import pipeline as pipeline_config
 from conftest import SMOKE_PIPELINE
 from hh.pipeline import runner
+from hh.pipeline.jobs import job_steps
 from hh.pipeline.runner import Step, run_steps, tree_digest
 
 
@@ -121,17 +122,15 @@ def test_tree_digest(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("preset", ["smoke", "tiny", "13M"])
 def test_config_links_and_step_order(preset):
-    from hh.pipeline.steps import steps
-
     config = pipeline_config.get_config(preset)
     for name in pipeline_config.TRAINING_STAGES:
         assert config[name].stage == name
         assert config[name].model.vocab_size == config.lm.model.vocab_size
     assert config.ppo.data.seq_len == config.ppo.data.max_prompt_len + config.ppo.rollout.max_new_tokens
-    names = [s.name for s in steps(config)]
+    names = [s.name for s in job_steps(config)]   # config.job = "main": hh/pipeline/steps.py
     assert names[:4] == ["tokenizer", "lm", "pmp", "pm"] and names[-1] == "report"
     seen = set()
-    for step in steps(config):
+    for step in job_steps(config):
         assert set(step.inputs) <= seen, step.name
         seen.add(step.name)
 

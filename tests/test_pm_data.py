@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 
 from configs import pm as pm_config
-from hh.data import sources
+from hh.data import pm_sources, sources
 from hh.data.byte_tokenizer import ByteTokenizer
 from hh.data.errors import DataError
 from hh.data.pm_data import encode_side, pm_batches, pm_eval_batches, truncation_report
-from hh.pm import data as pm_data
 
 TOK = ByteTokenizer()
 BOS, EOC = TOK.bos_id, TOK.eoc_id
@@ -104,9 +103,9 @@ def test_a_pm_file_source_missing_a_side_names_file_line_and_field(tmp_path, mis
     config = file_pm_config(write_rows(tmp_path / "pairs.jsonl", [GOOD_ROW, bad]))
     pattern = rf"pairs\.jsonl, line 2: missing field '{missing}'"
     with pytest.raises(DataError, match=pattern):
-        next(pm_batches(pm_data.train_source(config.data, config.train), TOK, 40, 2, seed=0))
+        next(pm_batches(pm_sources.train_source(config.data, config.train), TOK, 40, 2, seed=0))
     with pytest.raises(DataError, match=pattern):
-        pm_data.eval_source(config.data)
+        pm_sources.eval_source(config.data)
 
 
 def test_a_non_numeric_weight_names_file_line_and_field(tmp_path):
@@ -122,5 +121,5 @@ def test_a_non_numeric_weight_names_file_line_and_field(tmp_path):
 
 def test_a_prompt_file_still_serves_rl_prompts_without_responses(tmp_path):
     path = write_rows(tmp_path / "prompts.jsonl", [{"prompt": "\n\nHuman: a\u2028b\n\nAssistant:"}])
-    rows = pm_data.spec_source(path, "train", file_pm_config(path).data)
+    rows = pm_sources.spec_source(path, "train", file_pm_config(path).data)
     assert len(rows) == 1 and rows[0]["prompt"] == "\n\nHuman: a\u2028b\n\nAssistant:"

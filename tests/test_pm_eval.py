@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from hh.data.pm_sources import spec_source
 from hh.eval import pm_eval
 from hh.eval.calibration import calibration_bins
-from hh.pm import data as pm_data
 from hh.train.metrics import read_metrics
 
 
@@ -31,7 +31,7 @@ def test_accuracy_agrees_with_the_stage_eval(report, pm_chain):
 
 def test_breakdowns_match_numpy_recomputation(report):
     pm, rep, _ = report
-    source = pm_data.spec_source("synthetic-harmless", "test", pm.config.data)
+    source = spec_source("synthetic-harmless", "test", pm.config.data)
     c, r = pm.scores(source)
     s = rep["sets"]["synthetic-harmless"]
     assert s["accuracy"] == pytest.approx(np.mean((c > r) + 0.5 * (c == r)), abs=1e-12)

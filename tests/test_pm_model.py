@@ -1,5 +1,6 @@
 """The PM reads its score at each row's EOC token: for left-, right- and un-padded rows the score
-equals that of the bare sequence, and the same holds on every 8-device mesh layout."""
+equals that of the bare sequence, and the same holds on every 8-device mesh layout. Its params
+keep the layout checkpoints and the Hugging Face export rely on."""
 
 import jax
 import jax.numpy as jnp
@@ -8,11 +9,11 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from configs import common
-from hh.models.transformer import TransformerConfig
+from hh.models.heads import PreferenceModel, ValueModel, init_pm_params, last_index
+from hh.models.transformer import TransformerConfig, TransformerLM
 from hh.parallel import sharding as shd
-from hh.pm.model import PreferenceModel, eoc_positions, init_params
 from hh.train import runtime
-from hh.train.state import strip_boxes
+from hh.parallel.sharding import strip_boxes
 
 EOC = 3
 CFG = TransformerConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_head=8, d_ff=128, max_len=32)
@@ -20,7 +21,7 @@ TOL = dict(rtol=1e-5, atol=1e-6)
 
 
 def _params(model):
-    params = strip_boxes(init_params(model, jax.random.key(0), 16))
+    params = strip_boxes(init_pm_params(model, jax.random.key(0), 16))
     params["score_head"]["score"]["kernel"] = jax.random.normal(jax.random.key(1), (CFG.d_model, 1))
     return params
 
@@ -49,14 +50,29 @@ def _bare_scores(model, params, seqs):
     return np.array([float(apply({"params": params}, jnp.array([s]))["score"][0]) for s in seqs])
 
 
+def _last_index_reference(mask):
+    """Plain NumPy: the last index where mask > 0, or 0."""
+    return np.array([np.flatnonzero(row > 0)[-1] if np.any(row > 0) else 0 for row in mask])
+
+
+def test_last_index_matches_numpy_on_random_masks():
+    rng = np.random.default_rng(0)
+    for dtype in (bool, np.int32, np.float32):
+        mask = (rng.random((64, 9)) < rng.random((64, 1))).astype(dtype)   # includes empty rows
+        got = last_index(jnp.asarray(mask))
+        assert got.dtype == jnp.int32
+        np.testing.assert_array_equal(got, _last_index_reference(mask))
+
+
 def test_eoc_positions_for_every_padding_layout():
     seqs = _sequences()
     for side in ("left", "right"):
         tokens, _, _ = _layout(seqs, 16, side)
         want = [15] * len(seqs) if side == "left" else [len(s) - 1 for s in seqs]
-        np.testing.assert_array_equal(eoc_positions(jnp.asarray(tokens), EOC), want)
+        np.testing.assert_array_equal(last_index(jnp.asarray(tokens) == EOC), want)
     full = np.array([[5, 6, EOC, 7, EOC], [EOC, 4, 4, 4, 4], [4, 4, 4, 4, 4]])
-    np.testing.assert_array_equal(eoc_positions(jnp.asarray(full), EOC), [4, 0, 0])
+    np.testing.assert_array_equal(last_index(jnp.asarray(full) == EOC), [4, 0, 0])
+    np.testing.assert_array_equal(last_index(jnp.asarray(full) == EOC), _last_index_reference(full == EOC))
 
 
 @pytest.mark.parametrize("side", ["left", "right", "none"])
@@ -87,7 +103,7 @@ def test_scores_are_the_same_on_every_mesh(mesh_shape):
     mesh = shd.make_mesh(mesh_shape)
     rules = shd.rules_from_config([list(r) for r in common.SHARDING_RULES])
     with runtime.sharding_context(mesh, rules):
-        boxed = jax.eval_shape(lambda r: init_params(model, r, 16), jax.random.key(0))
+        boxed = jax.eval_shape(lambda r: init_pm_params(model, r, 16), jax.random.key(0))
     shardings = shd.logical_shardings(boxed, mesh, rules)
     placed = jax.device_put(params, shardings)
     batch_sh = shd.batch_sharding(mesh, rules)
@@ -96,3 +112,25 @@ def test_scores_are_the_same_on_every_mesh(mesh_shape):
                                  NamedSharding(mesh, P()))
     got = score(placed, *(jax.device_put(x, batch_sh) for x in inputs))
     np.testing.assert_allclose(got, want, **TOL)
+
+
+def _param_paths(model, *args, **kwargs):
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, **kwargs)["params"])
+    return {jax.tree_util.keystr(path)
+            for path, _ in jax.tree_util.tree_flatten_with_path(strip_boxes(boxed))[0]}
+
+
+def test_param_trees_keep_the_layout_checkpoints_rely_on():
+    """{"trunk": an LM's params, "score_head": {"score": kernel, bias}}, the value model the same
+    without the LM head: an LM checkpoint starts a PM's trunk, a PM checkpoint a value model, and
+    the Hugging Face export/import read these paths."""
+    tokens = jnp.zeros((1, 16), jnp.int32)
+    lm = {"['trunk']" + p for p in _param_paths(TransformerLM(CFG), tokens)}
+    head = {"['score_head']['score']['kernel']", "['score_head']['score']['bias']"}
+    assert "['trunk']['lm_head']['kernel']" in lm and len(lm) == 24
+    assert _param_paths(PreferenceModel(CFG, eoc_id=EOC), tokens, compute_logits=True) == lm | head
+    assert _param_paths(ValueModel(CFG), tokens, tokens, jnp.ones_like(tokens)) == (
+        lm - {"['trunk']['lm_head']['kernel']"}) | head
+    boxed = jax.eval_shape(lambda: init_pm_params(PreferenceModel(CFG, eoc_id=EOC), jax.random.key(0), 16))
+    assert boxed["score_head"]["score"]["kernel"].names == ("embed", None)
+    assert boxed["score_head"]["score"]["kernel"].value.shape == (CFG.d_model, 1)

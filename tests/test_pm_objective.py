@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hh.models.heads import PreferenceModel, init_pm_params
 from hh.models.transformer import TransformerConfig
-from hh.pm.model import PreferenceModel, init_params
 from hh.pm.objective import pm_loss_terms, pm_sums, pm_summary, preference_loss
 from hh.train import step
-from hh.train.state import strip_boxes
+from hh.parallel.sharding import strip_boxes
 
 TOL = dict(rtol=1e-5, atol=1e-6)
 
@@ -94,7 +94,7 @@ def test_ties_count_half():
 def _real_setup():
     cfg = TransformerConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, d_head=8, d_ff=64, max_len=16)
     model = PreferenceModel(cfg, eoc_id=3)
-    params = strip_boxes(init_params(model, jax.random.key(1), 8))
+    params = strip_boxes(init_pm_params(model, jax.random.key(1), 8))
     params["score_head"]["score"]["kernel"] = 0.1 * jax.random.normal(jax.random.key(2), (16, 1))
     rng = np.random.default_rng(3)
     batch = {}

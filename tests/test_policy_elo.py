@@ -30,7 +30,7 @@ def test_constant_gap_gives_the_174_rule(tmp_path):
 
 @pytest.mark.slow
 def test_policy_elo_on_the_smoke_chain(pm_chain):
-    from hh.eval.pm_eval import LoadedPM
+    from hh.trained import LoadedPM
     entries = [Entry("lm", str(pm_chain["lm"])), Entry("lm-best-of-4", str(pm_chain["lm"]), 4)]
     report = policy_elo(entries, LoadedPM(pm_chain["pm"]), "synthetic-helpful:test", n_prompts=8,
                         max_new_tokens=8)

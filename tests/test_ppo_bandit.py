@@ -1,4 +1,4 @@
-"""The key correctness test (ISSUE-NOTES "5 PPO"): on a one-step bandit with a per-token KL
+"""The key correctness test of PPO: on a one-step bandit with a per-token KL
 penalty β·k1 in the reward, PPO converges to the analytic optimum p* = p0·exp(r/β)/Z.
 
 The policy is a categorical over K arms (params = logits), the critic one scalar; everything

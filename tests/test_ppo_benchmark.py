@@ -1,4 +1,4 @@
-"""Smoke tests of the PPO benchmarks (issue 10): both sides run 2 iterations of W1 and print the
+"""Smoke tests of the PPO benchmarks (docs/performance.md): both sides run 2 iterations of W1 and print the
 JSON line the comparison reads; no timing is asserted (benchmarks/ holds the timed runs)."""
 
 import json

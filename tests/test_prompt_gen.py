@@ -3,10 +3,10 @@
 
 import pytest
 
+from hh.data.pm_sources import spec_source
 from hh.data.prompt_data import prompt_batches
 from hh.data.sources import comparison_source
-from hh.eval.lm_loader import LoadedLM
-from hh.pm.data import spec_source
+from hh.trained import LoadedLM
 from hh.rl.prompt_gen import (as_prompt, few_shot_context, first_queries, generate_prompts, new_query,
                               write_prompts)
 

@@ -142,5 +142,5 @@ def test_ppo_samples_resume_after_a_torn_last_line(tmp_path):
     log = tmp_path / "samples.jsonl"
     row = lambda s: json.dumps({"step": s, "prompt": "p\u2028q", "response": "r\x85", "reward": 0.5})  # noqa: E731
     log.write_text("".join(row(s) + "\n" for s in (2, 4, 6)) + row(8)[:-9])
-    SampleLog(tmp_path, tokenizer=None, every=2, n=1).truncate_after(4)
+    SampleLog(tmp_path, tokenizer=None, every=2, n=1).start(4)
     assert log.read_text() == row(2) + "\n" + row(4) + "\n"

@@ -1,4 +1,4 @@
-"""The issue's resume criterion, across a real process boundary: SIGKILL the CLI mid-run, rerun
+"""Resume after a kill, across a real process boundary: SIGKILL the CLI mid-run, rerun
 the same command, and the resumed steps' losses equal those of an uninterrupted run."""
 
 import os

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import ppo as ppo_config
-from hh.eval.rl_curves import linear_fit, write_reward_curves
+from hh.rl.curves import linear_fit, write_reward_curves
 
 
 def test_linear_fit_hand_values():

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hh.data.special_tokens import BOS_ID, EOS_ID, PAD_ID
 from hh.rl.logprobs import response_logprobs, response_values, sequence_inputs
 from hh.train.losses import token_log_probs
 from rl_fixtures import prompts_and_responses, smoke_models, smoke_params
@@ -61,5 +62,4 @@ def test_positions_are_the_exclusive_cumsum_and_pad_is_not_eos():
     # a response's padding is not a token of the response: EOS (id 2) would be real
     eos_tokens = jnp.where(mask > 0, tokens, 2)
     assert int(sequence_inputs(prompts, eos_tokens, mask)["segment_ids"].sum()) == int(real.sum())
-    from hh.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
     assert PAD_ID != EOS_ID and BOS_ID != EOS_ID

@@ -1,6 +1,7 @@
 """Scoring a rollout: the PM reward is read at the EOC right after the response content (stop
-marker stripped), score_rollout's targets and metrics are consistent, and an update whose first
-step finishes the scoring gives what scoring then updating gives."""
+marker stripped), the completed rollout's targets and metrics are consistent, and the PPO
+iteration's update (θ_old forwards, advantages and minibatch passes in one jit) gives what scoring
+in one jit and then updating in another gives."""
 
 import functools
 
@@ -12,12 +13,13 @@ import numpy as np
 import optax
 import pytest
 
+from hh.models.heads import PreferenceModel
 from hh.models.sampling import Samples
-from hh.rl.logprobs import response_logprobs
-from hh.pm.model import PreferenceModel
-from hh.rl import scoring
-from hh.rl.ppo import bind_loss, init_ppo_state, ppo_update, ppo_update_scoring_first
-from hh.rl.scoring import pm_inputs, pm_scores, score_rollout
+from hh.rl import kl_control, scoring
+from hh.rl.iteration import phase_fns, update_metrics
+from hh.rl.logprobs import response_logprobs, response_values
+from hh.rl.ppo import bind_loss, init_ppo_state, ppo_update
+from hh.rl.scoring import pm_inputs, pm_scores
 from rl_fixtures import prompts_and_responses, smoke_models, smoke_params
 
 EOC = 3
@@ -69,7 +71,18 @@ def test_reward_is_read_at_the_eoc_after_the_content():
             assert abs(float(apply({"params": params}, kept)["score"][0] - expected)) > 1e-4
 
 
-def test_score_rollout_targets_and_metrics():
+def _score_separately(params, frozen, prompts, samples, kl_coef, *, policy, value, pm, rollout_cfg, ppo_cfg):
+    """The reference scoring: frozen scores, then the trained networks' own forwards at θ_old,
+    then the completed rollout -> (rollout, metrics)."""
+    scored = scoring.score_frozen(frozen, prompts, samples, policy_model=policy, pm_model=pm,
+                                  rollout_cfg=rollout_cfg)
+    old_logp, entropy = response_logprobs(params["policy"], policy, prompts, samples.tokens, scored["mask"],
+                                          rollout_cfg.temperature)
+    old_values = response_values(params["value"], value, prompts, samples.tokens, scored["mask"])
+    return scoring.complete_rollout(scored, old_logp, entropy, old_values, kl_coef, ppo_cfg)
+
+
+def test_completed_rollout_targets_and_metrics():
     cfg, policy, value = smoke_models()
     params = smoke_params(policy, value)
     reference = smoke_params(policy, value, seed=1)["policy"]
@@ -78,13 +91,11 @@ def test_score_rollout_targets_and_metrics():
     samples = _samples(tokens, mask, [0, 1, 0, 0, 1, 0, 1, 0])
     rollout_cfg = ml_collections.ConfigDict(dict(temperature=1.0, truncated_penalty=-2.0))
     ppo_cfg = ml_collections.ConfigDict(dict(kl_estimator="k1", gamma=1.0, lam=0.95, whiten_advantages=True))
-    fn = jax.jit(lambda pr, fr, pp, s, b: score_rollout(
-        pr, fr, pp, s, b, policy_model=policy, value_model=value, pm_model=pm,
-        rollout_cfg=rollout_cfg, ppo_cfg=ppo_cfg))
-    rollout, per_response, m = fn(params, {"reference": reference, "pm": pm_params}, prompts, samples,
-                                  jnp.float32(0.1))
+    fn = jax.jit(functools.partial(_score_separately, policy=policy, value=value, pm=pm, rollout_cfg=rollout_cfg,
+                                   ppo_cfg=ppo_cfg))
+    rollout, m = fn(params, {"reference": reference, "pm": pm_params}, prompts, samples, jnp.float32(0.1))
+    assert set(rollout) == set(scoring.ROLLOUT_KEYS)
     score = pm_scores(pm_params, pm, prompts, samples)
-    np.testing.assert_allclose(per_response["score"], score, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(m["reward"], score.mean(), rtol=1e-5, atol=1e-5)
     assert float(m["kl_k3"]) >= 0 and float(m["kl"]) == float(m["kl_k1"])
     np.testing.assert_allclose(m["sqrt_kl"], np.sqrt(max(float(m["kl"]), 0.0)), rtol=1e-6)
@@ -98,49 +109,48 @@ def test_score_rollout_targets_and_metrics():
     assert float(m["response_length"]) == float(mask.sum(1).mean())
 
 
-@pytest.mark.slow   # ~15-25 s of compiles: run by make test and CI, not test-fast
-def test_scoring_in_the_first_step_matches_scoring_then_updating():
+@pytest.mark.slow   # ~20-40 s of compiles: run by make test and CI, not test-fast
+@pytest.mark.parametrize("minibatches,microbatches", [(1, 1), (2, 2)])
+def test_iteration_update_matches_scoring_then_updating(minibatches, microbatches):
     cfg, policy, value = smoke_models()
     params = smoke_params(policy, value)
-    frozen = {"reference": smoke_params(policy, value, seed=1)["policy"], "pm": _pm(cfg)[1]}
-    pm = _pm(cfg)[0]
+    pm, pm_params = _pm(cfg)
+    frozen = {"reference": smoke_params(policy, value, seed=1)["policy"], "pm": pm_params}
     prompts, tokens, mask = prompts_and_responses()
     samples = _samples(tokens, mask, [0, 1, 0, 0, 1, 0, 1, 0])
     rollout_cfg = ml_collections.ConfigDict(dict(temperature=0.8, truncated_penalty=-2.0))
     ppo_cfg = ml_collections.ConfigDict(dict(kl_estimator="k1", gamma=1.0, lam=0.95, whiten_advantages=True,
-                                             clip_eps=0.2, value_clip_eps=0.2, value_coef=0.5, entropy_coef=0.01))
-    models = dict(policy_model=policy, pm_model=pm, rollout_cfg=rollout_cfg)
-    fns = scoring.transformer_fns(policy, value, rollout_cfg.temperature)
+                                             clip_eps=0.2, value_clip_eps=0.2, value_coef=0.5, entropy_coef=0.01,
+                                             epochs=2, minibatches=minibatches))
+    kl_cfg = ml_collections.ConfigDict(dict(kind="adaptive", init_coef=0.1, target=6.0, horizon=100))
     # SGD applies each gradient as it is (Adam's first step is ≈ sign(g), blind to small errors)
     optimizers = {"policy": optax.sgd(0.05), "value": optax.sgd(0.05)}
+    schedule = optax.constant_schedule(0.05)
     state = init_ppo_state(params, optimizers, 0.1)
-    rng = jax.random.key(3)
+    seed = 3
 
     @jax.jit
     def separate(state):
-        rollout, _, metrics = score_rollout(state.params, frozen, prompts, samples, state.kl_coef,
-                                            value_model=value, ppo_cfg=ppo_cfg, **models)
-        rollout = {k: rollout[k] for k in scoring.ROLLOUT_KEYS}
-        new, per_step = ppo_update(state, rollout, rng, loss_terms=bind_loss(*fns, ppo_cfg),
-                                   optimizers=optimizers, epochs=2, minibatches=1)
-        return new, per_step, rollout, metrics
+        rollout, metrics = _score_separately(state.params, frozen, prompts, samples, state.kl_coef, policy=policy,
+                                             value=value, pm=pm, rollout_cfg=rollout_cfg, ppo_cfg=ppo_cfg)
+        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), state.step), 1)   # the iteration's
+        loss = bind_loss(*scoring.transformer_fns(policy, value, rollout_cfg.temperature), ppo_cfg)
+        new, per_minibatch = ppo_update(state, rollout, rng, loss_terms=loss, optimizers=optimizers, epochs=2,
+                                        minibatches=minibatches, microbatches=microbatches)
+        new = new.replace(kl_coef=kl_control.update_kl_coef(state.kl_coef, metrics["kl"], 8, kl_cfg))
+        return new, {**metrics, **update_metrics(per_minibatch, ppo_cfg.value_coef, schedule(0))}
 
-    @jax.jit
-    def fused(state):
-        partial = scoring.partial_rollout(prompts, samples, scoring.score_frozen(frozen, prompts, samples, **models))
-        scoring_loss = bind_loss(*fns, ppo_cfg, complete=scoring.completion(state.kl_coef, ppo_cfg))
-        return ppo_update_scoring_first(state, partial, rng, scoring_loss=scoring_loss,
-                                        loss_terms=bind_loss(*fns, ppo_cfg), optimizers=optimizers, epochs=2)
-
+    fns = phase_fns({"policy": policy, "value": value, "pm": pm}, optimizers, sampling=None,
+                    rollout_cfg=rollout_cfg, ppo_cfg=ppo_cfg, kl_cfg=kl_cfg, seed=seed, lr_schedule=schedule,
+                    microbatches=microbatches)
+    scored, score_metrics = jax.jit(fns["score"])(frozen, prompts, samples)
+    assert set(scored) == set(scoring.SCORED_KEYS) and score_metrics == {}
+    got = jax.jit(fns["update"])(state, scored)
     want = separate(state)
-    got = fused(state)
     moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), want[0].params, params)
     assert max(jax.tree.leaves(moved)) > 1e-3, "the test must move the params to mean anything"
+    assert float(want[0].kl_coef) != 0.1, "the adaptive β must move"
     close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
-    jax.tree.map(close, got[0].params, want[0].params)
-    assert int(got[0].step) == int(want[0].step) == 1
-    assert set(got[1]) == set(want[1]) and got[1]["policy_loss"].shape == (2,)
+    jax.tree.map(close, got[0], want[0])
+    assert set(got[1]) == set(want[1])
     jax.tree.map(close, got[1], want[1])
-    jax.tree.map(close, {k: got[2][k] for k in scoring.ROLLOUT_KEYS}, want[2])
-    assert set(got[3]) == set(want[3])
-    jax.tree.map(close, got[3], want[3])

@@ -1,34 +1,104 @@
-"""The robustness study: comparison sources split into disjoint halves; PPO with a test PM logs
-both rewards mean-normalised (with the SAME PM as train and test, the two agree exactly and the
-gap is 0); the config refuses a robustness run without a test PM; the study end to end (slow)."""
+"""The robustness study (Bai et al. 2022 §4.2): the two PMs train on disjoint halves of every
+comparison source (no shared pair); the summary on constructed reward curves equals a NumPy
+reference and shows the train-test gap growing only when the test PM falls behind; PPO with a
+test PM logs both rewards minus their held-out means (with the SAME PM as train and test, the
+two agree exactly and the gap is 0); the config refuses a robustness run without a test PM; the
+study end to end (slow)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from configs import ppo as ppo_config
+from configs import pm as pm_config, ppo as ppo_config
 from hh import main
 from hh.config import ConfigError
+from hh.data import sources
+from hh.data.pm_sources import spec_source, train_source
+from hh.rl.curves import robustness_summary
 from hh.eval.robustness import pm_configs, run_study, split_specs
-from hh.pm.data import spec_source
 from hh.train.metrics import read_metrics
 
 
 def test_split_specs_are_disjoint_halves():
-    from configs import pm as pm_config
     data = pm_config.get_config("smoke").data
     n = len(spec_source("synthetic-helpful", "train", data))
     assert split_specs(["synthetic-helpful"], data, 0) == [f"synthetic-helpful:train[0:{n // 2}]"]
     assert split_specs(["synthetic-helpful"], data, 1) == [f"synthetic-helpful:train[{n // 2}:{n}]"]
     assert split_specs(["synthetic-harmless:train[100:301]"], data, 1) == ["synthetic-harmless:train[200:301]"]
-    first, second = pm_configs("smoke", "")
-    a = spec_source(first.data.helpful_sources[0], "train", data)
-    b = spec_source(second.data.helpful_sources[0], "train", data)
-    assert len(a) + len(b) == n
-    assert first.data.train_pairs == pm_config.get_config("smoke").data.train_pairs // 2
-    # disjoint rows of the same source (the synthetic world itself may repeat a text)
-    assert (a.start, a.stop, b.start, b.stop) == (0, n // 2, n // 2, n)
+
+
+def _pair_key(row):
+    return json.dumps([row["prompt"], row["chosen"], row["rejected"]], default=str)
+
+
+def test_the_two_pms_train_on_different_pairs():
+    """What each PM's training loop reads: the first pairs of its own half of every source, and
+    not one (prompt, chosen, rejected) in common between the two."""
+    first, second = pm_configs(pm_config.get_config("smoke"), "")
+    assert first.data.train_pairs == second.data.train_pairs == pm_config.get_config("smoke").data.train_pairs // 2
+    mixes = [train_source(c.data, c.train) for c in (first, second)]
+    assert first.data.helpful_fraction == 0.5
+    per_source = first.data.train_pairs // 2          # half from each source
+    offset = 0
+    for name in ("synthetic-helpful", "synthetic-harmless"):
+        full = spec_source(name, "train", first.data, fields=sources.PAIR_FIELDS)
+        for mix, start in zip(mixes, (0, len(full) // 2)):
+            for i in range(per_source):
+                assert _pair_key(mix[offset + i]) == _pair_key(full[start + i]), (name, start, i)
+        offset += per_source
+    keys = [{_pair_key(mix[i]) for i in range(len(mix))} for mix in mixes]
+    assert len(mixes[0]) == len(mixes[1]) == first.data.train_pairs
+    assert len(keys[0]) == len(keys[1]) == first.data.train_pairs   # the smoke halves hold no repeat
+    assert not keys[0] & keys[1]
+    # both offsets are means over the same held-out comparisons (App. B.2)
+    assert first.data.eval_sources == second.data.eval_sources == pm_config.get_config("smoke").data.eval_sources
+
+
+def _curves(sqrt_kl, train, test):
+    """metrics.jsonl rows of a robustness run, in a shuffled order with unrelated rows mixed in
+    (the summary must pair each train reward with the test reward of the same step)."""
+    rows = [{"step": s + 1, "train/sqrt_kl": k, "train/reward_normalised": a,
+             "train/test_reward_normalised": b} for s, (k, a, b) in enumerate(zip(sqrt_kl, train, test))]
+    rows += [{"step": s + 1, "perf/tokens_per_second": 1.0} for s in range(0, len(rows), 7)]
+    return [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]
+
+
+def test_summary_of_an_over_optimised_run():
+    # The test PM agrees with the train PM early and falls behind quadratically in sqrt(KL)
+    # (the shape of Bai et al. 2022 Fig. 4): 40 iterations, fit over the first 20, tails of 4.
+    k = 0.05 * np.arange(1, 41)
+    train, test = 1.5 * k, 1.5 * k - 0.8 * k ** 2
+    summary = robustness_summary(_curves(k, train, test), fit_fraction=0.5, tail_fraction=0.1)
+    assert (summary["iterations"], summary["n_fit"]) == (40, 20)
+    assert summary["train_pm"]["slope"] == pytest.approx(1.5) and summary["train_pm"]["r2"] == pytest.approx(1.0)
+    slope, intercept = np.polyfit(k[:20], test[:20], 1)
+    assert summary["test_pm"]["slope"] == pytest.approx(slope)
+    assert summary["test_pm"]["intercept"] == pytest.approx(intercept)
+    assert summary["gap_start"] == pytest.approx(np.mean(0.8 * k[:4] ** 2))
+    assert summary["gap_end"] == pytest.approx(np.mean(0.8 * k[-4:] ** 2))
+    assert summary["gap_end"] > 50 * summary["gap_start"]
+    assert (summary["train_end"], summary["test_end"]) == (pytest.approx(np.mean(train[-4:])),
+                                                          pytest.approx(np.mean(test[-4:])))
+    assert summary["sqrt_kl_end"] == pytest.approx(2.0)
+
+
+def test_summary_without_over_optimisation_has_no_gap():
+    # Two PMs that disagree only by iteration-level noise (±0.05), not by a trend in KL.
+    k = 0.05 * np.arange(1, 41)
+    train = 1.5 * k
+    test = train + 0.05 * np.where(np.arange(40) % 2 == 0, 1.0, -1.0)
+    summary = robustness_summary(_curves(k, train, test), fit_fraction=0.5, tail_fraction=0.1)
+    assert summary["gap_start"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["gap_end"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["test_pm"]["slope"] == pytest.approx(np.polyfit(k[:20], test[:20], 1)[0])
+    assert summary["test_pm"]["slope"] == pytest.approx(summary["train_pm"]["slope"], abs=0.02)
+
+
+def test_summary_refuses_a_run_without_test_rewards():
+    rows = [{"step": s, "train/sqrt_kl": 0.1 * s, "train/reward_normalised": 0.2 * s} for s in range(1, 6)]
+    with pytest.raises(ValueError, match="test_reward_model"):
+        robustness_summary(rows)
 
 
 def _config(pm_chain, steps=3):
@@ -57,7 +127,8 @@ def test_same_pm_as_train_and_test_agrees_exactly(pm_chain, tmp_path):
     assert summary["gap_end"] == pytest.approx(0.0, abs=1e-5)
     assert summary["train_pm"]["slope"] == pytest.approx(summary["test_pm"]["slope"], rel=1e-4, abs=1e-6)
     assert (workdir / "robustness.png").stat().st_size > 1000
-    assert json.loads((workdir / "phase_compiles.json").read_text())["test_score"] == 1
+    # the test PM scores in the score phase: still three phases, each compiled once
+    assert json.loads((workdir / "phase_compiles.json").read_text()) == {"generate": 1, "score": 1, "update": 1}
 
 
 def test_robustness_needs_a_test_pm(pm_chain, tmp_path):
@@ -77,11 +148,26 @@ def test_robustness_variant_fields():
 
 @pytest.mark.slow
 def test_study_end_to_end(pm_chain, tmp_path):
-    summary = run_study(str(pm_chain["lm"]), tmp_path / "study", "smoke", pm_steps=10, ppo_steps=4,
+    summary = run_study(str(pm_chain["lm"]), tmp_path / "study", pm_config.get_config("smoke"),
+                        ppo_config.get_config("smoke,robustness"), pm_steps=10, ppo_steps=4,
                         ppo_overrides={"ppo.minibatches": 2})
     assert summary["iterations"] == 4
-    assert np.isfinite(summary["gap_end"])
-    for name in ("train_pm", "test_pm", "ppo"):
-        assert (tmp_path / "study" / name / "config.json").exists()
-    offsets = json.loads((tmp_path / "study" / "ppo" / "reward_offsets.json").read_text())
+    root = tmp_path / "study"
+    data = pm_config.get_config("smoke").data
+    for name, half in (("train_pm", 0), ("test_pm", 1)):   # each PM trained on its own half
+        trained = json.loads((root / name / "config.json").read_text())["data"]
+        assert list(trained["helpful_sources"]) == split_specs(data.helpful_sources, data, half)
+        assert list(trained["harmless_sources"]) == split_specs(data.harmless_sources, data, half)
+    ppo_config_json = json.loads((root / "ppo" / "config.json").read_text())
+    assert (ppo_config_json["reward_model"], ppo_config_json["test_reward_model"]) == (
+        str(root / "train_pm"), str(root / "test_pm"))
+    offsets = json.loads((root / "ppo" / "reward_offsets.json").read_text())
     assert offsets["reward"] != offsets["test_reward"]   # two different PMs
+    rows = sorted((r for r in read_metrics(root / "ppo") if "train/test_reward" in r), key=lambda r: r["step"])
+    for r in rows:   # each series minus its own PM's held-out mean
+        assert r["train/reward_normalised"] == pytest.approx(r["train/reward"] - offsets["reward"], abs=1e-6)
+        assert r["train/test_reward_normalised"] == pytest.approx(r["train/test_reward"] - offsets["test_reward"],
+                                                                  abs=1e-6)
+    last = rows[-1]   # 4 iterations: the 10% tail is the last one
+    assert summary["gap_end"] == pytest.approx(last["train/reward_normalised"] - last["train/test_reward_normalised"])
+    assert json.loads((root / "ppo" / "robustness.json").read_text()) == summary

@@ -331,7 +331,7 @@ def test_sharded_greedy_matches_single_device():
     assert not sharded_params["stack"]["layers"]["mlp"]["up"]["kernel"].sharding.is_fully_replicated
     assert sharded.tokens.sharding.spec[0] == ("data", "fsdp")
 
-    # Equal tokens up to the first step whose top-2 logit gap is <= 1e-3 (ISSUE-NOTES): there a
+    # Equal tokens up to the first step whose top-2 logit gap is <= 1e-3: there a
     # float reduction order may legitimately flip the argmax.
     tokens = np.asarray(single.tokens)
     logits = full_forward_logits(params, GQA, prompts, tokens)[:, WIDTH - 1:-1]

@@ -36,7 +36,7 @@ def test_matches_lstsq_and_pseudo_inverse_standard_errors():
 
 
 def test_paper_fit_values():
-    # PAPER-SPEC §3.3: implied accuracies at D = 8e4 with natural logs
+    # Bai et al. 2022 App. A.3 fit, natural logs: the accuracies it implies at D = 8e4
     np.testing.assert_allclose(paper_accuracy([13e6, 52e9, 1e11], 8e4), [0.657, 0.715, 0.72], atol=6e-4)
     assert paper_accuracy(1e11, 1.6e5) - paper_accuracy(1e11, 8e4) == pytest.approx(0.015 * np.log(2))
 

@@ -367,7 +367,7 @@ class SlowPool:
 
 @contextlib.contextmanager
 def running(app):
-    """A real uvicorn server on a free localhost port, in a thread (ENV-NOTES §12)."""
+    """A real uvicorn server on a free localhost port, in a thread (what a browser talks to)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -173,36 +173,37 @@ def pm_data_config(manual, data):
 
 
 def texts(example):
-    from hh.pm.data import as_text
+    from hh.data.pm_data import as_text
 
     mode = "red-team" if as_text(example["tranche"]) == "local-harmless" else "helpful"
     return mode, as_text(example["chosen"]), as_text(example["rejected"])
 
 
 def test_exported_tranches_feed_a_pm_config_and_rebuild_when_they_change(store, tmp_path):
-    from hh.pm import data as pm_data
+    from hh.data import pm_sources
+    from hh.data.pm_data import as_text
 
     manual, data = tmp_path / "manual", tmp_path / "tfds"
     ex.export(store, tranche_dir=manual, modes=["helpful"])
     ex.export(store, tranche_dir=manual, modes=["red-team"], tranche="local-harmless")
     config = pm_data_config(manual, data)
     config.data.train_pairs, config.data.helpful_fraction = 4, 0.5
-    train = pm_data.train_source(config.data, config.train)
+    train = pm_sources.train_source(config.data, config.train)
     got = [texts(train[i]) for i in range(len(train))]   # TFDS stores examples in hashed-key order
     assert sorted(got[:2]) == [("helpful", " 4.", " 5."), ("helpful", " 6.", " 7.")]
     assert sorted(got[2:]) == [("red-team", " No.", " Fine: rake the pins."),
                                ("red-team", " Sorry, I can't help.", " Use a tension wrench.")]
     contexts = [c["context"] for c in store.comparisons() if c["mode"] == "helpful" and c["strength"] >= 2]
-    assert sorted(pm_data.as_text(train[i]["prompt"]) for i in range(2)) == sorted(contexts)
+    assert sorted(as_text(train[i]["prompt"]) for i in range(2)) == sorted(contexts)
 
     # New comparisons, a new export: the next read sees them (no stale TFDS build).
     converse(store, "ann", "helpful", [("One more?", " Sure.", " No.", "a", 3, None)])
     ex.export(store, tranche_dir=manual, modes=["helpful"], test_fraction=0.0)
     config.data.train_pairs, config.data.helpful_fraction = 3, 1.0
-    train = pm_data.train_source(config.data, config.train)
+    train = pm_sources.train_source(config.data, config.train)
     assert sorted(texts(train[i])[1] for i in range(3)) == [" 4.", " 6.", " Sure."]
     with pytest.raises(Exception, match="split 'test' .* was not built"):
-        pm_data.eval_source(config.data)
+        pm_sources.eval_source(config.data)
 
 
 @pytest.mark.slow

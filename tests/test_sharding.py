@@ -130,3 +130,18 @@ def test_global_batch_rows_of_a_single_process():
     glob = shd.make_global_batch(local, sharding, 16)
     np.testing.assert_array_equal(np.asarray(glob["inputs"]), local["inputs"])
     assert glob["inputs"].addressable_shards[0].data.shape == (2, 2)
+
+
+def test_row_sharding_splits_rows_and_keeps_other_dims_whole():
+    config = _config((2, 4, 1))
+    mesh, rules = runtime.mesh_and_rules(config)
+    batch_sh = shd.batch_sharding(mesh, rules)
+    P = jax.sharding.PartitionSpec
+    assert shd.row_sharding(batch_sh, 3).spec == P(("data", "fsdp"), None, None)
+    assert shd.row_sharding(batch_sh, 1).spec == P(("data", "fsdp"))
+    assert shd.row_sharding(batch_sh, 0).spec == P()           # a scalar: replicated
+    tree = {"tokens": np.zeros((16, 5), np.int32), "reward": jax.ShapeDtypeStruct((16,), jnp.float32)}
+    shardings = shd.row_shardings(batch_sh, tree)
+    assert shardings["tokens"] == shd.row_sharding(batch_sh, 2)
+    assert shardings["reward"].shard_shape((16,)) == (2,)
+    assert shardings["tokens"].shard_shape((16, 5)) == (2, 5)

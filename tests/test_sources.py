@@ -6,6 +6,7 @@ import pytest
 from configs import common
 from hh.data import sources
 from hh.data.byte_tokenizer import ByteTokenizer
+from real_data import HH_RLHF as REAL
 
 
 def _data(**overrides):
@@ -54,9 +55,6 @@ def test_lm_rows_pack_to_the_configured_width():
     train, held_out, tok = sources.lm_rows(_data(tokenizer="bytes"))
     assert train["tokens"].shape[1] == 65 and held_out["tokens"].shape[1] == 65
     assert train["tokens"].max() < tok.vocab_size
-
-
-REAL = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared/data/hh-rlhf"
 
 
 def test_synthetic_comparison_mix_feeds_pm_batches():

@@ -61,6 +61,14 @@ def test_means_from_sums():
     assert float(out["loss"]) == 1.5 and float(out["accuracy"]) == 0.75 and float(out["count"]) == 4
 
 
+def test_means_from_sums_on_the_host():
+    """Host summaries pass Python floats: float64 means, no device round trip, count 0 safe."""
+    out = step.means_from_sums({"kl_sum": float(np.float32(0.3)), "count": 3.0})
+    assert out == {"kl": float(np.float32(0.3)) / 3.0, "count": 3.0}
+    assert isinstance(out["kl"], float) and not isinstance(out["kl"], jax.Array)
+    assert step.means_from_sums({"loss_sum": 0.0, "count": 0.0}) == {"loss": 0.0, "count": 0.0}
+
+
 def test_one_step_equals_hand_written_adamw():
     """A single update against optax-free AdamW arithmetic in float64."""
     _, model, params, batch = _setup()

@@ -12,12 +12,12 @@ import tensorflow_datasets as tfds
 from hh.data.errors import DataError
 from hh.data.tfds import files
 from hh.data.tfds.hh_rlhf import HhRlhf, read_comparisons, split_comparison
+from real_data import HH_RLHF
 
-HH_RLHF = Path(__file__).resolve().parents[2] / "shared/data/hh-rlhf"
 REAL_TEST = HH_RLHF / "harmless-base/test.jsonl.gz"
 needs_real = pytest.mark.skipif(not HH_RLHF.is_dir(), reason=f"{HH_RLHF} is absent")
 
-# PAPER-SPEC §9.2, measured on harmless-base/test.
+# Measured on the released harmless-base/test (docs/paper-notes.md §3).
 REAL_TURNS = {1: 662, 2: 584, 3: 590, 4: 354, 5: 69, 6: 20, 7: 16, 8: 7, 9: 5, 10: 1, 11: 2,
               12: 1, 18: 1}
 REAL_PROMPTS_DIFFER_LINES = {1255, 1689, 1951, 1953, 2037}

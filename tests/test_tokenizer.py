@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hh.data.byte_tokenizer import ByteTokenizer
-from hh.data.tokenizer import (DIALOGUE_MARKERS, META_FILE, MODEL_FILE, SentencePieceTokenizer,
-                               _training_sentences, load_tokenizer, train_sentencepiece)
+from hh.data.special_tokens import DIALOGUE_MARKERS
+from hh.data.tokenizer import (META_FILE, MODEL_FILE, SentencePieceTokenizer, _training_sentences,
+                               load_tokenizer, train_sentencepiece)
 
 VOCAB = 400
 

@@ -1,4 +1,4 @@
-"""The peer side of issue 10's PPO benchmark: google/tunix's PPOLearner on the workloads of
+"""The peer side of the PPO benchmark (docs/performance.md): google/tunix's PPOLearner on the workloads of
 benchmarks/ppo_workloads.py, timed per iteration and per phase. Runs in its own venv
 (`make bench-ppo-peer-env`, benchmarks/peers/requirements-tunix.txt), never in hh's.
 

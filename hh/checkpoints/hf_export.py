@@ -8,7 +8,6 @@ kept in config.json as `hh_score_bias`. Only process 0 writes.
 """
 
 import json
-import uuid
 
 import flax.linen as nn
 import jax
@@ -18,6 +17,7 @@ from jax.experimental import multihost_utils
 
 from hh.checkpoints import hf_config, layouts
 from hh.checkpoints.safetensors_dir import write_safetensors_dir
+from hh.io import atomic_write_text
 
 _CLASS_SUFFIX = {"lm": "ForCausalLM", "pm": "ForSequenceClassification"}
 _CLASS_PREFIX = {"llama": "Llama", "gpt_neox": "GPTNeoX", "gpt2": "GPT2"}
@@ -89,9 +89,7 @@ def export_hf(directory, params, cfg, *, tokenizer=None, kind="lm", score_head=N
     directory = epath.Path(directory)
     if jax.process_index() == 0:
         write_safetensors_dir(directory, tensors, max_shard_bytes)
-        tmp = directory / f"config.json.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        tmp.replace(directory / "config.json")
+        atomic_write_text(directory / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         if tokenizer is not None and hasattr(tokenizer, "save") and hasattr(tokenizer, "new_token_ids"):
             tokenizer.save(directory)
     return directory

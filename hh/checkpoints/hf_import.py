@@ -10,6 +10,7 @@ import re
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from etils import epath
@@ -17,6 +18,8 @@ from etils import epath
 from hh.checkpoints import hf_config, layouts
 from hh.checkpoints.recipes import Stacked, WithNewRows
 from hh.checkpoints.safetensors_dir import INDEX_FILE, SINGLE_FILE, CheckpointFormatError, SafetensorsDir
+from hh.models.transformer import TransformerConfig, TransformerLM
+from hh.parallel import sharding as shd
 
 
 def is_hf_directory(path) -> bool:
@@ -133,40 +136,22 @@ def load_hf_params(path, abstract_params, cfg, new_token_ids=(), original_vocab_
     return params
 
 
-def abstract_model_params(cfg, mesh, rules, seq_len: int = 8):
-    """ShapeDtypeStructs of TransformerLM params carrying their NamedShardings on `mesh`."""
-    import flax.linen as nn
-    import jax.numpy as jnp
-
-    from hh.models.transformer import TransformerLM
-    from hh.parallel import sharding as shd
-    from hh.train.state import strip_boxes
-
-    model = TransformerLM(cfg)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        boxed = jax.eval_shape(lambda rng: model.init(rng, jnp.zeros((1, seq_len), jnp.int32))["params"],
-                               jax.random.key(0))
-    shardings = shd.logical_shardings(boxed, mesh, rules)
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        strip_boxes(boxed), shardings)
-
-
-def load_hf_model(path, mesh=None, rules=None, tokenizer=None, allow_unused=(), **overrides):
+def load_hf_model(path, mesh=None, rules=(), tokenizer=None, allow_unused=(), **overrides):
     """-> (TransformerConfig, params) of a Hugging Face directory, sharded on `mesh`.
 
-    The default mesh is every device on the data axis (params replicated) with the project's rules.
+    rules: the logical-axis rules of the caller's config (config.sharding.rules, as
+    hh.train.runtime.mesh_and_rules returns them); the default () replicates every parameter.
+    The default mesh is every device on the data axis.
     `overrides` set non-architecture fields (dtype, param_dtype, scan_layers, remat, attention).
     `allow_unused`: regexes of checkpoint tensors that may be left unread (`load_hf_params`).
     """
-    from configs.common import SHARDING_RULES
-    from hh.models.transformer import TransformerConfig
-    from hh.parallel import sharding as shd
-
     _, fields = imported_fields(path, tokenizer)
     cfg = TransformerConfig(**{**fields, **overrides})
     mesh = mesh if mesh is not None else shd.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-    rules = rules if rules is not None else shd.rules_from_config([list(r) for r in SHARDING_RULES])
-    abstract = abstract_model_params(cfg, mesh, rules)
+    model = TransformerLM(cfg)
+    # parameter shapes do not depend on the length of the tokens traced through init
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    abstract = shd.abstract_with_shardings(lambda rng: model.init(rng, tokens)["params"], mesh, rules)
     new_ids = tokenizer.new_token_ids if tokenizer is not None and hasattr(tokenizer, "new_token_ids") else ()
     original = getattr(tokenizer, "original_vocab_size", None)
     return cfg, load_hf_params(path, abstract, cfg, new_ids, original, allow_unused)

@@ -8,6 +8,7 @@ validating. `imported_params` then reads the weights straight into the state's s
 
 from hh.checkpoints import hf_config
 from hh.checkpoints.hf_import import imported_fields, is_hf_directory, load_hf_params
+from hh.data.tokenizer import load_tokenizer
 
 
 def init_from_hf(config) -> str:
@@ -28,7 +29,6 @@ def adopt_imported_architecture(config) -> bool:
     path = init_from_hf(config)
     if not path:
         return False
-    from hh.data.tokenizer import load_tokenizer
     tokenizer = load_tokenizer(path)
     _, fields = imported_fields(path, tokenizer)
     with config.unlocked():

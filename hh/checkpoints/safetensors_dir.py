@@ -5,12 +5,13 @@ touches just each device's part of each tensor; writes split tensors into shards
 
 import json
 import os
-import uuid
 
 import numpy as np
 from etils import epath
 from safetensors import safe_open
 from safetensors.numpy import save_file
+
+from hh.io import atomic_path, atomic_write_text
 
 SINGLE_FILE, INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
 
@@ -107,13 +108,10 @@ def write_safetensors_dir(directory, tensors: dict, max_shard_bytes: int = 5 * 2
         weight_map.update({name: file for name in shard})
     total = sum(t.nbytes for t in tensors.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    tmp = directory / f"{INDEX_FILE}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    tmp.replace(directory / INDEX_FILE)
+    atomic_write_text(directory / INDEX_FILE, json.dumps(index, indent=2) + "\n")
     return names + [INDEX_FILE]
 
 
 def _atomic_save(tensors, path: epath.Path, metadata):
-    tmp = path.parent / f"{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    save_file(tensors, os.fspath(tmp), metadata=metadata)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, os.fspath(tmp), metadata=metadata)

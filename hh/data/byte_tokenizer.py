@@ -1,18 +1,19 @@
 """A byte-level tokenizer with the project's special tokens: no training, no files, exact round trips.
 
-The foundation's default (ISSUE-NOTES: issue 2 pretrains on built-in text with bytes; issue 3 adds
-SentencePiece). Ids: 0 pad, 1 bos, 2 eos, 3 eoc (end-of-context, where preference scores are read),
-then the 256 byte values.
+`data.tokenizer=bytes`, as the `smoke` presets use it: it needs no training, so the smallest runs
+start at once (the default is SentencePiece, hh.data.tokenizer). Ids: 0 pad, 1 bos, 2 eos, 3 eoc
+(end-of-context, where preference scores are read), then the 256 byte values.
 """
 
 import numpy as np
 
-PAD, BOS, EOS, EOC = 0, 1, 2, 3
+from hh.data.special_tokens import BOS_ID, EOC_ID, EOS_ID, PAD_ID
+
 N_SPECIAL = 4
 
 
 class ByteTokenizer:
-    pad_id, bos_id, eos_id, eoc_id = PAD, BOS, EOS, EOC
+    pad_id, bos_id, eos_id, eoc_id = PAD_ID, BOS_ID, EOS_ID, EOC_ID
     vocab_size = N_SPECIAL + 256
 
     def encode(self, text: str) -> list[int]:

@@ -7,6 +7,8 @@ depends on ordering, seeds or the number of processes.
 import gzip
 import hashlib
 import importlib.resources
+import pydoc_data.topics as topics
+import sys
 
 CORPUS_FILE = "python_docs.txt.gz"
 
@@ -33,14 +35,12 @@ def split_documents(documents, eval_fraction: float):
 
 def _rebuild(path):
     """Writes the corpus file from this interpreter's pydoc_data (run once, output committed)."""
-    import pydoc_data.topics as topics
     docs = [topics.topics[k].replace("\r", "").strip() for k in sorted(topics.topics)]
     with gzip.GzipFile(path, "wb", mtime=0) as f:
         f.write("\n\n\x0c\n\n".join(docs).encode("utf-8"))
 
 
 if __name__ == "__main__":
-    import sys
     if "--rebuild" in sys.argv:
         _rebuild(str(importlib.resources.files("hh.data") / "default_corpus" / CORPUS_FILE))
     docs = default_documents()

@@ -1,7 +1,7 @@
 """The HH dialogue format: "\\n\\nHuman: …\\n\\nAssistant: …" transcripts, turns and pairs.
 
 Parsing and rendering are byte-exact inverses; a pair splits into (prompt, response) by the last
-"\\n\\nAssistant:" of each transcript (PAPER-SPEC §9.2). Everything downstream (TFDS builders, PM
+"\\n\\nAssistant:" of each transcript (docs/paper-notes.md §3). Everything downstream (TFDS builders, PM
 and RL batches) sees dialogues only through these functions.
 """
 

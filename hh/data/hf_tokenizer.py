@@ -2,18 +2,18 @@
 hh's SentencePiece tokenizer: pad/bos/eos/eoc ids, encode/decode without added bos/eos.
 
 Tokens the pipeline needs and the tokenizer lacks are added: <pad> (PAD must differ from EOS,
-RLHF-NOTES), <eoc> (where PM scores are read) and the dialogue markers as single tokens. Their
+docs/paper-notes.md §8.2), <eoc> (where PM scores are read) and the dialogue markers as single tokens. Their
 ids (`new_token_ids`) get embedding rows initialised to the mean embedding (hh.checkpoints).
 """
 
 import hashlib
 import json
-import uuid
 
 from etils import epath
 from tokenizers import AddedToken, Tokenizer
 
-from hh.data.tokenizer import DIALOGUE_MARKERS, EOC_PIECE
+from hh.data.special_tokens import DIALOGUE_MARKERS, EOC_PIECE
+from hh.io import atomic_write_text
 
 HF_TOKENIZER_FILE, HF_TOKENIZER_CONFIG = "tokenizer.json", "tokenizer_config.json"
 PAD_PIECE = "<pad>"
@@ -143,9 +143,7 @@ class HFTokenizer:
             config["unk_token"] = self.piece(self.unk_id)
         for name, text in ((HF_TOKENIZER_FILE, self._tok.to_str()),
                            (HF_TOKENIZER_CONFIG, json.dumps(config, indent=2) + "\n")):
-            tmp = directory / f"{name}.tmp-{uuid.uuid4().hex[:8]}"
-            tmp.write_text(text)
-            tmp.replace(directory / name)
+            atomic_write_text(directory / name, text)
 
     def __reduce__(self):
         return (_rebuild, (self._tok.to_str(), self.original_vocab_size, self.bos_id, self.eos_id,

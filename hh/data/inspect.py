@@ -1,6 +1,6 @@
 """Look at a real dataset before training on it: counts, skips, token lengths and a few examples.
 
-`python -m hh.data.inspect --dataset hh_rlhf/harmless-base --manual_dir ../shared/data/hh-rlhf
+`python -m hh.data.inspect --dataset hh_rlhf/harmless-base --manual_dir $HH_RLHF_DIR
 --data_dir DIR [--split test] [--tokenizer bytes|<dir>]` builds the TFDS dataset if needed and
 prints the report; each part is a function the tests call.
 """
@@ -11,20 +11,8 @@ import sys
 import numpy as np
 
 from hh.data.byte_tokenizer import ByteTokenizer
-
-
-def load_tokenizer(spec: str):
-    """"bytes" is the byte tokenizer; anything else is a directory saved by hh.data.tokenizer."""
-    if spec == "bytes":
-        return ByteTokenizer()
-    from hh.data.tokenizer import load_tokenizer as load_saved   # heavier, and optional here
-    return load_saved(spec)
-
-
-def prepare(dataset: str, data_dir, manual_dir=None, **builder_kwargs):
-    """Builds (if needed) and returns the TFDS builder: see hh.data.tfds.prepare."""
-    from hh.data.tfds import prepare as prepare_tfds
-    return prepare_tfds(dataset, data_dir, manual_dir, **builder_kwargs)
+from hh.data.tfds import prepare
+from hh.data.tokenizer import load_tokenizer
 
 
 def _text(value) -> str:

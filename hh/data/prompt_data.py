@@ -2,7 +2,7 @@
 
 Prompts are [bos] + prompt ids, cut from the LEFT to `max_prompt_len` and LEFT-padded, so every
 row's last prompt token sits at the same index and generation appends in lockstep. Positions are
-the exclusive cumsum of the mask (padding-invariant forward: RLHF-NOTES §2-3); padding is
+the exclusive cumsum of the mask (padding-invariant forward: docs/paper-notes.md §8.3); padding is
 segment 0, never attended to.
 """
 

@@ -1,7 +1,7 @@
 """The embedded default dataset: a procedurally generated HH-style world for offline runs.
 
 The default data of every stage until a user points at real data: LM pretraining text, PMP ranked
-pairs, helpful/harmless comparisons (PAPER-SPEC §9.2 dialogue format, split into prompt and
+pairs, helpful/harmless comparisons (the hh-rlhf dialogue format, docs/paper-notes.md §3, split into prompt and
 responses) and PPO prompts; `judge` re-derives the right behaviour from a prompt, a gold scorer.
 """
 

@@ -9,20 +9,22 @@ import hashlib
 import io
 import json
 import re
-import uuid
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 import sentencepiece as spm
 from etils import epath
 
+from hh.data.byte_tokenizer import ByteTokenizer
+from hh.data.hf_tokenizer import HFTokenizer, is_hf_tokenizer_dir
+from hh.data.special_tokens import BOS_ID, DIALOGUE_MARKERS, EOC_PIECE, EOS_ID, PAD_ID
+from hh.io import atomic_write_bytes, atomic_write_text
+
 MODEL_FILE, META_FILE = "tokenizer.model", "tokenizer.json"
-EOC_PIECE = "<eoc>"
-# The dialogue markers of Bai et al. 2022 (PAPER-SPEC §9) are user-defined symbols, so each is one
-# token wherever it appears: turn boundaries are then single positions, whatever the corpus.
-DIALOGUE_MARKERS = ("\n\nHuman:", "\n\nAssistant:")
-# Ids 0-3 match ByteTokenizer (pad, bos, eos, eoc); unk is never emitted (byte fallback), so it goes last.
-PAD_ID, BOS_ID, EOS_ID, EOC_ID, UNK_ID = 0, 1, 2, 3, 4
+# The dialogue markers are user-defined symbols (one token each) and <eoc> a control symbol; ids 0-3
+# are hh's special ids (eoc lands on 3 as the first control symbol). unk is never emitted (byte
+# fallback), so it goes last.
+UNK_ID = 4
 # SentencePiece writes a space as U+2581 and decodes every U+2581 back to a space, so a literal U+2581
 # in the text is encoded as its UTF-8 bytes instead (byte pieces decode verbatim).
 _SPACE_SYMBOL = "\u2581"
@@ -66,7 +68,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, *, model_type: st
         spm.SentencePieceTrainer.train(
             sentence_iterator=_chain(first, sentences), model_writer=model,
             vocab_size=vocab_size, model_type=model_type, num_threads=num_threads,
-            # Exact round trips (ENV-NOTES §5): no NFKC, no whitespace collapsing, no unknowns.
+            # Exact round trips (SentencePiece normalises by default): no NFKC, no whitespace collapsing, no unknowns.
             normalization_rule_name="identity", remove_extra_whitespaces=False, byte_fallback=True,
             # No "▁" is prepended to the text: decoding a slice of ids (a response) keeps its leading
             # space, and encode(a) + encode(b) stays close to encode(a + b).
@@ -166,8 +168,8 @@ class SentencePieceTokenizer:
                 "eos_id": self.eos_id, "eoc_id": self.eoc_id, "unk_id": self.unk_id,
                 "dialogue_markers": [self._sp.piece_to_id(m) for m in DIALOGUE_MARKERS]}
         # The model first: a reader that finds a tokenizer.json finds its model complete beside it.
-        _write_atomically(directory / MODEL_FILE, self._model_bytes)
-        _write_atomically(directory / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+        atomic_write_bytes(directory / MODEL_FILE, self._model_bytes)
+        atomic_write_text(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory) -> "SentencePieceTokenizer":
@@ -191,19 +193,11 @@ class SentencePieceTokenizer:
                 f"fingerprint={self.fingerprint()[:12]})")
 
 
-def _write_atomically(path: epath.Path, data: bytes) -> None:
-    tmp = path.parent / f"{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def load_tokenizer(spec: str):
     """'bytes' -> ByteTokenizer(); a Hugging Face tokenizer.json directory -> HFTokenizer; a
     directory holding hh's tokenizer.model -> SentencePieceTokenizer."""
     if spec == "bytes":
-        from hh.data.byte_tokenizer import ByteTokenizer
         return ByteTokenizer()
-    from hh.data.hf_tokenizer import HFTokenizer, is_hf_tokenizer_dir
     if spec and is_hf_tokenizer_dir(spec):
         return HFTokenizer.from_directory(spec)
     if spec and (epath.Path(spec) / MODEL_FILE).exists():
@@ -213,5 +207,4 @@ def load_tokenizer(spec: str):
                      f"tokenizer.json")
 
 
-__all__ = ["SentencePieceTokenizer", "train_sentencepiece", "load_tokenizer", "DIALOGUE_MARKERS",
-           "EOC_PIECE"]
+__all__ = ["SentencePieceTokenizer", "train_sentencepiece", "load_tokenizer"]

@@ -1,4 +1,4 @@
-"""The HHH prompt C of context distillation (Askell et al. 2021 §1.2, §2; PAPER-SPEC §5.1): read from
+"""The HHH prompt C of context distillation (Askell et al. 2021 §1.2, §2): read from
 a text file, cut to a token budget that keeps the preamble and whole example dialogues from the
 start, rendered as `\\n\\nHuman: … \\n\\nAssistant: …` turns between `-----` separators.
 

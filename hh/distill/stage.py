@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from hh.config import ConfigError, validate
 from hh.data.sampler import BatchSampler, Batches, sequential_batches
 from hh.distill import data as distill_data, prompt as hhh_prompt, teacher
 from hh.distill.objective import distill_eval_sums, distill_loss_terms
+from hh.io import atomic_write_text
 from hh.models.transformer import TransformerLM
 from hh.parallel import sharding as shd
 from hh.train import init_from, runtime, step
@@ -30,6 +30,7 @@ from hh.train.loop import Task, evaluate, train_loop
 from hh.train.optim import make_optimizer
 from hh.train.resume import start_run
 from hh.train.state import state_from_params
+from hh.train.workdir import latest_step, read_config
 
 TEACHER_DIR = "teacher"
 BEFORE_FILE = "eval_before.json"
@@ -58,7 +59,7 @@ def validate_distill(config):
 def adopt_source_model(config):
     """The student is the teacher's architecture: take the LM workdir's shape fields (the execution
     fields, dtype/remat/mesh, stay as configured) and check the teacher context fits its training."""
-    source = init_from.source_config(config.init_from)
+    source = read_config(config.init_from)
     for field in init_from.SHAPE_FIELDS:
         if field in source["model"]:
             config.model[field] = source["model"][field]
@@ -69,22 +70,11 @@ def adopt_source_model(config):
                           f"was trained on")
 
 
-def row_sharding(batch_sh, ndim: int) -> NamedSharding:
-    """The leading (row) axis over the batch axes, the others whole."""
-    return NamedSharding(batch_sh.mesh, P(batch_sh.spec[0], *([None] * (ndim - 1))))
-
-
-def row_shardings(batch_sh, example: dict) -> dict:
-    return {k: row_sharding(batch_sh, v.ndim) for k, v in example.items()}
-
-
 def target_key(config, prompt_ids, rows, tokenizer, split) -> dict:
     """What the stored targets depend on; a mismatch with the manifest refuses to reuse them."""
-    ckpt = absolute(config.init_from) / "checkpoints"
-    steps = sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
     fingerprint = getattr(tokenizer, "fingerprint", lambda: type(tokenizer).__name__)()
     return {"split": split, "teacher": str(absolute(config.init_from)),
-            "teacher_step": steps[-1] if steps else None, "tokenizer": fingerprint,
+            "teacher_step": latest_step(config.init_from), "tokenizer": fingerprint,
             "prompt": hhh_prompt.prompt_fingerprint(prompt_ids), "prompt_tokens": len(prompt_ids),
             "rows_fingerprint": distill_data.rows_fingerprint(rows), "rows": len(rows["inputs"]),
             "text_len": config.distill.text_len, "k": config.distill.top_k,
@@ -122,8 +112,8 @@ def teacher_step(config, model, n_prompt, mesh, rules, params_layout, params):
     size = config.distill.teacher_batch_size
     fn = functools.partial(teacher.teacher_targets, model=model, n_prompt=n_prompt,
                            text_len=config.distill.text_len, k=config.distill.top_k)
-    in_sh = {key: row_sharding(batch_sh, 2) for key in ("tokens", "positions", "segment_ids")}
-    out_sh = {key: row_sharding(batch_sh, ndim) for key, ndim in teacher.NDIM.items()}
+    in_sh = {key: shd.row_sharding(batch_sh, 2) for key in ("tokens", "positions", "segment_ids")}
+    out_sh = {key: shd.row_sharding(batch_sh, ndim) for key, ndim in teacher.NDIM.items()}
     jitted = runtime.compile_step(fn, mesh, rules, (params_layout, in_sh), out_sh)
     start, stop = shd.process_row_range(batch_sh, size)
 
@@ -164,7 +154,7 @@ def build_task(config, mesh, rules, model, layout, rows, targets, load_params) -
     make_train = _batch_maker(rows["train"], targets["train"])
     train_batches = Batches(BatchSampler(len(rows["train"]["inputs"]), batch_size, config.seed),
                             make_train, row_range)
-    data_sh = row_shardings(batch_sh, train_batches.batch(0))
+    data_sh = shd.row_shardings(batch_sh, train_batches.batch(0))
     terms = functools.partial(distill_loss_terms, model=model, loss_chunk=config.train.loss_chunk)
     train_fn = functools.partial(step.train_step, optimizer=optimizer, schedule=schedule,
                                  n_micro=config.train.microbatches, loss_terms=terms)
@@ -188,9 +178,10 @@ def build_task(config, mesh, rules, model, layout, rows, targets, load_params) -
 
 
 def distill_summary(sums) -> dict:
-    count = max(float(sums["count"]), 1.0)
-    return {"kl": float(sums["kl_sum"]) / count, "top1_agreement": float(sums["top1_agreement_sum"]) / count,
-            "teacher_top_mass": float(sums["teacher_top_mass_sum"]) / count, "tokens": float(sums["count"])}
+    """Means over target tokens of the eval sums (their "loss" is the KL again, so it is left out)."""
+    means = step.means_from_sums({k: float(v) for k, v in sums.items()})
+    return {"kl": means["kl"], "top1_agreement": means["top1_agreement"],
+            "teacher_top_mass": means["teacher_top_mass"], "tokens": means["count"]}
 
 
 def with_baseline(task: Task, workdir) -> Task:
@@ -201,7 +192,7 @@ def with_baseline(task: Task, workdir) -> Task:
         before = evaluate(task, state)
         print("eval before distillation: " + ", ".join(f"{k}={v:.4g}" for k, v in before.items()), flush=True)
         if jax.process_index() == 0:
-            teacher.write_atomically(epath.Path(workdir) / BEFORE_FILE, json.dumps(before, indent=1))
+            atomic_write_text(epath.Path(workdir) / BEFORE_FILE, json.dumps(before, indent=1))
         return state
     return dataclasses.replace(task, init_state=init_and_measure)
 

@@ -8,7 +8,6 @@ killed run keeps its finished shards and computes only the missing ones when it 
 """
 
 import json
-import uuid
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +17,7 @@ from jax.experimental import multihost_utils
 
 from hh.config import ConfigError
 from hh.distill.objective import log_mass_outside
+from hh.io import atomic_path, atomic_write_text
 
 MANIFEST = "manifest.json"
 ARRAYS = {"teacher_log_probs": np.float32, "teacher_indices": np.int32, "teacher_rest": np.float32}
@@ -62,21 +62,13 @@ def shard_bounds(n_rows: int, shard_rows: int):
     return [(s, min(s + shard_rows, n_rows)) for s in range(0, n_rows, shard_rows)]
 
 
-def write_atomically(path: epath.Path, text: str):
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(text)
-    tmp.rename(path)
-
-
 def write_shard(directory: epath.Path, i: int, arrays: dict):
     """One shard: a directory of .npy files, written under a temporary name and renamed whole."""
-    final = directory / shard_name(i)
-    tmp = directory / f".{shard_name(i)}.{uuid.uuid4().hex}.tmp"
-    tmp.mkdir(parents=True)
-    for key, dtype in ARRAYS.items():
-        with (tmp / f"{key}.npy").open("wb") as f:
-            np.save(f, np.asarray(arrays[key], dtype))
-    tmp.rename(final)
+    with atomic_path(directory / shard_name(i)) as tmp:
+        tmp.mkdir(parents=True)
+        for key, dtype in ARRAYS.items():
+            with (tmp / f"{key}.npy").open("wb") as f:
+                np.save(f, np.asarray(arrays[key], dtype))
 
 
 def open_manifest(directory: epath.Path, expected: dict) -> dict:
@@ -92,7 +84,7 @@ def open_manifest(directory: epath.Path, expected: dict) -> dict:
         return found
     if jax.process_index() == 0:
         directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, json.dumps(expected, indent=1))
+        atomic_write_text(path, json.dumps(expected, indent=1))
     return expected
 
 

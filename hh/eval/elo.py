@@ -1,4 +1,4 @@
-"""Elo scores from pairwise comparisons (Bai et al. 2022 §2.4, eq. 2.1, App. B.5; PAPER-SPEC §6).
+"""Elo scores from pairwise comparisons (Bai et al. 2022 §2.4, eq. 2.1, App. B.5).
 
 P(A beats B) = 1 / (1 + 10^((E_B − E_A)/400)). `fit_elo` is the maximum-likelihood fit to win
 counts (ties count half to each side), by Newton's method in float64, with standard errors from

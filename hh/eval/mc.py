@@ -10,11 +10,13 @@ import dataclasses
 import json
 
 import numpy as np
+from absl import app, flags, logging
 from etils import epath
 
 from hh.eval import mc_formats
-from hh.eval.lm_loader import LoadedLM
+from hh.trained import LoadedLM
 from hh.eval.mc_score import Scorer
+from hh.io import atomic_write_text
 
 TRIVIAQA_NEW_TOKENS = 16   # answers are short entity names
 
@@ -154,10 +156,10 @@ def write_report(result: dict, out_dir) -> epath.Path:
     """alignment_tax.json and alignment_tax.md in out_dir; -> the .md path."""
     out_dir = epath.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "alignment_tax.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(out_dir / "alignment_tax.json", json.dumps(result, indent=2))
     md = out_dir / "alignment_tax.md"
-    md.write_text(f"Alignment tax, {result['shots']}-shot: base `{result['base']}`, "
-                  f"policy `{result['policy']}`\n\n" + markdown_table(result["rows"]))
+    atomic_write_text(md, f"Alignment tax, {result['shots']}-shot: base `{result['base']}`, "
+                          f"policy `{result['policy']}`\n\n" + markdown_table(result["rows"]))
     return md
 
 
@@ -174,14 +176,12 @@ def main(workdirs, tasks, shots: int, out: str, seed: int = 0) -> dict:
     result = {"workdir": workdirs[0], "shots": shots, "seed": seed,
               "metrics": evaluate_model(LoadedLM(workdirs[0]), specs, shots, seed)}
     epath.Path(out).mkdir(parents=True, exist_ok=True)
-    (epath.Path(out) / "mc_eval.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(epath.Path(out) / "mc_eval.json", json.dumps(result, indent=2))
     print(json.dumps(result["metrics"], indent=1))
     return result
 
 
 if __name__ == "__main__":
-    from absl import app, flags, logging
-
     flags.DEFINE_multi_string("workdir", None, "LM workdir; a second one is the policy (alignment tax)")
     flags.DEFINE_multi_string("task", None, "FORMAT:PATH[,DEV_PATH], FORMAT one of "
                               + ", ".join(sorted(mc_formats.READERS)))

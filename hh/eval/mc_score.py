@@ -76,7 +76,7 @@ def continuation_scores(params, batch, *, model):
 
 
 class Scorer:
-    """Scores requests with a loaded LM (hh.eval.lm_loader.LoadedLM or anything with its fields:
+    """Scores requests with a loaded LM (hh.trained.LoadedLM or anything with its fields:
     model, params, tokenizer, seq_len, batch_size, mesh, rules)."""
 
     def __init__(self, lm):

@@ -1,4 +1,4 @@
-"""OOD detection of harmful requests from activations (Bai et al. 2022 §5.4, App. B.10; PAPER-SPEC §7).
+"""OOD detection of harmful requests from activations (Bai et al. 2022 §5.4, App. B.9).
 
 Per layer, prompts are pooled to one vector (mean over real tokens by default: a prompt's last
 token is often a dialogue marker shared by every prompt). A Gaussian fit to in-distribution

@@ -1,4 +1,4 @@
-"""The OOD study of Bai et al. 2022 §5.4 (Fig. 22, 23; PAPER-SPEC §7) on a trained LM's activations.
+"""The OOD study of Bai et al. 2022 §5.4 (Fig. 22, 23; docs/paper-notes.md §12) on a trained LM's activations.
 
 In-distribution = helpful prompts: a Gaussian is fitted per layer to `n_fit` of them (train split)
 and `n_test` held-out ones (test split) are scored beside `n_test` prompts of each OOD source
@@ -8,7 +8,7 @@ source after the scored ones) redrawn `exposure_draws` times, mean ± std over d
 The maths is hh.eval.ood; this file only gathers activations and runs the protocol.
 
 `python -m hh.eval.ood_study --lm WORKDIR --out DIR [--out_source hh_rlhf/harmless-base:test
---manual_dir ../shared/data/hh-rlhf]` writes ood.json and ood.png.
+--manual_dir $HH_RLHF_DIR]` writes ood.json and ood.png.
 """
 
 import functools
@@ -20,15 +20,17 @@ from absl import app, flags, logging
 from etils import epath
 
 from hh.data.pm_data import as_text
+from hh.data.pm_sources import parse_spec, spec_source
 from hh.data.prompt_data import encode_prompt, left_padded
 from hh.eval import ood
-from hh.pm.data import spec_source
+from hh.trained import LoadedLM
+from hh.io import atomic_write_text
 
 EXPOSURE_POOL = 128   # OOD prompts the M known examples are drawn from
 
 
 def prompt_texts(spec: str, split: str, n: int, data_cfg, at_least: int = 0) -> list:
-    """The first n prompts of a comparison source (a spec of hh.pm.data; `split` unless the spec
+    """The first n prompts of a comparison source (a spec of hh.data.pm_sources; `split` unless the spec
     names one); fewer are refused below `at_least` (default n)."""
     source = spec_source(spec, split, data_cfg)
     if len(source) < (at_least or n):
@@ -70,7 +72,12 @@ def exposure_aurocs(train_in, test_in, test_out, pool_out, m: int, draws: int, s
 
 def ood_study(lm, in_source: str, out_sources, n_fit: int, n_test: int, exposure_m: int = 10,
               exposure_draws: int = 5, pooling: str = "mean", seed: int = 0, data_cfg=None) -> dict:
-    """The study on a LoadedLM -> report {out_source: {method: [AUROC per layer]}, best: ...}."""
+    """The study on a LoadedLM -> report {out_source: {method: [AUROC per layer]}, best: ...}.
+    in_source must not name a split: the Gaussian is fitted on its train split and scored on its
+    test split, and one named split would serve both (the scored prompts among the fitted ones)."""
+    if parse_spec(in_source, "train")[1] == parse_spec(in_source, "test")[1]:
+        raise ValueError(f"in_source {in_source!r} names a split; give the source without one "
+                         "(its train split is fitted, its test split scored)")
     data_cfg = data_cfg or lm.config.data
     train_in = activations(lm, prompt_texts(in_source, "train", n_fit, data_cfg), pooling)
     test_in = activations(lm, prompt_texts(in_source, "test", n_test, data_cfg), pooling)
@@ -139,14 +146,12 @@ def plot_study(report: dict, path) -> None:
 def write_study(report: dict, out_dir) -> None:
     out_dir = epath.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ood.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_dir / "ood.json", json.dumps(report, indent=2) + "\n")
     plot_study(report, out_dir / "ood.png")
 
 
 def main(argv):
     del argv
-    from hh.eval.lm_loader import LoadedLM
-
     f = flags.FLAGS
     if not f["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
@@ -167,7 +172,7 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("lm", None, "an hh LM, distill or PPO workdir (the activations' model)")
-    flags.DEFINE_string("in_source", "synthetic-helpful", "in-distribution prompts (a source spec)")
+    flags.DEFINE_string("in_source", "synthetic-helpful", "in-distribution prompts (a source spec naming no split)")
     flags.DEFINE_multi_string("out_source", ["synthetic-harmless"], "OOD prompts (source specs)")
     flags.DEFINE_integer("n_fit", 256, "in-distribution prompts the Gaussian is fitted to")
     flags.DEFINE_integer("n_test", 128, "held-out prompts per side")

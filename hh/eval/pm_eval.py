@@ -7,71 +7,19 @@ workdirs (PMs trained on helpful fractions 0…1), the helpful-vs-harmless cross
 """
 
 import collections
-import functools
 import json
 
-import jax
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 from etils import epath
 
-from hh.data import sources
-from hh.data.pm_data import pm_eval_batches
+from hh.data.pm_data import as_text
+from hh.data.pm_sources import spec_source
 from hh.eval.calibration import calibration_bins, reliability_diagram
-from hh.parallel import sharding as shd
-from hh.pm import data as pm_data
-from hh.pm.model import PreferenceModel, init_params
-from hh.pm.objective import pm_score_step
-from hh.pm.stage import pair_shardings
-from hh.train import runtime
-from hh.train.checkpoint import Checkpointer, absolute
-from hh.train.state import strip_boxes
+from hh.io import atomic_write_text
+from hh.trained import LoadedPM
 
 THRESHOLDS = (-1.0, 0.0, 1.0)   # on mean-normalised scores
-
-
-class LoadedPM:
-    """A trained PM from its workdir: config, tokenizer, params on the config's mesh, a scorer."""
-
-    def __init__(self, workdir):
-        self.workdir = absolute(workdir)
-        self.config = ml_collections.ConfigDict(json.loads((self.workdir / "config.json").read_text()))
-        self.tokenizer = sources.run_tokenizer(self.config.data, None, str(self.workdir))
-        self.model = PreferenceModel(runtime.model_config(self.config), eoc_id=self.tokenizer.eoc_id)
-        self.mesh, self.rules = runtime.mesh_and_rules(self.config)
-        init_fn = functools.partial(init_params, self.model, seq_len=self.config.data.seq_len)
-        with runtime.sharding_context(self.mesh, self.rules):
-            boxed = jax.eval_shape(init_fn, jax.random.key(0))
-        shardings = shd.logical_shardings(boxed, self.mesh, self.rules)
-        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                strip_boxes(boxed), shardings)
-        ckpt = Checkpointer(self.workdir / "checkpoints", keep=10**6, every=1, async_save=False)
-        self.step = ckpt.latest_step()
-        if self.step is None:
-            raise FileNotFoundError(f"{self.workdir} has no checkpoint")
-        self.params = ckpt.restore_params(self.step, abstract)
-        ckpt.close()
-        self.batch_sharding = shd.batch_sharding(self.mesh, self.rules)
-        self._scorer = None
-
-    def scores(self, source):
-        """-> (chosen [pairs], rejected [pairs]) float64 scores over the whole source, in order."""
-        size, seq = self.config.train.eval_batch_size, self.config.data.seq_len
-        chosen, rejected = [], []
-        for local in pm_eval_batches(source, self.tokenizer, seq, size):
-            if self._scorer is None:
-                pairs_sh = pair_shardings(self.batch_sharding, local)
-                self._scorer = runtime.compile_step(
-                    functools.partial(pm_score_step, model=self.model), self.mesh, self.rules,
-                    (jax.tree.map(lambda a: a.sharding, self.params), pairs_sh),
-                    runtime.replicated(self.mesh))
-            batch = shd.make_global_batch(local, self.batch_sharding, size)
-            c, r = jax.device_get(self._scorer(self.params, batch))
-            keep = local["pair_mask"] > 0
-            chosen.append(np.asarray(c)[keep])
-            rejected.append(np.asarray(r)[keep])
-        return np.concatenate(chosen).astype(np.float64), np.concatenate(rejected).astype(np.float64)
 
 
 def accuracy(chosen, rejected) -> float:
@@ -104,7 +52,7 @@ def above_threshold_accuracy(chosen_n, rejected_n, thresholds=THRESHOLDS) -> dic
 
 
 def _field(source, key, default):
-    return [pm_data.as_text(source[i].get(key, default)) if key == "tranche"
+    return [as_text(source[i].get(key, default)) if key == "tranche"
             else int(source[i].get(key, default)) for i in range(len(source))]
 
 
@@ -117,7 +65,7 @@ def evaluate_pm(workdir, test_specs=None, out_dir=None, n_bins: int = 10, pm=Non
     out_dir.mkdir(parents=True, exist_ok=True)
     report, all_c, all_r = {"workdir": str(pm.workdir), "step": int(pm.step), "sets": {}}, [], []
     for spec in specs:
-        source = pm_data.spec_source(spec, "test", pm.config.data)
+        source = spec_source(spec, "test", pm.config.data)
         c, r = pm.scores(source)
         all_c.append(c)
         all_r.append(r)
@@ -137,7 +85,7 @@ def evaluate_pm(workdir, test_specs=None, out_dir=None, n_bins: int = 10, pm=Non
     report["all"] = {"accuracy": accuracy(c, r), "pairs": int(len(c)), "calibration": bins,
                      "score_mean": mean, "score_std": float(np.std(np.concatenate([c, r]))),
                      "normalised_above_threshold": above_threshold_accuracy(cn, rn)}
-    (out_dir / "pm_eval.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(out_dir / "pm_eval.json", json.dumps(report, indent=2))
     return report
 
 
@@ -147,14 +95,14 @@ def cross_matrix(workdirs, test_specs, out_dir) -> dict:
     rows = []
     for wd in workdirs:
         pm = LoadedPM(wd)
-        accs = [accuracy(*pm.scores(pm_data.spec_source(s, "test", pm.config.data))) for s in test_specs]
+        accs = [accuracy(*pm.scores(spec_source(s, "test", pm.config.data))) for s in test_specs]
         rows.append((float(pm.config.data.get("helpful_fraction", float("nan"))), str(wd), accs))
     rows.sort(key=lambda row: row[0])
     out_dir = epath.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"test_sets": list(test_specs), "helpful_fraction": [r[0] for r in rows],
               "workdirs": [r[1] for r in rows], "accuracy": [r[2] for r in rows]}
-    (out_dir / "cross_matrix.json").write_text(json.dumps(result, indent=2))
+    atomic_write_text(out_dir / "cross_matrix.json", json.dumps(result, indent=2))
     _plot_matrix(result, out_dir / "cross_matrix.png")
     return result
 

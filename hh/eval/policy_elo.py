@@ -15,6 +15,9 @@ from absl import app, flags, logging
 from etils import epath
 
 from hh.eval.elo import elo_table, fit_elo, pm_soft_wins
+from hh.trained import LoadedLM, LoadedPM
+from hh.io import atomic_write_text
+from hh.rl.best_of import best_scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +52,6 @@ def elo_from_scores(names, scores, anchor: int = 0) -> dict:
 def policy_elo(entries, pm, prompt_specs, n_prompts: int, max_new_tokens: int, seed: int = 0) -> dict:
     """Samples each entry (LoadedLM per distinct workdir) on the first n_prompts of each prompt
     spec (one spec or a list) and fits the PM-judged Elo over all of them."""
-    from hh.eval.lm_loader import LoadedLM
-    from hh.rl.best_of import best_scores
-
     specs = [prompt_specs] if isinstance(prompt_specs, str) else list(prompt_specs)
     loaded, scores = {}, []
     for entry in entries:
@@ -86,8 +86,6 @@ def plot_elo(report: dict, path) -> None:
 
 def main(argv):
     del argv
-    from hh.eval.pm_eval import LoadedPM
-
     f = flags.FLAGS
     if not f["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
@@ -96,7 +94,7 @@ def main(argv):
                         f.max_new_tokens, f.seed)
     out = epath.Path(f.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "elo.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "elo.json", json.dumps(report, indent=2) + "\n")
     plot_elo(report, out / "elo.png")
     for row in report["table"]:
         print(f"{row['model']:>16}: Elo {row['elo']:+7.1f} ± {row['stderr']:.1f}")

@@ -2,19 +2,22 @@
 train a "train PM" and a "test PM" on the halves, run PPO against the train PM while the test PM
 scores the same samples, and plot both (mean-normalised) rewards against sqrt(KL).
 
-`python -m hh.eval.robustness --init_from LM_OR_DISTILL --root DIR --preset tiny` runs the three
-stages through `hh.main.run` (the ordinary stage functions) and writes DIR/ppo/robustness.{png,json}.
+`python -m hh.eval.robustness --init_from LM_OR_DISTILL --root DIR --pm_config configs/pm.py:tiny
+--ppo_config configs/ppo.py:tiny,robustness` runs the three stages through `hh.main.run` (the
+ordinary stage functions) and writes DIR/ppo/robustness.{png,json}. The study is given its two base
+configs, like every stage.
 """
 
+import copy
 import json
 
 from absl import app, flags, logging
 from etils import epath
+from ml_collections import config_flags
 
-from configs import pm as pm_config, ppo as ppo_config
 from hh import main as hh_main
-from hh.eval.rl_curves import write_robustness_curves
-from hh.pm.data import parse_spec, spec_source
+from hh.data.pm_sources import parse_spec, spec_source
+from hh.rl.curves import write_robustness_curves
 
 
 def split_specs(specs, data_cfg, half: int):
@@ -32,11 +35,12 @@ def split_specs(specs, data_cfg, half: int):
     return out
 
 
-def pm_configs(preset: str, init_from: str):
-    """Two PM configs, identical but for which half of every train source they read."""
+def pm_configs(pm_config, init_from: str):
+    """Two copies of a PM config (configs/pm.py), identical but for which half of every train
+    source they read."""
     configs = []
     for half in (0, 1):
-        c = pm_config.get_config(preset)
+        c = copy.deepcopy(pm_config)
         c.init_from = init_from
         c.data.helpful_sources = split_specs(c.data.helpful_sources, c.data, half)
         c.data.harmless_sources = split_specs(c.data.harmless_sources, c.data, half)
@@ -45,17 +49,18 @@ def pm_configs(preset: str, init_from: str):
     return configs
 
 
-def run_study(init_from: str, root, preset: str = "tiny", pm_steps: int = -1, ppo_steps: int = 0,
+def run_study(init_from: str, root, pm_config, ppo_config, pm_steps: int = -1, ppo_steps: int = 0,
               ppo_overrides: dict | None = None) -> dict:
     """Trains the train/test PMs (skipped when their workdirs are finished: the loop resumes at
-    the end) and the PPO run, then returns the robustness summary. ppo_overrides: dotted field
-    names, e.g. {"ppo.minibatches": 2}."""
+    the end) and the PPO run, then returns the robustness summary. pm_config, ppo_config: the
+    base configs (configs/pm.py, configs/ppo.py with its `robustness` option), copied here, not
+    changed; ppo_overrides: dotted field names, e.g. {"ppo.minibatches": 2}."""
     root = epath.Path(root)
-    train_cfg, test_cfg = pm_configs(preset, init_from)
+    train_cfg, test_cfg = pm_configs(pm_config, init_from)
     for name, cfg in (("train_pm", train_cfg), ("test_pm", test_cfg)):
         cfg.loop.steps = pm_steps
         hh_main.run(cfg, str(root / name))
-    ppo = ppo_config.get_config(f"{preset},robustness")
+    ppo = copy.deepcopy(ppo_config)
     ppo.init_from, ppo.reward_model = init_from, str(root / "train_pm")
     ppo.test_reward_model = str(root / "test_pm")
     if ppo_steps:
@@ -71,14 +76,16 @@ def main(argv):
     f = flags.FLAGS
     if not f["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    summary = run_study(f.init_from, f.root, f.preset, f.pm_steps, f.ppo_steps)
+    summary = run_study(f.init_from, f.root, f.pm_config, f.ppo_config, f.pm_steps, f.ppo_steps)
     print(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == "__main__":
     flags.DEFINE_string("init_from", None, "an hh LM or distill workdir: the policy and both PMs start here")
     flags.DEFINE_string("root", None, "where train_pm/, test_pm/ and ppo/ go")
-    flags.DEFINE_string("preset", "tiny", "model preset of every stage")
+    config_flags.DEFINE_config_file("pm_config", "configs/pm.py:tiny", "the PM config both PMs start from")
+    config_flags.DEFINE_config_file("ppo_config", "configs/ppo.py:tiny,robustness",
+                                    "the PPO config (with the robustness option: a test PM)")
     flags.DEFINE_integer("pm_steps", -1, "PM steps (-1: one epoch over its half)")
     flags.DEFINE_integer("ppo_steps", 0, "PPO iterations (0: the preset's)")
     flags.mark_flags_as_required(["init_from", "root"])

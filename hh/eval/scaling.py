@@ -10,7 +10,7 @@ import json
 import numpy as np
 from absl import app, flags
 
-# Bai et al. 2022 App. A.3 (natural log assumed; PAPER-SPEC §3.3).
+# Bai et al. 2022 App. A.3; the log base is not stated, natural log assumed (docs/paper-notes.md §5).
 PAPER_FIT = {"a": 0.72, "b": 0.007, "c": 0.015, "p0": 1e11, "d0": 8e4}
 
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from hh.models.transformer import unembedding
 from hh.train.losses import chunked_lm_losses, fused_lm_objective, lm_losses, masked_sum
+from hh.train.step import means_from_sums
 
 
 def per_token_losses(model, params, batch, loss_chunk: int = 0):
@@ -60,7 +61,6 @@ def lm_eval_sums(state, batch, *, model, loss_chunk: int = 0):
 
 def lm_eval_summary(sums):
     """Means over tokens plus perplexity = exp(mean cross-entropy)."""
-    count = max(float(sums["count"]), 1.0)
-    loss = float(sums["loss_sum"]) / count
-    return {"loss": loss, "perplexity": float(jnp.exp(loss)),
-            "accuracy": float(sums["accuracy_sum"]) / count, "tokens": float(sums["count"])}
+    means = means_from_sums({k: float(v) for k, v in sums.items()})
+    return {"loss": means["loss"], "perplexity": float(jnp.exp(means["loss"])),
+            "accuracy": means["accuracy"], "tokens": means["count"]}

@@ -15,7 +15,7 @@ from hh.models.transformer import TransformerConfig, TransformerLM
 
 PAPER_VOCAB = 65536   # Askell et al. App. A: BPE vocabulary of 2^16
 PAPER_CONTEXT = 8192
-D_HEAD = 64           # our choice: the paper publishes no head count (PAPER-SPEC §1.2)
+D_HEAD = 64           # our choice: the paper publishes no head count (docs/paper-notes.md §1)
 
 # name: (n_layers, d_model, LM-pretraining peak learning rate).
 # The paper publishes no LM learning rate; ours follow GPT-3's size-to-LR table (Brown et al.
@@ -39,8 +39,8 @@ TEST_SIZES = {
                  learning_rate=2e-3),
 }
 
-# Presets of 810M and up scan their layers and rematerialise by default (ISSUE-NOTES: a 64-layer
-# unrolled compile is slow and large; activations would not fit).
+# Presets of 810M and up scan their layers and rematerialise by default: a 64-layer
+# unrolled compile is slow and large, and unrematerialised activations would not fit.
 SCAN_FROM_LAYERS = 16
 
 

@@ -95,8 +95,8 @@ def sample_logits(logits, rng, sampling: SamplingConfig):
 def categorical(rng, logits, block: int = 128):
     """One draw per row from softmax(logits) [batch, vocab] -> int32 [batch], by inverting the CDF.
 
-    One uniform per row instead of jax.random.categorical's Gumbel noise over the whole vocabulary
-    (a decode step of W2 in benchmarks/ppo_iteration.py spent 1.1 ms there, 0.2 ms here). Two
+    One uniform per row instead of jax.random.categorical's Gumbel noise over the whole vocabulary,
+    a fraction of its cost per decode step (see docs/performance.md). Two
     levels, so no cumulative sum runs over the whole vocabulary: the block whose cumulative mass
     first reaches u, then the token within it. u lies in (0, total], and the drawn token is the
     first whose cumulative mass reaches u, so it has mass > 0: a -inf logit (a banned id, one cut by

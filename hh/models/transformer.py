@@ -73,9 +73,8 @@ class TransformerConfig:
 
 class TokenDense(nn.Dense):
     """nn.Dense over the last axis with the leading axes flattened to one token axis first (same
-    params). XLA's CPU backend runs the backward of a [tokens, d] @ [d, f] matmul about 2x faster
-    than the same contraction over [batch, length, d]: the weight gradient then needs no transposed
-    copy of the activations (measured on SwiGLU, docs/performance.md). A free bitcast elsewhere."""
+    params): the weight gradient is then a plain 2-D matmul, with no transposed copy of the
+    activations on XLA's CPU backend (see docs/performance.md); a free bitcast elsewhere."""
 
     def __call__(self, inputs):
         lead = inputs.shape[:-1]
@@ -147,9 +146,8 @@ def apply_rotary(x, positions, fraction, base=10000.0, inv_freq=None):
 
 
 # Logical axes of one layer's cached keys / values [batch, kv_heads, max_len, d_head]. Heads before
-# slots: the decode step's QK and AV products then read the cache as it lies; in the activations'
-# [batch, length, heads, d_head] order XLA's CPU backend copied the whole cache into this order at
-# every step (1.8 vs 0.7 ms per step for W2's four layers, benchmarks/ppo_iteration.py).
+# slots, so the decode step's QK and AV products read the cache as it lies, with no per-step copy
+# (see docs/performance.md).
 CACHE_AXES = (BATCH, KV_HEADS, LENGTH, None)
 
 

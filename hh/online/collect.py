@@ -17,8 +17,11 @@ import threading
 import time
 
 import numpy as np
+import uvicorn
 
 from hh.data import synthetic
+from hh.serve.admin import invite_link
+from hh.serve.app import Server, create_app
 from hh.serve.store import Store, StoreError
 
 MODES = {"helpful": "helpful", "harmless": "red-team"}   # synthetic kind -> interface mode
@@ -88,11 +91,6 @@ def collect_simulated(store: Store, pool, labeler, collect_cfg, round_index: int
 
 def collect_human(store: Store, pool, collect_cfg, tag: str, log=print) -> dict:
     """Serves the interface with the round's pool until `collect.comparisons` are in."""
-    import uvicorn
-
-    from hh.serve.admin import invite_link
-    from hh.serve.app import Server, create_app
-
     url = f"http://{collect_cfg.host}:{collect_cfg.port}"
     for name in collect_cfg.labelers:
         try:

@@ -15,9 +15,16 @@ from etils import epath
 
 from hh.data import dialogue
 from hh.data.records import field, jsonl_records
+from hh.data.pm_sources import spec_source
 from hh.eval.elo import elo_table, fit_elo, pm_soft_wins
+from hh.trained import LoadedLM
 from hh.eval.pm_eval import accuracy
+from hh.trained import LoadedPM
+from hh.io import atomic_write_text
 from hh.online import mix
+from hh.serve.export import split_of, to_pair
+from hh.serve.labelers import GoldPMLabeler, RuleLabeler
+from hh.serve.models import DeployedModel, DeploymentSpec
 
 STATIC_TEST = ("synthetic-helpful:test", "synthetic-harmless:test")
 # Half a win each way added to every pair of models before the Elo fit: when one policy beats the
@@ -34,15 +41,11 @@ def smoothed_wins(scores):
 
 def load_labeler(config, folders):
     """The gold labeler: the gold PM with the configured Bradley–Terry temperature."""
-    from hh.eval.pm_eval import LoadedPM
-    from hh.serve.labelers import GoldPMLabeler
-
     return GoldPMLabeler(LoadedPM(folders["gold"]), config.collect.temperature, config.collect.seed)
 
 
 def rule_labeler(config):
-    from hh.serve.labelers import RuleLabeler
-
+    """The rule labeler (the synthetic world's judge) with the configured noise."""
     return RuleLabeler(config.collect.seed, config.collect.temperature)
 
 
@@ -60,8 +63,6 @@ def gold_margins(gold, rows) -> np.ndarray:
 def export_round(rows, min_strength: int, test_fraction: float):
     """-> (train pairs, held-out pairs, dropped as weak) in the hh-rlhf format, split by
     conversation (hh.serve.export: every turn of a conversation on the same side)."""
-    from hh.serve.export import split_of, to_pair
-
     train, test, dropped = [], [], 0
     for row in rows:
         if row["strength"] < min_strength:
@@ -82,8 +83,6 @@ def split_pairs(pairs) -> list[dict]:
 
 def static_test(config) -> list[dict]:
     """The static held-out comparisons: the synthetic test splits, as a PM's eval reads them."""
-    from hh.pm.data import spec_source
-
     rows = []
     for spec in STATIC_TEST:
         source = spec_source(spec, "test", config.pm.data)
@@ -111,8 +110,7 @@ def pm_accuracies(pm, config, folders, r: int) -> dict:
 # --- the round's policy -------------------------------------------------------------------------
 
 def eval_contexts(config) -> list[str]:
-    from hh.pm.data import spec_source
-
+    """The held-out prompts every round's policy answers."""
     out = []
     for spec in config.eval.prompts:
         source = spec_source(spec, "test", config.pm.data)
@@ -122,9 +120,6 @@ def eval_contexts(config) -> list[str]:
 
 def policy_responses(config, policy_dir) -> list[str]:
     """The policy's responses to the held-out prompts (the same keys for every round's policy)."""
-    from hh.eval.lm_loader import LoadedLM
-    from hh.serve.models import DeployedModel, DeploymentSpec
-
     lm = LoadedLM(policy_dir)
     model = DeployedModel(DeploymentSpec("policy", str(policy_dir)), lm, max_new_tokens=config.eval.max_new_tokens,
                           temperature=1.0, rows=config.collect.rows_per_call)
@@ -151,15 +146,11 @@ def read_responses(path) -> list[str]:
 
 
 def evaluate_round(config, folders, r: int, folder) -> dict:
-    from hh.eval.pm_eval import LoadedPM
-
     folder = epath.Path(folder)
     contexts = eval_contexts(config)
     responses = policy_responses(config, folders[f"round{r}/ppo"])
-    with (folder / ".responses.tmp").open("w") as f:
-        for c, t in zip(contexts, responses):
-            f.write(json.dumps({"prompt": c, "response": t}) + "\n")
-    (folder / ".responses.tmp").replace(folder / "responses.jsonl")
+    atomic_write_text(folder / "responses.jsonl", "".join(
+        json.dumps({"prompt": c, "response": t}) + "\n" for c, t in zip(contexts, responses)))
     base = responses if r == 0 else read_responses(folders["round0/eval"] / "responses.jsonl")
     gold = load_labeler(config, folders)
     pm = LoadedPM(folders[f"round{r}/pm"])
@@ -175,7 +166,7 @@ def evaluate_round(config, folders, r: int, folder) -> dict:
               "pm_mean_score": float(np.mean(s_r)),
               "gold_scores": [float(x) for x in g_r],
               "pm_accuracy": pm_accuracies(pm, config, folders, r)}
-    (folder / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(folder / "eval.json", json.dumps(report, indent=2) + "\n")
     return report
 
 

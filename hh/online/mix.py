@@ -12,7 +12,6 @@ from etils import epath
 
 from hh.data import synthetic
 from hh.data.records import field, jsonl_records
-from hh.serve.export import write_jsonl  # noqa: F401  (the steps write through it)
 
 ONLINE_FILE = "train.jsonl.gz"   # a collect step's exported training comparisons
 HELD_OUT_FILE = "test.jsonl.gz"  # and its held-out ones (never trained on)

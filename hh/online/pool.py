@@ -6,18 +6,8 @@ best-of-k of the distilled LM over the previous round's PM (the rejection-sampli
 optionally the distilled LM itself.
 """
 
-from etils import epath
-
 from hh.serve.models import DeploymentSpec, Pool, deployed_models
-from hh.train.checkpoint import Checkpointer
-
-
-def checkpoint_steps(workdir) -> list[int]:
-    ckpt = Checkpointer(epath.Path(workdir) / "checkpoints", keep=10**6, every=1, async_save=False)
-    try:
-        return sorted(ckpt.all_steps())
-    finally:
-        ckpt.close()
+from hh.train.workdir import checkpoint_steps
 
 
 def round_specs(pool_cfg, round_index: int, distill_dir, previous_ppo=None) -> list[DeploymentSpec]:

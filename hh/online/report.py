@@ -3,10 +3,11 @@ PM-predicted; PM accuracy by data source), read back from the rounds' collect.js
 
 import json
 
+import numpy as np
 from etils import epath
 
+from hh.io import atomic_write_text
 from hh.online.evaluate import gold_elo_table
-from hh.pipeline.runner import read_stamp
 
 
 def _json(path):
@@ -67,7 +68,6 @@ def plot_accuracy(rows, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     sources = ["static"] + [f"round{k}_held_out" for k in range(len(rows))] + ["fresh (next round)"]
     fig, ax = plt.subplots(figsize=(1.5 + 1.6 * len(rows), 3.6))
@@ -94,13 +94,13 @@ def plot_accuracy(rows, path) -> None:
     plt.close(fig)
 
 
-def write_report(config, folders, out) -> epath.Path:
+def write_report(config, folders, out, step_seconds: dict) -> epath.Path:
     out = epath.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = rounds_table(config, folders)
     plot_elo(rows, out / "elo_by_round.png")
     plot_accuracy(rows, out / "pm_accuracy_by_source.png")
-    (out / "online_report.json").write_text(json.dumps({"rounds": rows}, indent=2) + "\n")
+    atomic_write_text(out / "online_report.json", json.dumps({"rounds": rows}, indent=2) + "\n")
     lines = [f"# Online RLHF: {config.rounds} rounds ({config.preset})", "",
              f"Labeler: {config.collect.source} ({config.collect.labeler}, T = {config.collect.temperature}); "
              f"{config.collect.comparisons} comparisons per round; PM pairs per round {config.mix.train_pairs} "
@@ -115,10 +115,9 @@ def write_report(config, folders, out) -> epath.Path:
                      f"| {_f(r['pm_static_accuracy'])} | {_f(r['pm_fresh_accuracy'])} |")
     lines += ["", "![Elo by round](elo_by_round.png)", "", "![PM accuracy by source](pm_accuracy_by_source.png)",
               "", "## Steps", "", "| step | wall time |", "|---|---|"]
-    for name, folder in folders.items():
-        stamp = read_stamp(folder) or {}
-        if stamp.get("seconds") is not None:
-            lines.append(f"| {name} | {stamp['seconds']:.0f} s |")
+    for name, seconds in step_seconds.items():
+        if seconds is not None:
+            lines.append(f"| {name} | {seconds:.0f} s |")
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

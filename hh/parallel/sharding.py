@@ -71,6 +71,19 @@ def batch_sharding(mesh, rules) -> NamedSharding:
     return logical_sharding(("batch", "length"), mesh, rules)
 
 
+def row_sharding(batch_sh: NamedSharding, ndim: int) -> NamedSharding:
+    """Rows (dim 0) split over the batch axes of `batch_sh`, every other dim whole: the layout of
+    any per-example array (tokens, rewards, teacher targets). A scalar (ndim 0) is replicated."""
+    if ndim == 0:
+        return NamedSharding(batch_sh.mesh, P())
+    return NamedSharding(batch_sh.mesh, P(batch_sh.spec[0], *([None] * (ndim - 1))))
+
+
+def row_shardings(batch_sh: NamedSharding, tree):
+    """`row_sharding` for every array (or ShapeDtypeStruct) in a tree, by its rank."""
+    return jax.tree.map(lambda x: row_sharding(batch_sh, np.ndim(x)), tree)
+
+
 def process_row_range(sharding: NamedSharding, global_batch_size: int) -> tuple:
     """The contiguous rows [start, stop) of the global batch that this process must provide."""
     index_map = sharding.addressable_devices_indices_map((global_batch_size, 1))
@@ -91,9 +104,7 @@ def make_global_batch(local_batch: dict, sharding: NamedSharding, global_batch_s
     def to_global(x):
         x = np.asarray(x)
         global_shape = (global_batch_size, *x.shape[1:])
-        spec = P(*sharding.spec[:1], *([None] * (x.ndim - 1))) if x.ndim else P()
-        return jax.make_array_from_process_local_data(
-            NamedSharding(sharding.mesh, spec), x, global_shape)
+        return jax.make_array_from_process_local_data(row_sharding(sharding, x.ndim), x, global_shape)
     return {k: to_global(v) for k, v in local_batch.items()}
 
 
@@ -122,3 +133,23 @@ def assert_partitioned(shardings, abstract_tree, min_elements: int, mesh) -> Non
         if math.prod(leaf.shape) >= min_elements and sh.is_fully_replicated:
             raise AssertionError(f"{jax.tree_util.keystr(path)} {leaf.shape} is fully replicated "
                                  f"on mesh {dict(mesh.shape)}: check config.sharding.rules")
+
+
+def strip_boxes(tree):
+    """nn.Partitioned leaves -> their values, without sharding constraints (for abstract trees)."""
+    def strip(x):
+        return x.unbox(apply_constraint=False) if isinstance(x, nn.meta.AxisMetadata) else x
+    return jax.tree.map(strip, tree, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+
+
+def abstract_with_shardings(init_fn, mesh, rules):
+    """ShapeDtypeStructs of `init_fn`'s output carrying their NamedShardings on `mesh`.
+
+    init_fn(rng) -> a boxed tree (nn.Partitioned leaves, as `model.init` gives: params, or a whole
+    train state). Only shapes are traced; the key is made inside the trace, so this also works
+    under a mesh of devices that are not attached (ahead-of-time compiles for TPU topologies)."""
+    with sharding_context(mesh, rules):
+        boxed = jax.eval_shape(lambda: init_fn(jax.random.key(0)))
+    shardings = logical_shardings(boxed, mesh, rules)
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        strip_boxes(boxed), shardings)

@@ -1,7 +1,9 @@
-"""`python -m hh.pipeline --config configs/pipeline.py:<preset> --workdir DIR [--force STEP,...]
-[--until STEP]`: tokenizer → LM → PMP → PM → PM eval → distillation → PPO → best-of-k → Elo →
-OOD → report, one progress line per step. Rerunning skips the steps that finished with the same
-config and inputs and resumes an interrupted one from its last checkpoint.
+"""`python -m hh.pipeline --config configs/<job>.py:<preset> --workdir DIR [--force STEP,...]
+[--until STEP]`, one progress line per step. The config's `job` picks the steps (jobs.py):
+configs/pipeline.py the main job (tokenizer → LM → PMP → PM → PM eval → distillation → PPO →
+best-of-k → Elo → OOD → report), configs/online.py the iterated online loop. Rerunning skips the
+steps that finished with the same config and inputs and resumes an interrupted one from its last
+checkpoint.
 """
 
 import sys
@@ -10,24 +12,15 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hh.config import ConfigError, validate_counts
-from hh.pipeline.runner import run_steps
-from hh.pipeline.steps import steps
+from hh.config import ConfigError
+from hh.pipeline.jobs import run_job
 
-config_flags.DEFINE_config_file("config", None, "configs/pipeline.py:<preset>")
+config_flags.DEFINE_config_file("config", None, "configs/pipeline.py:<preset> or configs/online.py:<preset>")
 flags.DEFINE_string("workdir", None, "one folder per step goes under it; report/report.md at the end")
 flags.DEFINE_list("force", [], "steps to rerun from scratch even if they finished (their old "
                   "folders are kept as <step>.stale-<n>)")
 flags.DEFINE_string("until", "", "stop after this step")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def select(all_steps, until: str, force):
-    names = [s.name for s in all_steps]
-    for name in list(force) + ([until] if until else []):
-        if name not in names:
-            raise ConfigError(f"unknown step {name!r}: the steps are {', '.join(names)}")
-    return all_steps[:names.index(until) + 1] if until else all_steps
 
 
 def main(argv):
@@ -37,9 +30,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)   # orbax and jax log every save at INFO
     start = time.perf_counter()
     try:
-        validate_counts(f.config)   # every stage section's sizes, before the first step runs
-        chosen = select(steps(f.config), f.until, f.force)
-        run_steps(chosen, f.config, f.workdir, force=set(f.force))
+        run_job(f.config, f.workdir, f.until, f.force)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -11,8 +11,10 @@ import shutil
 
 from etils import epath
 
+from hh.eval.mc import markdown_table
+from hh.io import atomic_write_text
+from hh.pipeline.headlines import mean_rows
 from hh.pipeline.runner import read_stamp
-from hh.pipeline.steps import mean_rows
 from hh.train.metrics import log_rows
 from hh.train.provenance import code_version
 
@@ -60,8 +62,8 @@ def stage_table(folders) -> list:
 
 
 def headlines(folders) -> dict:
-    """The numbers the issue asks for: PM accuracy, PPO reward gain and KL, Elo of the policy vs
-    its initial model, the best OOD AUROC."""
+    """The headline numbers of a run (headlines.json): PM accuracy, PPO reward gain and KL, Elo
+    of the policy vs its initial model, the best OOD AUROC."""
     pm = _json(folders["pm_eval"] / "pm_eval.json") or {}
     elo = _json(folders["elo"] / "elo.json") or {}
     ood = _json(folders["ood"] / "ood.json") or {}
@@ -86,7 +88,7 @@ def pm_section(folders) -> list:
     pm = _json(folders["pm_eval"] / "pm_eval.json")
     if not pm:
         return []
-    lines = ["## Preference model (Bai et al. §3; PAPER-SPEC §3)", "",
+    lines = ["## Preference model (Bai et al. §3)", "",
              "| test set | pairs | accuracy | ECE |", "|---|---|---|---|"]
     for spec, row in pm["sets"].items():
         lines.append(f"| {spec} | {row['pairs']} | {_f(row['accuracy'])} | {_f(row['calibration']['ece'])} |")
@@ -146,8 +148,6 @@ def alignment_tax_section(folders) -> list:
     result = _json(folders["alignment_tax"] / "alignment_tax.json")
     if not result:
         return []
-    from hh.eval.mc import markdown_table
-
     return [f"## Alignment tax (§4.6.1): `{epath.Path(result['base']).name}` vs "
             f"`{epath.Path(result['policy']).name}`, {result['shots']}-shot", "",
             "Multiple-choice log-likelihood scoring (hh.eval.mc); `world_questions` asks the facts and "
@@ -177,7 +177,7 @@ def write_report(config, folders, out) -> epath.Path:
     out.mkdir(parents=True, exist_ok=True)
     copy_plots(folders, out)
     heads = headlines(folders)
-    (out / "headlines.json").write_text(json.dumps(heads, indent=2) + "\n")
+    atomic_write_text(out / "headlines.json", json.dumps(heads, indent=2) + "\n")
     total = sum((read_stamp(f) or {}).get("seconds", 0.0) for n, f in folders.items() if n != "report")
     version = code_version()
     lines = [f"# hh main job: preset `{config.preset}`", "",
@@ -199,5 +199,5 @@ def write_report(config, folders, out) -> epath.Path:
                     ood_section):
         lines += section(folders)
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

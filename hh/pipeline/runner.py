@@ -1,10 +1,9 @@
 """Running steps in order, each in its own folder, skipping the ones that already finished.
 
 A step is skipped only when its config section AND the fingerprints of its inputs' outputs match
-what it recorded when it finished, and its own outputs are still the ones it recorded (ISSUE-NOTES
-"6 pipeline resume"). A step that started with the same config and inputs but did not finish (a
-crash, a kill, a preemption) is run again in the same folder, so a training stage resumes from its
-last checkpoint. A step whose config or inputs changed starts afresh; its old folder is renamed
+what it recorded when it finished, and its own outputs are still the ones it recorded. A step
+that started with the same config and inputs but did not finish (a crash, a kill, a preemption)
+is run again in the same folder, so a training stage resumes from its last checkpoint. A step whose config or inputs changed starts afresh; its old folder is renamed
 `<name>.stale-<n>`, never deleted.
 
 Each step's record is `<workdir>/<name>/pipeline_step.json`, written atomically.
@@ -15,11 +14,12 @@ import dataclasses
 import hashlib
 import json
 import time
-import uuid
 from typing import Callable
 
 import jax
 from etils import epath
+
+from hh.io import atomic_write_text
 
 STAMP = "pipeline_step.json"
 WHOLE_FILE_BELOW = 64 << 20   # bigger files are fingerprinted by size + first and last MiB
@@ -105,9 +105,7 @@ def write_stamp(folder: epath.Path, record: dict) -> None:
     if jax.process_index() != 0:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{STAMP}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(folder / STAMP)
+    atomic_write_text(folder / STAMP, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def decide(step: Step, folder: epath.Path, key: str) -> str:

@@ -5,10 +5,12 @@ Training steps call the same stage functions as `python -m hh.main` (hh.main.run
 own config section, with the links between stages filled in here: the shared tokenizer, each
 `init_from`, the PPO reward model. Evaluation steps call the hh.eval / hh.rl libraries. Each step
 returns a few headline numbers; the report reads the files the steps wrote.
+
+The tokenizer step and the step helpers (`train_step`, `report_step`, `files`,
+`latest_checkpoint`) are also the online job's (hh/pipeline/online.py).
 """
 
 import json
-import math
 import sys
 
 from etils import epath
@@ -16,32 +18,26 @@ from etils import epath
 from hh import main
 from hh.data import synthetic
 from hh.data.sources import lm_documents, run_tokenizer, TOKENIZER_DIR
+from hh.eval import mc
+from hh.trained import LoadedLM
+from hh.eval.ood_study import ood_study, write_study
+from hh.eval.pm_eval import evaluate_pm
+from hh.trained import LoadedPM
+from hh.eval.policy_elo import Entry, plot_elo, policy_elo
+from hh.io import atomic_write_text
 from hh.parallel import distributed
+from hh.pipeline.headlines import STAGE_HEADLINES
+from hh.pipeline.plots import plot_best_of
+from hh.pipeline.report import write_report
 from hh.pipeline.runner import Step
-from hh.train.metrics import read_metrics
-
-# Which stage each training stage starts from (init_from), and PPO's reward model.
-INIT_FROM = {"pmp": "lm", "pm": "pmp", "distill": "lm", "ppo": "distill"}
-REWARD_MODEL = "pm"
+from hh.rl.best_of import evaluate_best_of
+from hh.train.workdir import CHECKPOINT_DIR, latest_step
 
 
 def latest_checkpoint(folder: epath.Path) -> list:
     """The newest checkpoint step folder (what later stages read), or nothing."""
-    ckpts = folder / "checkpoints"
-    steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()] if ckpts.exists() else []
-    return [ckpts / str(max(steps))] if steps else []
-
-
-def last_row(folder: epath.Path, key: str):
-    rows = [r for r in read_metrics(folder) if key in r]
-    return rows[-1][key] if rows else float("nan")
-
-
-def mean_rows(folder: epath.Path, key: str, first: int = 0, last: int = 0) -> float:
-    """Mean of the first (or last) n logged values of `key`."""
-    values = [r[key] for r in sorted(read_metrics(folder), key=lambda r: r["step"]) if key in r]
-    values = values[:first] if first else values[-last:]
-    return float(sum(values) / len(values)) if values else float("nan")
+    step = latest_step(folder)
+    return [folder / CHECKPOINT_DIR / str(step)] if step is not None else []
 
 
 # --- the tokenizer ------------------------------------------------------------------------------
@@ -56,7 +52,7 @@ def run_tokenizer_step(config, folder, folders):
     """SentencePiece trained once on the LM's training documents; every stage reads this one."""
     data = config.lm.data
     if data.tokenizer != "sentencepiece":
-        (folder / "tokenizer.txt").write_text(data.tokenizer + "\n")
+        atomic_write_text(folder / "tokenizer.txt", data.tokenizer + "\n")
         return {"tokenizer": data.tokenizer}
     train, _ = lm_documents(data)
     tokenizer = run_tokenizer(data, train, str(folder))
@@ -71,58 +67,40 @@ def tokenizer_section(config):
 
 # --- training stages ----------------------------------------------------------------------------
 
-def linked(config, name, folders):
-    """The stage's config section with the pipeline's links filled in."""
+def linked(config, name: str, folders, init_from: str = "", reward_model: str = ""):
+    """The config section `name` with its links to earlier steps filled in: the LM's tokenizer,
+    `init_from` and PPO's `reward_model` (each the name of the step whose folder it reads)."""
     cfg = config[name]
     if name == "lm":
         cfg.data.tokenizer = tokenizer_spec(config, folders)
-    if name in INIT_FROM:
-        cfg.init_from = str(folders[INIT_FROM[name]])
-    if name == "ppo":
-        cfg.reward_model = str(folders[REWARD_MODEL])
+    if init_from:
+        cfg.init_from = str(folders[init_from])
+    if reward_model:
+        cfg.reward_model = str(folders[reward_model])
     return cfg
 
 
-def train_step(name):
+def train_step(name: str, init_from: str = "", reward_model: str = "", link_data=None):
+    """A step that trains the stage of config section `name` with hh.main.run, linked to earlier
+    steps as `linked` says; `link_data(cfg, folders)`, when given, also points the section's data
+    at an earlier step's output. A preempted stage exits with the preemption status (the
+    checkpoint is saved: rerunning the same command resumes it)."""
     def run(config, folder, folders):
-        result = main.run(linked(config, name, folders), str(folder))
+        cfg = linked(config, name, folders, init_from, reward_model)
+        if link_data is not None:
+            link_data(cfg, folders)
+        result = main.run(cfg, str(folder))
         if getattr(result, "preempted", False):
-            print(f"{name} was preempted at step {result.step}; rerun the pipeline to resume",
+            print(f"{folder} was preempted at step {result.step}; rerun the same command to resume",
                   file=sys.stderr, flush=True)
             sys.exit(distributed.EXIT_PREEMPTED)
-        return STAGE_HEADLINES[name](folder)
+        return STAGE_HEADLINES[cfg.stage](folder)
     return run
-
-
-def lm_headline(folder):
-    return {"eval_loss": last_row(folder, "eval/loss"), "eval_accuracy": last_row(folder, "eval/accuracy")}
-
-
-def pm_headline(folder):
-    return {"eval_accuracy": last_row(folder, "eval/accuracy"), "train_loss": mean_rows(folder, "train/loss", last=5)}
-
-
-def distill_headline(folder):
-    before = json.loads((folder / "eval_before.json").read_text()) if (folder / "eval_before.json").exists() else {}
-    return {"eval_kl_before": float(before.get("kl", math.nan)), "eval_kl_after": last_row(folder, "eval/kl")}
-
-
-def ppo_headline(folder):
-    fit = json.loads((folder / "reward_vs_sqrt_kl.json").read_text())
-    return {"reward_first5": mean_rows(folder, "train/reward", first=5),
-            "reward_last5": mean_rows(folder, "train/reward", last=5),
-            "kl_last5": mean_rows(folder, "train/kl", last=5), "sqrt_kl_fit_r2": fit.get("r2")}
-
-
-STAGE_HEADLINES = {"lm": lm_headline, "pmp": pm_headline, "pm": pm_headline,
-                   "distill": distill_headline, "ppo": ppo_headline}
 
 
 # --- evaluation steps ---------------------------------------------------------------------------
 
 def run_pm_eval(config, folder, folders):
-    from hh.eval.pm_eval import evaluate_pm
-
     report = evaluate_pm(folders["pm"], list(config.pm_eval.test_sources) or None, out_dir=folder,
                          n_bins=config.pm_eval.n_bins)
     return {"accuracy": report["all"]["accuracy"], "ece": report["all"]["calibration"]["ece"],
@@ -130,15 +108,10 @@ def run_pm_eval(config, folder, folders):
 
 
 def run_best_of(config, folder, folders):
-    from hh.eval.lm_loader import LoadedLM
-    from hh.eval.pm_eval import LoadedPM
-    from hh.pipeline.plots import plot_best_of
-    from hh.rl.best_of import evaluate_best_of
-
     c = config.best_of
     report = evaluate_best_of(LoadedLM(folders[c.policy]), LoadedPM(folders["pm"]), list(c.ks),
                               c.prompts, c.n_prompts, c.max_new_tokens, seed=c.seed)
-    (folder / "best_of.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(folder / "best_of.json", json.dumps(report, indent=2) + "\n")
     plot_best_of(report, folders["ppo"], folder / "best_of.png")
     return {f"k{k}": row["mean_best_score"] for k, row in report["k"].items()}
 
@@ -150,36 +123,28 @@ def parse_entry(text: str):
 
 
 def run_elo(config, folder, folders):
-    from hh.eval.pm_eval import LoadedPM
-    from hh.eval.policy_elo import Entry, plot_elo, policy_elo
-
     c = config.elo
     entries = [Entry(name, str(folders[stage]), k) for name, stage, k in map(parse_entry, c.entries)]
     report = policy_elo(entries, LoadedPM(folders["pm"]), list(c.prompts), c.n_prompts,
                         c.max_new_tokens, seed=c.seed)
-    (folder / "elo.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(folder / "elo.json", json.dumps(report, indent=2) + "\n")
     plot_elo(report, folder / "elo.png")
     return {row["model"]: row["elo"] for row in report["table"]}
 
 
 def run_alignment_tax(config, folder, folders):
-    from hh.eval.mc import alignment_tax, write_report
-
     c = config.alignment_tax
     tasks = list(c.tasks)
     if c.n_arithmetic >= 0:
         path = folder / "world_questions.jsonl"
-        path.write_text("".join(json.dumps(q) + "\n" for q in synthetic.world_questions(c.n_arithmetic, seed=c.seed)))
+        atomic_write_text(path, "".join(json.dumps(q) + "\n" for q in synthetic.world_questions(c.n_arithmetic, seed=c.seed)))
         tasks.insert(0, f"jsonl:{path}")
-    result = alignment_tax(folders[c.base], folders[c.policy], tasks, c.shots, c.seed)
-    write_report(result, folder)
+    result = mc.alignment_tax(folders[c.base], folders[c.policy], tasks, c.shots, c.seed)
+    mc.write_report(result, folder)
     return {f"{r['task']}/{r['metric']}/delta": r["delta"] for r in result["rows"]}
 
 
 def run_ood(config, folder, folders):
-    from hh.eval.lm_loader import LoadedLM
-    from hh.eval.ood_study import ood_study, write_study
-
     c = config.ood
     lm = LoadedLM(folders[c.model])
     data_cfg = lm.config.data
@@ -193,16 +158,17 @@ def run_ood(config, folder, folders):
             for method, row in methods.items()}
 
 
-def run_report(config, folder, folders):
-    from hh.pipeline.report import write_report
-
-    path = write_report(config, folders, folder)
-    return {"report": str(path)}
+def report_step(write):
+    """A step that writes the job's report with `write(config, folders, folder)` -> report.md's path."""
+    def run(config, folder, folders):
+        return {"report": str(write(config, folders, folder))}
+    return run
 
 
 # --- the step table -----------------------------------------------------------------------------
 
 def files(*names):
+    """A step's outputs: these files or folders in its folder."""
     return lambda folder: [folder / n for n in names]
 
 
@@ -214,12 +180,16 @@ def steps(config):
         Step("tokenizer", (), tokenizer_section, run_tokenizer_step, files(TOKENIZER_DIR, "tokenizer.txt"),
              "SentencePiece on the LM's training text"),
         Step("lm", ("tokenizer",), sec("lm"), train_step("lm"), latest_checkpoint, "LM pretraining"),
-        Step("pmp", ("lm",), sec("pmp"), train_step("pmp"), latest_checkpoint, "preference-model pretraining"),
-        Step("pm", ("pmp",), sec("pm"), train_step("pm"), latest_checkpoint, "PM on helpful + harmless comparisons"),
+        Step("pmp", ("lm",), sec("pmp"), train_step("pmp", init_from="lm"), latest_checkpoint,
+             "preference-model pretraining"),
+        Step("pm", ("pmp",), sec("pm"), train_step("pm", init_from="pmp"), latest_checkpoint,
+             "PM on helpful + harmless comparisons"),
         Step("pm_eval", ("pm",), sec("pm_eval"), run_pm_eval, files("pm_eval.json"),
              "PM accuracy and calibration"),
-        Step("distill", ("lm",), sec("distill"), train_step("distill"), latest_checkpoint, "HHH context distillation"),
-        Step("ppo", ("distill", "pm"), sec("ppo"), train_step("ppo"), latest_checkpoint, "PPO against the PM"),
+        Step("distill", ("lm",), sec("distill"), train_step("distill", init_from="lm"), latest_checkpoint,
+             "HHH context distillation"),
+        Step("ppo", ("distill", "pm"), sec("ppo"), train_step("ppo", init_from="distill", reward_model="pm"),
+             latest_checkpoint, "PPO against the PM"),
         Step("best_of", (config.best_of.policy, "pm", "ppo"), sec("best_of"), run_best_of,
              files("best_of.json"), "best-of-k rejection sampling"),
         Step("elo", elo_inputs, sec("elo"), run_elo, files("elo.json"), "PM-judged Elo"),
@@ -230,5 +200,5 @@ def steps(config):
              "OOD detection of harmful requests"),
         Step("report", ("pm_eval", "ppo", "best_of", "elo", "alignment_tax", "ood"),
              lambda c: {"preset": c.preset},
-             run_report, files("report.md"), "report.md"),
+             report_step(write_report), files("report.md"), "report.md"),
     ]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from hh.models.transformer import unembedding
 from hh.train.losses import chunked_lm_losses, lm_losses, masked_sum
+from hh.train.step import means_from_sums
 
 SIDES = ("chosen", "rejected")
 
@@ -88,9 +89,7 @@ def pm_score_step(params, batch, *, model):
 
 def pm_summary(sums):
     """Means over pairs, plus the score standard deviation over both sides."""
-    count = max(float(sums["count"]), 1.0)
-    out = {(k[:-4] if k.endswith("_sum") else k): float(v) / (count if k.endswith("_sum") else 1.0)
-           for k, v in sums.items()}
+    out = means_from_sums({k: float(v) for k, v in sums.items()})
     out["score_std"] = float(max(out.pop("score_sq") - out["score"] ** 2, 0.0)) ** 0.5
     out["pairs"] = out.pop("count")
     return out

@@ -10,13 +10,12 @@ import math
 
 import flax.linen as nn
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from hh.config import ConfigError, validate
+from hh.data import pm_sources
 from hh.data.pm_data import pm_batches, pm_eval_batches, truncation_report
+from hh.models.heads import PreferenceModel, init_pm_params
 from hh.parallel import sharding as shd
-from hh.pm import data as pm_data
-from hh.pm.model import PreferenceModel, init_params
 from hh.pm.objective import pm_eval_sums, pm_loss_terms, pm_summary
 from hh.train import init_from, runtime, step
 from hh.train.loop import Task, train_loop
@@ -33,14 +32,6 @@ def resolve_steps(config, n_pairs: int):
         config.optimizer.warmup_steps = config.loop.steps
 
 
-def pair_shardings(batch_sh, example_batch) -> dict:
-    """Per-key shardings of a pair batch: [batch, length] rows and [batch] per-pair fields, both
-    split over the batch axes (the shape make_global_batch gives them)."""
-    def for_rank(x):
-        return NamedSharding(batch_sh.mesh, P(batch_sh.spec[0], *([None] * (x.ndim - 1))))
-    return {k: for_rank(v) for k, v in example_batch.items()}
-
-
 def build_steps(config, mesh, rules, eoc_id, example_batch, verbose=True) -> dict:
     """The model, optimizer, abstract sharded state and jitted steps, without data (hh.tools.fit
     compiles these for a TPU topology). example_batch: a pair batch of any size (its keys and
@@ -48,7 +39,7 @@ def build_steps(config, mesh, rules, eoc_id, example_batch, verbose=True) -> dic
     "batch_sharding", "pair_shardings", "train_step", "eval_step"}."""
     model = PreferenceModel(runtime.model_config(config), eoc_id=eoc_id)
     optimizer, schedule = make_optimizer(config.optimizer, config.loop.steps)
-    init_fn = functools.partial(init_params, model, seq_len=config.data.seq_len)
+    init_fn = functools.partial(init_pm_params, model, seq_len=config.data.seq_len)
 
     abstract, shardings = runtime.sharded_state_layout(init_fn, optimizer, config, mesh, rules, verbose)
 
@@ -56,7 +47,7 @@ def build_steps(config, mesh, rules, eoc_id, example_batch, verbose=True) -> dic
                    loss_chunk=config.train.loss_chunk)
     batch_sh = shd.batch_sharding(mesh, rules)
     scalar = runtime.replicated(mesh)
-    pairs_sh = pair_shardings(batch_sh, example_batch)
+    pairs_sh = shd.row_shardings(batch_sh, example_batch)
     train_fn = functools.partial(step.train_step, optimizer=optimizer, schedule=schedule,
                                  n_micro=config.train.microbatches,
                                  loss_terms=functools.partial(pm_loss_terms, **weights))
@@ -115,12 +106,12 @@ def train_and_evaluate(config, workdir):
     """Runs PMP or PM finetuning in `workdir` (resuming if it holds a checkpoint)."""
     validate_pm(config)
     init_from.resolve_from_source(config)
-    train_source = pm_data.train_source(config.data, config.train)
-    eval_source = pm_data.eval_source(config.data)
+    train_source = pm_sources.train_source(config.data, config.train)
+    eval_source = pm_sources.eval_source(config.data)
     resolve_steps(config, len(train_source))
     validate(config, jax.device_count())
     mesh, rules = runtime.mesh_and_rules(config)
-    tokenizer = init_from.initial_tokenizer(config, pm_data.texts(train_source), workdir)
+    tokenizer = init_from.initial_tokenizer(config, pm_sources.texts(train_source), workdir)
     meta = start_run(workdir, config, mesh)   # refuses a changed config before writing anything
     if jax.process_index() == 0:
         report = truncation_report(eval_source, tokenizer, config.data.seq_len)

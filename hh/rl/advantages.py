@@ -7,13 +7,8 @@ contiguous run per row: right-padded variable lengths or right-aligned rows).
 import jax
 import jax.numpy as jnp
 
+from hh.models.heads import last_index
 from hh.rl.kl import kl_estimate
-
-
-def last_token_index(mask):
-    """mask [batch, length] -> [batch] index of each row's last real token (0 for an empty row)."""
-    index = jnp.arange(mask.shape[1], dtype=jnp.int32)[None, :]
-    return jnp.maximum(jnp.max(jnp.where(mask > 0, index, -1), axis=1), 0)
 
 
 def kl_penalty(kl, mask, beta):
@@ -23,8 +18,8 @@ def kl_penalty(kl, mask, beta):
 
 def token_rewards(score, kl, mask, beta):
     """Per-token reward: −β·KL_t everywhere, plus the PM score at the LAST real token
-    (RLHF-NOTES §2.4 #10). score: [batch]; kl, mask: [batch, length] -> [batch, length]."""
-    at_last = jax.nn.one_hot(last_token_index(mask), mask.shape[1], dtype=score.dtype)
+    (docs/paper-notes.md §8.6). score: [batch]; kl, mask: [batch, length] -> [batch, length]."""
+    at_last = jax.nn.one_hot(last_index(mask), mask.shape[1], dtype=score.dtype)
     return kl_penalty(kl, mask, beta) + score[:, None] * at_last * mask
 
 
@@ -59,7 +54,7 @@ def masked_mean(x, mask):
 
 def masked_variance(x, mask):
     """Population (biased, ÷n) variance over real tokens, as TF's moments in lm-human-preferences
-    (the N implementation details note torch's unbiased ÷(n−1) differs: RLHF-NOTES §2.4 #12)."""
+    (torch's unbiased ÷(n−1) differs measurably: docs/paper-notes.md §8.7)."""
     return masked_mean(jnp.square(x - masked_mean(x, mask)), mask)
 
 

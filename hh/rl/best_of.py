@@ -1,4 +1,4 @@
-"""Best-of-k rejection sampling (Bai et al. 2022 §2.3, App. B.6; PAPER-SPEC §5.3): k responses per
+"""Best-of-k rejection sampling (Bai et al. 2022 §2.3, App. B.6): k responses per
 prompt from a policy, each scored by a PM, the best one returned. Its KL from the policy is at most
 log k − (k−1)/k (Stiennon et al. 2020 App. G; the paper quotes log k), reported beside the scores.
 `python -m hh.rl.best_of --policy WORKDIR --reward_model PM_WORKDIR --k 1,4,16` compares k's.
@@ -16,10 +16,12 @@ from etils import epath
 
 from hh.config import ConfigError
 from hh.data.pm_data import as_text
+from hh.data.pm_sources import spec_source
 from hh.data.prompt_data import encode_prompt, left_padded
 from hh.data.sources import same_tokenizer
+from hh.trained import LoadedLM, LoadedPM   # the CLI's loaders; the library takes loaded models
+from hh.io import atomic_write_text
 from hh.models.sampling import Samples, generate
-from hh.pm.data import spec_source
 from hh.rl.rollout import sampling_config
 from hh.rl.scoring import pm_scores
 
@@ -88,7 +90,7 @@ def best_scores(policy, pm, k: int, prompt_spec: str, n_prompts: int, max_new_to
     """Per prompt of `prompt_spec` (its first n_prompts, in order): the PM score of the best of k
     samples and of the first sample -> (best [n], first [n]) float64. The same seed (and k) draws
     the same keys for every policy. batch: prompts per call (0: prompts_per_call).
-    policy: hh.eval.lm_loader.LoadedLM; pm: hh.eval.pm_eval.LoadedPM."""
+    policy: hh.trained.LoadedLM; pm: hh.trained.LoadedPM."""
     batch = batch or prompts_per_call(k, n_prompts)
     if not same_tokenizer(policy.tokenizer, pm.tokenizer):
         raise ConfigError(f"the PM {pm.workdir} reads another tokenizer than the policy {policy.workdir}")
@@ -127,9 +129,6 @@ def evaluate_best_of(policy, pm, ks, prompt_spec: str, n_prompts: int, max_new_t
 
 def main(argv):
     del argv
-    from hh.eval.lm_loader import LoadedLM   # the CLI's loaders; the library takes loaded models
-    from hh.eval.pm_eval import LoadedPM
-
     f = flags.FLAGS
     if not f["verbosity"].present:
         logging.set_verbosity(logging.WARNING)   # orbax logs every restore at INFO
@@ -138,7 +137,7 @@ def main(argv):
                               f.max_new_tokens, f.temperature, seed=f.seed)
     out = epath.Path(f.out or (epath.Path(f.policy) / "best_of"))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "best_of.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "best_of.json", json.dumps(report, indent=2) + "\n")
     for k, row in report["k"].items():
         print(f"k={k:>3}: best {row['mean_best_score']:+.4f} ± {row['stderr']:.4f}  "
               f"(single {row['mean_single_score']:+.4f}), KL ≤ {row['kl_upper_bound']:.3f} nats")
@@ -148,7 +147,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("policy", None, "an hh LM, distill or PPO workdir")
     flags.DEFINE_string("reward_model", None, "an hh PM workdir")
     flags.DEFINE_list("k", ["1", "4", "16"], "samples per prompt")
-    flags.DEFINE_string("prompts", "synthetic-helpful:test", "a comparison source spec (hh.pm.data)")
+    flags.DEFINE_string("prompts", "synthetic-helpful:test", "a comparison source spec (hh.data.pm_sources)")
     flags.DEFINE_integer("n_prompts", 64, "prompts to evaluate")
     flags.DEFINE_integer("max_new_tokens", 32, "response length limit")
     flags.DEFINE_float("temperature", 1.0, "sampling temperature")

@@ -1,16 +1,15 @@
 """Log-probs, entropies and values of given response tokens: the one full, padding-invariant
-forward that RL scoring and the PPO update share (RLHF-NOTES §2.4 #1, #3, #4, #20).
+forward that RL scoring and the PPO update share (docs/paper-notes.md §8.1, 8.3, 8.4, 8.8).
 
 A sequence is the LEFT-padded prompt ⊕ the RIGHT-padded response; positions are the exclusive
 cumsum of the real-token mask and padding is segment 0, so real tokens' logits do not depend on
 padding. Logits are divided by the sampling temperature, as they were when sampling.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hh.models.heads import ScalarHead
+from hh.models.heads import ValueModel
 from hh.models.transformer import TransformerLM
 
 
@@ -46,24 +45,8 @@ def response_logprobs(params, model: TransformerLM, prompts, response_tokens, ma
     return logp * mask, entropy * mask
 
 
-class ValueModel(nn.Module):
-    """The critic: a transformer trunk plus a ScalarHead scoring EVERY position.
-
-    Params {"trunk", "score_head"} are named as the PreferenceModel's, so a PM checkpoint
-    initialises it (the N+ choice; Bai et al. are silent on the critic). No LM head.
-    tokens [b, L] -> values [b, L] float32.
-    """
-    cfg: object
-
-    @nn.compact
-    def __call__(self, tokens, positions, segment_ids):
-        hidden = TransformerLM(self.cfg, name="trunk")(tokens, positions, segment_ids,
-                                                       compute_logits=False)["final_hidden"]
-        return ScalarHead(name="score_head")(hidden)
-
-
 def response_values(params, model: ValueModel, prompts, response_tokens, mask):
-    """V(x, y_<t) for each response token t, read at the position BEFORE t (RLHF-NOTES #1):
+    """V(x, y_<t) for each response token t, read at the position BEFORE t (docs/paper-notes.md §8.1):
     -> [b, N], 0 on padding."""
     inputs = sequence_inputs(prompts, response_tokens, mask)
     p = prompts["tokens"].shape[1]

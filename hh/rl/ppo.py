@@ -2,7 +2,7 @@
 shuffled minibatches, each an exact gradient-accumulated step of the policy and value optimizers.
 
 Pure: `ppo_update(state, rollout, rng) -> (state, metrics)` with the model-specific forward passed
-in as `loss_terms` (hh.rl.rollout builds it for transformers; the bandit test for logits).
+in as `loss_terms` (hh.rl.iteration binds it for transformers; the bandit test for logits).
 """
 
 import functools
@@ -43,28 +43,6 @@ def ppo_loss_terms(params, batch, *, logprob_fn, value_fn, clip_eps, value_clip_
     """
     logp, entropy = logprob_fn(params["policy"], batch)
     values = value_fn(params["value"], batch)
-    return _objective(logp, entropy, values, batch, clip_eps, value_clip_eps, value_coef, entropy_coef)
-
-
-def scoring_loss_terms(params, partial, *, logprob_fn, value_fn, complete, clip_eps, value_clip_eps,
-                       value_coef=1.0, entropy_coef=0.0):
-    """ppo_loss_terms at θ_old, where the forward that the step needs IS the rest of the scoring.
-
-    In the first step of an update whose first minibatch is the whole rollout, the policy and
-    critic are still at θ_old, so this forward's log-probs and values (gradients stopped) are the
-    old log-probs and values (RLHF-NOTES #20: from the training engine) and one forward does both.
-    complete(partial, old_logp, entropy, values) -> (rollout with every key ppo_loss_terms reads,
-    scoring metrics). -> (objective sum, (metric sums, rollout, scoring metrics)).
-    """
-    logp, entropy = logprob_fn(params["policy"], partial)
-    values = value_fn(params["value"], partial)
-    rollout, scoring_metrics = complete(partial, *map(jax.lax.stop_gradient, (logp, entropy, values)))
-    objective, sums = _objective(logp, entropy, values, rollout, clip_eps, value_clip_eps, value_coef,
-                                 entropy_coef)
-    return objective, (sums, rollout, scoring_metrics)
-
-
-def _objective(logp, entropy, values, batch, clip_eps, value_clip_eps, value_coef, entropy_coef):
     mask = batch["mask"]
     if not entropy_coef:   # a metric only: 0 · entropy would still run its backward over the vocabulary
         entropy = jax.lax.stop_gradient(entropy)
@@ -116,7 +94,7 @@ def ppo_update(state: PPOState, rollout: dict, rng, *, loss_terms, optimizers: d
 
     -> (state with step + 1, metrics: each a [epochs · minibatches] array, one per minibatch in
     order, so the first is the first minibatch of the first pass). `state.kl_coef` is untouched:
-    the stage updates it from the rollout's KL.
+    hh.rl.iteration updates it from the rollout's KL.
     """
     batch_size = jax.tree.leaves(rollout)[0].shape[0]
     order = minibatch_indices(rng, batch_size, epochs, minibatches)
@@ -125,41 +103,13 @@ def ppo_update(state: PPOState, rollout: dict, rng, *, loss_terms, optimizers: d
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def ppo_update_scoring_first(state: PPOState, partial: dict, rng, *, scoring_loss, loss_terms,
-                             optimizers: dict, epochs: int):
-    """ppo_update with one minibatch (the whole rollout) and no microbatches, whose first step
-    also finishes the scoring (`scoring_loss`, a bound scoring_loss_terms): the old log-probs and
-    values come out of that step's forward instead of a separate one, one policy and one critic
-    forward fewer per iteration, with the same result as score_rollout then ppo_update.
-
-    partial: the rollout without the θ_old keys, as `scoring_loss`'s `complete` takes it.
-    -> (state with step + 1, metrics [epochs] per step, the completed rollout, scoring metrics).
-    """
-    grads, (sums, rollout, scoring_metrics) = jax.grad(scoring_loss, has_aux=True)(state.params, partial)
-    count = jnp.maximum(sums["count"], 1.0)
-    grads = jax.tree.map(lambda g: g / count, grads)
-    params, opt_state, first = _step(optimizers, grads, sums, state.params, state.opt_state)
-    metrics = jax.tree.map(lambda x: x[None], first)
-    if epochs > 1:
-        batch_size = jax.tree.leaves(rollout)[0].shape[0]
-        order = minibatch_indices(rng, batch_size, epochs - 1, 1)
-        (params, opt_state), rest = _passes(params, opt_state, rollout, order, loss_terms, optimizers, 1)
-        metrics = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), metrics, rest)
-    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return state, metrics, rollout, scoring_metrics
-
-
 def mean_metrics(per_minibatch: dict) -> dict:
-    """Per-minibatch metrics -> their means over the update (what the stage logs)."""
+    """Per-minibatch metrics -> their means over the update (what a PPO run logs)."""
     return {k: jnp.mean(v) for k, v in per_minibatch.items()}
 
 
-def bind_loss(logprob_fn, value_fn, ppo_cfg, complete=None):
-    """ppo_loss_terms with the config's clip ranges and coefficients bound; with `complete`,
-    scoring_loss_terms (the first step of ppo_update_scoring_first)."""
-    coefficients = dict(logprob_fn=logprob_fn, value_fn=value_fn, clip_eps=ppo_cfg.clip_eps,
-                        value_clip_eps=ppo_cfg.value_clip_eps, value_coef=ppo_cfg.value_coef,
-                        entropy_coef=ppo_cfg.entropy_coef)
-    if complete is None:
-        return functools.partial(ppo_loss_terms, **coefficients)
-    return functools.partial(scoring_loss_terms, complete=complete, **coefficients)
+def bind_loss(logprob_fn, value_fn, ppo_cfg):
+    """ppo_loss_terms with the config's clip ranges and coefficients bound."""
+    return functools.partial(ppo_loss_terms, logprob_fn=logprob_fn, value_fn=value_fn, clip_eps=ppo_cfg.clip_eps,
+                             value_clip_eps=ppo_cfg.value_clip_eps, value_coef=ppo_cfg.value_coef,
+                             entropy_coef=ppo_cfg.entropy_coef)

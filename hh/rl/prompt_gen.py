@@ -1,6 +1,6 @@
 """New RL prompts written few-shot by an LM from existing human queries (Bai et al. 2022 §4.1: 369k
 model-generated prompts beside 137k human ones, each generated from "about 10 existing high-quality
-human queries"; PAPER-SPEC §4.1). The context lists k first human turns as "\\n\\nHuman:" lines and
+human queries"). The context lists k first human turns as "\\n\\nHuman:" lines and
 ends with one more marker; the model's line up to the next marker is a new query.
 
 `python -m hh.rl.prompt_gen --policy LM_WORKDIR --n 512 --out prompts.jsonl` writes {"prompt"}
@@ -9,17 +9,19 @@ rows that `data.prompt_sources` reads as a spec ("prompts.jsonl", hh.data.source
 
 import dataclasses
 import json
-import os
 
 import jax
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
-from etils import epath
 
 from hh.data.dialogue import ASSISTANT, HUMAN, parse_dialogue
 from hh.data.pm_data import as_text
+from hh.data.pm_sources import spec_source
 from hh.data.prompt_data import encode_prompt, left_padded
+from hh.data.sources import ConcatSource
+from hh.trained import LoadedLM
+from hh.io import atomic_write_text
 from hh.models.sampling import jit_generate
 from hh.rl.rollout import sampling_config
 
@@ -58,7 +60,7 @@ def generate_prompts(lm, queries, n: int, shots: int = 10, max_new_tokens: int =
                      max_rounds: int = 20) -> list[str]:
     """Up to n new, distinct prompts (not copies of a shot or of each other).
 
-    lm: hh.eval.lm_loader.LoadedLM. Each row of a batch sees its own random `shots` queries.
+    lm: hh.trained.LoadedLM. Each row of a batch sees its own random `shots` queries.
     """
     if len(queries) < shots:
         raise ValueError(f"{len(queries)} existing queries, fewer than shots={shots}")
@@ -87,19 +89,12 @@ def generate_prompts(lm, queries, n: int, shots: int = 10, max_new_tokens: int =
 
 
 def write_prompts(path, prompts) -> None:
-    """JSON lines {"prompt": …}, written to a temporary name and renamed (never half a file)."""
-    path = epath.Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    tmp.rename(path)
+    """JSON lines {"prompt": …}, written atomically (never half a file)."""
+    atomic_write_text(path, "".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
 
 
 def main(argv):
     del argv
-    from hh.eval.lm_loader import LoadedLM
-    from hh.pm.data import spec_source
-    from hh.data.sources import ConcatSource
-
     f = flags.FLAGS
     if not f["verbosity"].present:
         logging.set_verbosity(logging.WARNING)

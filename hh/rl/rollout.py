@@ -1,6 +1,5 @@
-"""The first phase of a PPO iteration: responses sampled from the policy for a prompt batch
-(hh.models.sampling's KV-cache decoding), jitted once by the stage. hh.rl.scoring is the second
-phase, hh.rl.ppo the third (STYLE: separate compiled functions per phase of RL).
+"""The generate phase of a PPO iteration (hh.rl.iteration): responses sampled from the policy for
+a prompt batch with hh.models.sampling's KV-cache decoding.
 """
 
 from hh.data.dialogue import HUMAN
@@ -8,9 +7,10 @@ from hh.models.sampling import SamplingConfig, generate
 
 
 def sampling_config(rollout_cfg, tokenizer, model_vocab_size: int) -> SamplingConfig:
-    """Pure sampling (top_k 0, top_p 1; RLHF-NOTES #4) that stops at the next "\\n\\nHuman:" turn
-    or EOS, never emitting PAD, the PM's EOC (the PM's input gets exactly one EOC, ours) or the
-    model's padding ids beyond the tokenizer's vocabulary (they decode to nothing)."""
+    """Pure sampling (top_k 0, top_p 1: the log-probs scored are those of the distribution
+    sampled) that stops at the next "\\n\\nHuman:" turn or EOS, never emitting PAD, the PM's
+    EOC (the PM's input gets exactly one EOC, ours) or the model's padding ids beyond the
+    tokenizer's vocabulary (they decode to nothing)."""
     unused = tuple(range(tokenizer.vocab_size, model_vocab_size))
     return SamplingConfig(
         max_new_tokens=rollout_cfg.max_new_tokens, temperature=rollout_cfg.temperature,

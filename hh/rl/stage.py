@@ -1,9 +1,10 @@
 """PPO against a preference model as a stage (Bai et al. 2022 §4): `python -m hh.main --config
 configs/ppo.py:tiny --workdir DIR --config.init_from=LM_OR_DISTILL --config.reward_model=PM`.
 
-Each loop step is one PPO iteration: generate → score → update, three jitted phases compiled
-once. The checkpointed state (hh.rl.ppo.PPOState) holds the policy, value model, both optimizer
-states and β; the frozen reference policy and PM are reloaded from their workdirs on resume.
+Each loop step is one PPO iteration: generate → score → update, the three jitted phases of
+hh.rl.iteration. The checkpointed state (hh.rl.ppo.PPOState) holds the policy, value model, both
+optimizer states and β; the frozen reference policy and PM are reloaded from their workdirs on
+resume.
 """
 
 import json
@@ -17,25 +18,23 @@ from jax.experimental import multihost_utils
 
 from hh.config import ConfigError, validate
 from hh.data import sources
+from hh.data.pm_sources import spec_source
 from hh.data.prompt_data import prompt_batches
-from hh.eval.pm_eval import LoadedPM
-from hh.eval.rl_curves import write_reward_curves, write_robustness_curves
-from hh.models.transformer import TransformerConfig, TransformerLM
+from hh.trained import LoadedPM
+from hh.rl.curves import write_reward_curves, write_robustness_curves
+from hh.models.heads import PreferenceModel, ValueModel, init_pm_params
+from hh.models.transformer import TransformerLM
 from hh.parallel import sharding as shd
-from hh.parallel.distributed import one_at_a_time
-from hh.pm.data import spec_source
-from hh.pm.model import PreferenceModel, init_params as pm_init_params
-from hh.rl import kl_control, rollout as rl_rollout, scoring
+from hh.rl import kl_control
+from hh.rl.iteration import build_phases
 from hh.rl.kl import ESTIMATORS
-from hh.rl.logprobs import ValueModel
-from hh.rl.ppo import bind_loss, init_ppo_state, mean_metrics, ppo_update, ppo_update_scoring_first
+from hh.rl.ppo import init_ppo_state
 from hh.train import init_from, runtime
-from hh.train.checkpoint import absolute
-from hh.train.loop import Task, train_loop
+from hh.train.loop import LoopHook, Task, train_loop
 from hh.train.metrics import truncate_log
 from hh.train.optim import make_optimizer
 from hh.train.resume import start_run
-from hh.train.state import strip_boxes
+from hh.train.workdir import read_model_config, read_tokenizer, restore_params
 
 
 def validate_ppo(config, n_devices):
@@ -61,27 +60,15 @@ def validate_ppo(config, n_devices):
                           f"rollout.max_new_tokens = {config.data.max_prompt_len + config.rollout.max_new_tokens}")
 
 
-def workdir_model_config(workdir) -> TransformerConfig:
-    return TransformerConfig(**init_from.source_config(workdir)["model"])
-
-
 def check_same_tokenizer(tokenizer, pm_workdir, field="reward_model"):
     """The PM must read the policy's token ids: same tokenizer (fingerprint where it has one)."""
-    pm_data = ml_collections.ConfigDict(init_from.source_config(pm_workdir)["data"])
-    if not sources.same_tokenizer(sources.run_tokenizer(pm_data, None, str(absolute(pm_workdir))), tokenizer):
+    if not sources.same_tokenizer(read_tokenizer(pm_workdir), tokenizer):
         raise ConfigError(f"config.{field}={pm_workdir!r} uses another tokenizer than config.init_from")
 
 
 def prompt_source(data_cfg):
     """Prompts of the PM training comparisons (responses stripped) from the source specs."""
     return sources.ConcatSource(spec_source(s, "train", data_cfg) for s in data_cfg.prompt_sources)
-
-
-def _abstract_with_shardings(boxed, mesh, rules):
-    shardings = shd.logical_shardings(boxed, mesh, rules)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            strip_boxes(boxed), shardings)
-    return abstract, shardings
 
 
 def ppo_state_layout(models, optimizers, seq_len, mesh, rules):
@@ -92,9 +79,8 @@ def ppo_state_layout(models, optimizers, seq_len, mesh, rules):
         params = {"policy": models["policy"].init(rng, tokens)["params"],
                   "value": models["value"].init(rng, tokens, tokens, jnp.ones_like(tokens))["params"]}
         return init_ppo_state(params, optimizers, 0.0)
-    with runtime.sharding_context(mesh, rules):
-        # the key inside the trace, as hh.train.state.state_shardings (AOT for TPU topologies)
-        return _abstract_with_shardings(jax.eval_shape(lambda: boxed_state(jax.random.key(0))), mesh, rules)
+    abstract = shd.abstract_with_shardings(boxed_state, mesh, rules)
+    return abstract, jax.tree.map(lambda a: a.sharding, abstract)
 
 
 def _no_fresh():
@@ -102,8 +88,7 @@ def _no_fresh():
 
 
 def _pm_abstract(pm_model, mesh, rules):
-    pm_boxed = jax.eval_shape(lambda: pm_init_params(pm_model, jax.random.key(0), seq_len=8))
-    return _abstract_with_shardings(pm_boxed, mesh, rules)[0]
+    return shd.abstract_with_shardings(lambda rng: init_pm_params(pm_model, rng, seq_len=8), mesh, rules)
 
 
 def frozen_layout(models, abstract_policy, mesh, rules) -> dict:
@@ -120,11 +105,9 @@ def load_frozen(config, models, abstract_policy, mesh, rules):
     """The frozen reference policy (a second copy of init_from), the PM and, for the robustness
     study, the held-out test PM: no optimizer state."""
     layout = frozen_layout(models, abstract_policy, mesh, rules)
-    sources = {"reference": config.init_from, "pm": config.reward_model,
-               "test_pm": config.test_reward_model}
-    with runtime.sharding_context(mesh, rules):
-        return {name: init_from.initial_params(sources[name], abstract, _no_fresh)
-                for name, abstract in layout.items()}
+    workdirs = {"reference": config.init_from, "pm": config.reward_model,
+                "test_pm": config.test_reward_model}
+    return {name: restore_params(workdirs[name], abstract)[1] for name, abstract in layout.items()}
 
 
 def reward_offsets(config, workdir) -> dict:
@@ -146,149 +129,49 @@ def reward_offsets(config, workdir) -> dict:
     return offsets
 
 
-def _context(jitted, mesh, rules):
-    def call(*args):
-        with runtime.sharding_context(mesh, rules):
-            return jitted(*args)
-    call.jitted = jitted
-    return call
-
-
-def scores_in_update(config) -> bool:
-    """Whether the update's first step computes the old log-probs and values (one minibatch, no
-    microbatches: that step's forward is at θ_old over the whole rollout; ppo_update_scoring_first)."""
-    return config.ppo.minibatches == 1 and config.train.microbatches == 1
-
-
-def build_phases(config, models, optimizers, schedule, shardings, mesh, rules, tokenizer):
-    """The three jitted phases. The rng of iteration t is a function of (seed, t) only.
-
-    With `scores_in_update(config)`, "score" runs the frozen models only (reference log-probs,
-    PM reward) and returns the partial rollout, and "update" takes (state, partial) and returns
-    the scoring metrics with its own; otherwise "score" is score_rollout and "update" takes
-    (state, rollout, kl).
-    """
-    cfg_r, cfg_p = config.rollout, config.ppo
-    sampling = rl_rollout.sampling_config(cfg_r, tokenizer, models["policy"].cfg.vocab_size)
-    base = jax.random.key(config.seed)
-    batch = config.train.global_batch_size
-    updates_per_iteration = cfg_p.epochs * cfg_p.minibatches
-    fused = scores_in_update(config)
-
-    def generate(policy_params, prompts, step):
-        rng = jax.random.fold_in(jax.random.fold_in(base, step), 0)
-        return rl_rollout.generate_responses(policy_params, prompts, rng,
-                                             model_cfg=models["policy"].cfg, sampling=sampling)
-
-    fns = scoring.transformer_fns(models["policy"], models["value"], cfg_r.temperature)
-    loss = bind_loss(*fns, cfg_p)
-
-    def score(params, frozen, prompts, samples, kl_coef):
-        if not fused:
-            return scoring.score_rollout(params, frozen, prompts, samples, kl_coef, policy_model=models["policy"],
-                                         value_model=models["value"], pm_model=models["pm"], rollout_cfg=cfg_r,
-                                         ppo_cfg=cfg_p)
-        frozen_scores = scoring.score_frozen(frozen, prompts, samples, policy_model=models["policy"],
-                                             pm_model=models["pm"], rollout_cfg=cfg_r)
-        return (scoring.partial_rollout(prompts, samples, frozen_scores),
-                scoring.per_response(samples, frozen_scores), {})
-
-    def finish(state, new, per_minibatch, kl):
-        new = new.replace(kl_coef=kl_control.update_kl_coef(state.kl_coef, kl, batch, config.kl))
-        metrics = mean_metrics(per_minibatch)
-        metrics["policy_entropy"] = metrics.pop("entropy")
-        metrics["loss"] = metrics["policy_loss"] + cfg_p.value_coef * metrics["value_loss"]
-        metrics["learning_rate"] = jnp.asarray(schedule(state.step * updates_per_iteration), jnp.float32)
-        return new, metrics
-
-    def update(state, rollout, kl):
-        rng = jax.random.fold_in(jax.random.fold_in(base, state.step), 1)
-        new, per_minibatch = ppo_update(state, rollout, rng, loss_terms=loss, optimizers=optimizers,
-                                        epochs=cfg_p.epochs, minibatches=cfg_p.minibatches,
-                                        microbatches=config.train.microbatches)
-        return finish(state, new, per_minibatch, kl)
-
-    def score_and_update(state, partial):
-        rng = jax.random.fold_in(jax.random.fold_in(base, state.step), 1)
-        scoring_loss = bind_loss(*fns, cfg_p, complete=scoring.completion(state.kl_coef, cfg_p))
-        new, per_step, _, scoring_metrics = ppo_update_scoring_first(
-            state, partial, rng, scoring_loss=scoring_loss, loss_terms=loss, optimizers=optimizers,
-            epochs=cfg_p.epochs)
-        new, metrics = finish(state, new, per_step, scoring_metrics["kl"])
-        return new, {**scoring_metrics, **metrics}
-
-    scalar = runtime.replicated(mesh)
-    phases = {
-        "generate": _context(jax.jit(generate), mesh, rules),
-        "score": _context(jax.jit(score), mesh, rules),
-        # fixed output shardings: the next iteration's input matches, so it never recompiles
-        "update": _context(jax.jit(score_and_update if fused else update, out_shardings=(shardings, scalar),
-                                   donate_argnums=0), mesh, rules),
-    }
-    if "test_pm" in models:   # the robustness study: the same samples, scored by the test PM
-        def test_score(test_pm_params, prompts, samples):
-            return jnp.mean(scoring.pm_scores(test_pm_params, models["test_pm"], prompts, samples))
-        phases["test_score"] = _context(jax.jit(test_score), mesh, rules)
-    return phases
-
-
-class SampleLog:
-    """Every `every` iterations, a few decoded (prompt, response, reward) rows to samples.jsonl."""
+class SampleLog(LoopHook):
+    """Every `every` iterations, a few decoded (prompt, response, reward) rows to samples.jsonl:
+    a loop hook reading the train step's scored rollout at its due steps only."""
 
     def __init__(self, workdir, tokenizer, every: int, n: int):
         self.path = epath.Path(workdir) / "samples.jsonl"
         self.tokenizer, self.every, self.n = tokenizer, every, n
 
-    def truncate_after(self, iteration: int):
-        """On resume: drop rows the interrupted run wrote after its last checkpoint."""
+    def start(self, step: int):
+        """Drops the rows an interrupted run wrote after the checkpoint this run starts from."""
         if jax.process_index() == 0:
-            truncate_log(self.path, iteration)   # streamed, atomic, a torn last row dropped
+            truncate_log(self.path, step)   # streamed, atomic, a torn last row dropped
 
-    def due(self, iteration: int) -> bool:
-        return self.every > 0 and iteration % self.every == 0
+    def after_step(self, step: int, state, scored):
+        if self.every > 0 and step % self.every == 0:
+            self.write(step, scored)
 
-    def write(self, iteration, rollout, per_response):
+    def write(self, step: int, scored):
+        """scored: the score phase's rollout (hh.rl.scoring.SCORED_KEYS)."""
         fetch = lambda x: multihost_utils.process_allgather(x[:self.n], tiled=True)  # noqa: E731
-        prompts, tokens = fetch(rollout["prompt_tokens"]), fetch(rollout["response_tokens"])
-        score, length = fetch(per_response["score"]), fetch(per_response["length"])
+        prompts, tokens = fetch(scored["prompt_tokens"]), fetch(scored["response_tokens"])
+        score, length = fetch(scored["score"]), fetch(scored["lengths"])
         if jax.process_index() != 0:
             return
         with self.path.open("a") as f:
             for p, t, s, n in zip(prompts, tokens, score, length):
-                f.write(json.dumps({"step": iteration, "prompt": self.tokenizer.decode(p),
+                f.write(json.dumps({"step": step, "prompt": self.tokenizer.decode(p),
                                     "response": self.tokenizer.decode(t[:int(n)]),
                                     "reward": float(s)}) + "\n")
 
 
-def make_train_step(phases, frozen, sample_log, offsets=None, fused=False):
-    """The loop's train_step: a Python function calling the jitted phases (no host sync except
-    one read of the start step and the periodic samples). offsets: {"reward", "test_reward"}
-    held-out means, subtracted into the *_normalised metrics (robustness study). fused: the
-    phases of a `scores_in_update` config."""
-    counter = {"iteration": None}
-    keys = scoring.PARTIAL_KEYS if fused else scoring.ROLLOUT_KEYS
-
+def make_train_step(phases, frozen, offsets=None):
+    """The loop's train_step: (state, prompts) -> (state, metrics, scored rollout), calling the
+    jitted phases (hh.rl.iteration.build_phases) with no host sync. offsets: {"reward",
+    "test_reward"} held-out means, subtracted into the *_normalised metrics (robustness study)."""
     def train_step(state, prompts):
-        if counter["iteration"] is None:
-            counter["iteration"] = int(jax.device_get(state.step))   # once: the resume point
-            sample_log.truncate_after(counter["iteration"])
         samples = phases["generate"](state.params["policy"], prompts, state.step)
-        rollout, per_response, metrics = phases["score"](state.params, frozen, prompts, samples, state.kl_coef)
-        if "test_score" in phases:   # independent of "score": never both in flight (multi-host)
-            rollout, metrics = one_at_a_time((rollout, metrics))
-            metrics["test_reward"] = phases["test_score"](frozen["test_pm"], prompts, samples)
-        counter["iteration"] += 1
-        if sample_log.due(counter["iteration"]):
-            sample_log.write(counter["iteration"], rollout, per_response)
-        rollout = {k: rollout[k] for k in keys}
-        if fused:
-            state, update_metrics = phases["update"](state, rollout)
-        else:
-            state, update_metrics = phases["update"](state, rollout, metrics["kl"])
+        scored, metrics = phases["score"](frozen, prompts, samples)
+        state, update_metrics = phases["update"](state, scored)
         metrics = {**metrics, **update_metrics}
         for name, offset in (offsets or {}).items():
             metrics[f"{name}_normalised"] = metrics[name] - offset
-        return state, metrics
+        return state, metrics, scored
     train_step.phases = phases
     return train_step
 
@@ -315,8 +198,8 @@ def build_optimizers(config):
 
 
 def build_task(config, mesh, rules, tokenizer, workdir, verbose=True) -> Task:
-    test_pm_cfg = workdir_model_config(config.test_reward_model) if config.test_reward_model else None
-    models = build_models(config, workdir_model_config(config.reward_model), tokenizer.eoc_id, test_pm_cfg)
+    test_pm_cfg = read_model_config(config.test_reward_model) if config.test_reward_model else None
+    models = build_models(config, read_model_config(config.reward_model), tokenizer.eoc_id, test_pm_cfg)
     optimizers, schedules = build_optimizers(config)
     abstract, shardings = ppo_state_layout(models, optimizers, config.data.seq_len, mesh, rules)
     if verbose and jax.process_index() == 0:
@@ -335,12 +218,12 @@ def build_task(config, mesh, rules, tokenizer, workdir, verbose=True) -> Task:
     batch = config.train.global_batch_size
     batches = prompt_batches(prompt_source(config.data), tokenizer, config.data.max_prompt_len, batch,
                              config.seed, row_range=shd.process_row_range(batch_sh, batch))
-    log = SampleLog(workdir, tokenizer, config.rollout.samples_every, config.rollout.n_samples)
     offsets = reward_offsets(config, workdir) if config.test_reward_model else None
     return Task(abstract_state=abstract, init_state=fresh_state,
-                train_step=make_train_step(phases, frozen, log, offsets, fused=scores_in_update(config)), train_batches=batches,
+                train_step=make_train_step(phases, frozen, offsets), train_batches=batches,
                 batch_sharding=batch_sh, global_batch_size=batch,
-                tokens_per_step=batch * config.data.seq_len)
+                tokens_per_step=batch * config.data.seq_len,
+                hooks=[SampleLog(workdir, tokenizer, config.rollout.samples_every, config.rollout.n_samples)])
 
 
 def train_and_evaluate(config, workdir):

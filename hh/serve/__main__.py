@@ -4,20 +4,19 @@ the comparison interface on localhost. Add labelers with `python -m hh.serve.adm
 import os
 import sys
 
+import uvicorn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from hh.config import ConfigError
 from hh.serve.app import Server, create_app
 from hh.serve.limits import Limits
-from hh.serve.models import FakePool, load_pool
+from hh.serve.models import FakePool, load_pool, parse_deployment
 from hh.serve.store import Store
 
 
 def resolve_paths(config):
     """Relative deployment workdirs and reward model read under config.models_root."""
-    from hh.serve.models import parse_deployment
-
     root = config.models_root
 
     def under(path):
@@ -35,8 +34,6 @@ def resolve_paths(config):
 
 def serve(config, workdir, host=None, port=None, ready=None):
     """Loads the pool, opens the store and runs uvicorn until interrupted."""
-    import uvicorn
-
     try:
         limits = Limits.from_config(config)
     except ValueError as e:

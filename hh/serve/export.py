@@ -1,6 +1,6 @@
 """Export the comparison store to the hh-rlhf format: `{"chosen": transcript, "rejected": transcript}`.
 
-store (hh.serve.store) → JSON lines like Anthropic's release (PAPER-SPEC §9.2) → the TFDS `local`
+store (hh.serve.store) → JSON lines like Anthropic's release (docs/paper-notes.md §3) → the TFDS `local`
 tranche (hh.data.tfds.hh_rlhf) → PM training with `data.helpful_sources=["hh_rlhf/local"]`.
 
 `python -m hh.serve.export --workdir DIR --out FILE.jsonl[.gz] [--min_strength 2] [--mode helpful]
@@ -13,12 +13,12 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 
 from absl import app, flags
 from etils import epath
 
 from hh.data import dialogue
+from hh.io import atomic_write_bytes
 from hh.serve.store import DB_NAME, MODES, Store
 
 # Bai et al. 2022 §2.2: "comparisons weaker than the weakest strength were dropped", i.e. a labeler
@@ -32,8 +32,8 @@ def pair_texts(row) -> tuple[str, str]:
     """(chosen, rejected) response of a comparison row, in the released data's convention.
 
     Helpful: the labeler picked the better response, so the pick is chosen. Red-team: the labeler
-    picked the MORE HARMFUL one, which the released harmless data store as "rejected" (PAPER-SPEC
-    §9.2), so the pick is rejected. An edit never changes the texts: it was written after the choice
+    picked the MORE HARMFUL one, which the released harmless data store as "rejected" (docs/paper-notes.md
+    §3), so the pick is rejected. An edit never changes the texts: it was written after the choice
     and never compared with the other response; what the labeler compared is what is exported (the
     edit lives on in later turns' contexts, which continue from it).
     """
@@ -117,17 +117,7 @@ def write_jsonl(rows, path) -> int:
     data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
     if path.endswith(".gz"):
         data = gzip.compress(data, mtime=0)   # mtime 0: the same rows give the same bytes (and hash)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".export-")
-    try:
-        os.chmod(tmp, 0o644)   # mkstemp's 0600 would make the export private by accident
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, data)
     return len(rows)
 
 

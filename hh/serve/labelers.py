@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from hh.data import synthetic
+from hh.trained import LoadedPM
 
 MODES = ("helpful", "red-team")
 # p_picked (the labeler's own probability of the response it picked) → strength 1..4:
@@ -102,9 +103,8 @@ class GoldPMLabeler:
     """A labeler whose preferences are a separate (ideally larger) PM's scores plus BT noise."""
 
     def __init__(self, pm, temperature: float = 1.0, seed: int = 0):
-        """pm: an hh.eval.pm_eval.LoadedPM (or its workdir, loaded here)."""
+        """pm: an hh.trained.LoadedPM (or its workdir, loaded here)."""
         if not hasattr(pm, "scores"):
-            from hh.eval.pm_eval import LoadedPM
             pm = LoadedPM(pm)
         self.pm, self.temperature, self.rng = pm, temperature, np.random.default_rng(seed)
 

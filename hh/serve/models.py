@@ -20,6 +20,7 @@ from hh.config import ConfigError
 from hh.data.dialogue import ASSISTANT, HUMAN
 from hh.data.prompt_data import encode_prompt, left_padded
 from hh.data.sources import same_tokenizer
+from hh.trained import LoadedLM, LoadedPM
 from hh.models.sampling import generate
 from hh.rl.best_of import _jitted_best_of
 from hh.rl.rollout import sampling_config
@@ -70,7 +71,7 @@ def response_text(tokenizer, tokens, content_length: int) -> str:
 
 class DeployedModel:
     """One deployed LM: `sample(contexts, seed)` -> one Candidate per context, in one call per
-    `rows` contexts. lm: hh.eval.lm_loader.LoadedLM; pm: LoadedPM (needed when k > 1)."""
+    `rows` contexts. lm: hh.trained.LoadedLM; pm: LoadedPM (needed when k > 1)."""
 
     def __init__(self, spec: DeploymentSpec, lm, pm=None, *, max_new_tokens: int, temperature: float = 1.0,
                  rows: int = 2):
@@ -192,7 +193,7 @@ def deployed_models(specs, pm, *, max_new_tokens: int, temperature: float, rows:
                     lm_loader=None) -> list[DeployedModel]:
     """Loads each distinct (workdir, step) of `specs` once -> one DeployedModel per spec."""
     if lm_loader is None:
-        from hh.eval.lm_loader import LoadedLM as lm_loader
+        lm_loader = LoadedLM
     loaded, models = {}, []
     for spec in specs:
         key = (spec.workdir, spec.step)
@@ -207,7 +208,7 @@ def load_pool(config, lm_loader=None, pm_loader=None) -> Pool:
     """The pool of a serving config section (configs/serve.py): deployments, reward_model,
     max_new_tokens, temperature, pairing, pair, seed."""
     if pm_loader is None:
-        from hh.eval.pm_eval import LoadedPM as pm_loader
+        pm_loader = LoadedPM
     specs = [parse_deployment(d) for d in config.deployments]
     pm = pm_loader(config.reward_model) if any(s.k > 1 for s in specs) else None
     models = deployed_models(specs, pm, max_new_tokens=config.max_new_tokens, temperature=config.temperature,

@@ -31,6 +31,8 @@ import uuid
 
 from etils import epath
 
+from hh.io import atomic_path
+
 DB_NAME = "comparisons.sqlite"
 MODES = ("helpful", "red-team")
 STRENGTHS = (1, 2, 3, 4)   # 1 = "slightly better" ... 4 = "much better"; 1 is dropped on export
@@ -373,17 +375,13 @@ class Store:
         out = os.fspath(out)
         if os.path.exists(out):
             raise StoreError(f"{out} exists: choose a new file for the backup", 409)
-        partial = f"{out}.partial"
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(partial)
-        with self.connect() as db:
-            copy = sqlite3.connect(partial)
+        with self.connect() as db, atomic_path(out) as partial:
+            copy = sqlite3.connect(os.fspath(partial))
             try:
                 db.backup(copy)     # pages=-1: all in one step, one read snapshot (WAL: writers go on)
                 count = copy.execute("SELECT COUNT(*) FROM comparisons").fetchone()[0]
             finally:
                 copy.close()
-        os.replace(partial, out)
         return int(count)
 
     def check_integrity(self) -> str:

@@ -4,7 +4,7 @@ from a CPU, and reads the compiler's per-chip memory and FLOPs: nothing runs, no
 `python -m hh.tools.fit --config configs/ppo.py:52B --topology v5p:8x8x8 [--mesh data=1,fsdp=-1,
 tensor=4] [--config.model.attention=blockwise] [--json fit.json]`. Needs libtpu (`pip install
 -e .[tpu]`). The steps are the stages' own (hh.lm.stage.build_steps, hh.pm.stage.build_steps,
-hh.rl.stage.build_phases); PPO compiles its rollout, scoring and update phases (docs/scale-out.md).
+hh.rl.iteration.build_phases); PPO compiles its rollout, scoring and update phases (docs/scale-out.md).
 """
 
 import json
@@ -17,16 +17,21 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from absl import app, flags
+from jax.experimental import topologies
+from ml_collections import config_flags
 
-from configs import common
 from hh.config import validate
 from hh.data.byte_tokenizer import ByteTokenizer
 from hh.data.packing import lm_example
 from hh.data.pm_data import pm_batches
 from hh.data.prompt_data import prompt_batches
+from hh.lm import stage as lm_stage
 from hh.models import presets
 from hh.parallel import sharding as shd
+from hh.pm import stage as pm_stage
+from hh.rl.iteration import build_phases
+from hh.rl.stage import build_models, build_optimizers, frozen_layout, ppo_state_layout, validate_ppo
 from hh.train import flops as model_flops
 from hh.train import runtime
 
@@ -51,7 +56,6 @@ HBM_AVAILABLE = {"v4": 15.25 * GiB, "v5e": 15.75 * GiB, "v5p": 95.74 * GiB, "v6e
 
 def topology_devices(topology: str):
     """'v5p:2x2x1' -> (generation, chips, the topology's devices). Needs libtpu, not a TPU."""
-    from jax.experimental import topologies
     # libtpu takes /tmp/libtpu_lockfile unless told otherwise: without this, any other JAX process
     # on the machine (a test, a notebook) that loaded libtpu first makes the fit check fail.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
@@ -71,7 +75,7 @@ def parse_mesh(spec: str) -> dict:
 def use_paper_vocab(config):
     """Paper presets get the paper's 2^16 vocabulary (Askell et al. App. A): the configs' default
     is the per-run SentencePiece tokenizer's 512, which a real run replaces with its tokenizer's."""
-    if common.is_paper_size(config.model_preset):
+    if config.model_preset in presets.PAPER_SIZES:
         config.model.vocab_size = presets.PAPER_VOCAB
     return config
 
@@ -86,14 +90,12 @@ class StandInTokenizer(ByteTokenizer):
 
 def _validate(config, n_devices):
     if config.stage == "ppo":
-        from hh.rl.stage import validate_ppo
         checked = ml_collections.ConfigDict(config.to_dict())
         checked.init_from = checked.reward_model = "(fit check)"   # no workdirs are read
         validate_ppo(checked, n_devices)
     if config.stage in ("pm", "pmp"):
-        from hh.pm.stage import resolve_steps, validate_pm
-        validate_pm(config)
-        resolve_steps(config, config.data.train_pairs)   # one epoch over the configured pairs
+        pm_stage.validate_pm(config)
+        pm_stage.resolve_steps(config, config.data.train_pairs)   # one epoch over the configured pairs
     return validate(config, n_devices)
 
 
@@ -113,9 +115,8 @@ def abstract_batch(example: dict, batch_sharding, global_batch_size: int) -> dic
     way hh.parallel.sharding.make_global_batch shards the loop's batches."""
     def one(x):
         x = np.asarray(x)
-        spec = P(batch_sharding.spec[0], *([None] * (x.ndim - 1)))
         return jax.ShapeDtypeStruct((global_batch_size, *x.shape[1:]), x.dtype,
-                                    sharding=NamedSharding(batch_sharding.mesh, spec))
+                                    sharding=shd.row_sharding(batch_sharding, x.ndim))
     return {k: one(v) for k, v in example.items()}
 
 
@@ -154,8 +155,7 @@ def _forward_flops(cfg, tokens, context):
 
 
 def lm_phases(config, mesh, rules):
-    from hh.lm.stage import build_steps
-    steps = build_steps(config, mesh, rules, verbose=False)
+    steps = lm_stage.build_steps(config, mesh, rules, verbose=False)
     seq, batch = config.data.seq_len, config.train.global_batch_size
     zeros = np.zeros((1, seq + 1), np.int32)
     example = lm_example({"tokens": zeros, "segment_ids": zeros + 1, "positions": zeros})
@@ -166,11 +166,10 @@ def lm_phases(config, mesh, rules):
 
 
 def pm_phases(config, mesh, rules):
-    from hh.pm.stage import build_steps
     seq, batch = config.data.seq_len, config.train.global_batch_size
     tokenizer = StandInTokenizer(config.model.vocab_size)
     example = pm_batches([{"prompt": "", "chosen": "", "rejected": ""}], tokenizer, seq, 1, 0).batch(0)
-    steps = build_steps(config, mesh, rules, tokenizer.eoc_id, example, verbose=False)
+    steps = pm_stage.build_steps(config, mesh, rules, tokenizer.eoc_id, example, verbose=False)
     train = _compile(steps["train_step"], mesh, rules, steps["abstract"],
                      abstract_batch(example, steps["batch_sharding"], batch))
     cfg = steps["model"].cfg
@@ -179,11 +178,9 @@ def pm_phases(config, mesh, rules):
 
 
 def ppo_phases(config, mesh, rules):
-    """Rollout, scoring and update, chained through each phase's compiled output shardings.
-    Resident all along: the PPO state (policy and value with their optimizer states) and the
-    frozen reference and PM; what a phase does not take as an argument is added to its total."""
-    from hh.rl import scoring
-    from hh.rl.stage import build_models, build_optimizers, build_phases, frozen_layout, ppo_state_layout
+    """Generate, score and update (hh.rl.iteration), chained through each phase's compiled output
+    shardings. Resident all along: the PPO state (policy and value with their optimizer states) and
+    the frozen reference and PM; what a phase does not take as an argument is added to its total."""
     seq, batch = config.data.seq_len, config.train.global_batch_size
     tokenizer = StandInTokenizer(config.model.vocab_size)
     models = build_models(config, runtime.model_config(config), tokenizer.eoc_id)   # PM: same preset
@@ -195,27 +192,25 @@ def ppo_phases(config, mesh, rules):
     prompts = abstract_batch(example, shd.batch_sharding(mesh, rules), batch)
 
     generate = _compile(phases["generate"], mesh, rules, state.params["policy"], prompts, state.step)
-    score = _compile(phases["score"], mesh, rules, state.params, frozen, prompts, _outputs(generate),
-                     state.kl_coef)
-    rollout, _, metrics = _outputs(score)
-    rollout = {k: rollout[k] for k in scoring.ROLLOUT_KEYS}
-    update = _compile(phases["update"], mesh, rules, state, rollout, metrics["kl"])
+    score = _compile(phases["score"], mesh, rules, frozen, prompts, _outputs(generate))
+    scored, _ = _outputs(score)
+    update = _compile(phases["update"], mesh, rules, state, scored)
 
     everything = tree_bytes(state) + tree_bytes(frozen) + tree_bytes(prompts)
     cfg, cp, n_new = models["policy"].cfg, config.data.max_prompt_len, config.rollout.max_new_tokens
     flops = {
         # prefill the prompts, then one token per step against the full-length cache
         "generate": _forward_flops(cfg, batch * cp, cp) + _forward_flops(cfg, batch * n_new, seq),
-        # policy, reference, value model and PM forwards over prompt + response
-        "score": 4 * _forward_flops(cfg, batch * seq, seq),
-        # K passes of the policy and value models' training steps
-        "update": config.ppo.epochs * 2 * model_flops.train_flops_per_token(cfg, seq) * batch * seq,
+        # the frozen reference and PM forwards over prompt + response
+        "score": 2 * _forward_flops(cfg, batch * seq, seq),
+        # the policy and value models at θ_old, then K passes of their training steps
+        "update": (2 * _forward_flops(cfg, batch * seq, seq)
+                   + config.ppo.epochs * 2 * model_flops.train_flops_per_token(cfg, seq) * batch * seq),
     }
     return [
         ("generate", generate,
          everything - tree_bytes((state.params["policy"], prompts, state.step)), flops["generate"]),
-        ("score", score,
-         everything - tree_bytes((state.params, frozen, prompts, state.kl_coef)), flops["score"]),
+        ("score", score, everything - tree_bytes((frozen, prompts)), flops["score"]),
         ("update", update, everything - tree_bytes((state, prompts)), flops["update"]),
     ]
 
@@ -308,7 +303,6 @@ def format_report(r: dict) -> str:
 
 def main(argv):
     del argv
-    from absl import flags
     f = flags.FLAGS
     config = f.config
     if f.mesh:
@@ -323,8 +317,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
     config_flags.DEFINE_config_file("config", None, "configs/<stage>.py:<preset>")
     flags.DEFINE_string("topology", None, "a TPU topology, e.g. v5p:2x2x1, v5e:4x4, v4:2x2x2")
     flags.DEFINE_string("mesh", "", "override config.mesh, e.g. data=1,fsdp=-1,tensor=4")

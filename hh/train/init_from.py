@@ -7,31 +7,21 @@ hh.checkpoints). The loop's resume from the stage's own workdir comes first (hh.
 """
 
 import dataclasses
-import json
 
 import jax
-import ml_collections
 
 from hh.checkpoints import pipeline as hf_pipeline
 from hh.config import ConfigError
 from hh.data import sources
 from hh.train import resume
-from hh.train.checkpoint import Checkpointer, ShapeMismatchError, absolute
+from hh.train.checkpoint import ShapeMismatchError, absolute
+from hh.train.workdir import read_config, read_tokenizer, restore_params
 
 # Stages whose params are a bare TransformerLM tree (no score head): they fill a PM's "trunk".
 LM_STAGES = ("lm", "distill")
 # Fields that fix parameter shapes: they must equal the source run's.
 SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "n_kv_heads",
                 "use_bias", "tie_embeddings", "position", "norm", "activation", "scan_layers")
-
-
-def source_config(init_from) -> dict:
-    """The resolved config.json of the hh workdir `init_from`."""
-    path = absolute(init_from)
-    if not (path / "config.json").exists() or not (path / "checkpoints").exists():
-        raise ConfigError(f"config.init_from={init_from!r} is not an hh workdir "
-                          f"(needs config.json and checkpoints/)")
-    return json.loads((path / "config.json").read_text())
 
 
 def resolve_from_source(config):
@@ -42,7 +32,7 @@ def resolve_from_source(config):
         return
     if hf_pipeline.adopt_imported_architecture(config):   # a Hugging Face directory
         return
-    source = source_config(init_from)
+    source = read_config(init_from, "init_from")
     for field in ("tokenizer", "tokenizer_vocab_size"):
         if field in source["data"]:
             config.data[field] = source["data"][field]
@@ -70,22 +60,17 @@ def initial_params(init_from, abstract_params, fresh_params_fn, model_cfg=None, 
                                                 allow_unused)
             return {**fresh_params_fn(), "trunk": trunk}
         return hf_pipeline.imported_params(init_from, abstract_params, model_cfg, tokenizer, allow_unused)
-    source = source_config(init_from)
-    ckpt = Checkpointer(absolute(init_from) / "checkpoints", keep=10**6, every=1, async_save=False)
+    source = read_config(init_from, "init_from")
     try:
-        step = ckpt.latest_step()
-        if step is None:
-            raise ConfigError(f"config.init_from={init_from!r} has no checkpoint yet")
         if source["stage"] in LM_STAGES and "trunk" in abstract_params:
-            trunk = ckpt.restore_params(step, abstract_params["trunk"])
+            _, trunk = restore_params(init_from, abstract_params["trunk"])
             return {**fresh_params_fn(), "trunk": trunk}
-        return ckpt.restore_params(step, abstract_params)
+        _, params = restore_params(init_from, abstract_params)
+        return params
     except ShapeMismatchError as error:   # name the model fields whose values differ
         current = {"model": dataclasses.asdict(model_cfg)} if model_cfg is not None else None
         explained = resume.explain_mismatch(error, {"model": source["model"]}, current)
         raise ShapeMismatchError(f"config.init_from={init_from!r}: {explained}", error.mismatches) from None
-    finally:
-        ckpt.close()
 
 
 def initial_tokenizer(config, documents, workdir=None):
@@ -96,14 +81,9 @@ def initial_tokenizer(config, documents, workdir=None):
     if not init_from or hf_pipeline.init_from_hf(config):   # HF: config.data.tokenizer is its dir
         tokenizer = sources.run_tokenizer(config.data, documents, workdir)
     else:
-        src = source_config(init_from)
-        saved = absolute(init_from) / sources.TOKENIZER_DIR
-        if src["data"]["tokenizer"] == "sentencepiece" and not (saved / "tokenizer.model").exists():
-            raise ConfigError(f"config.init_from={init_from!r} trained a SentencePiece model but "
-                              f"{saved} is missing")
-        data_cfg = ml_collections.ConfigDict(src["data"])
-        tokenizer = sources.run_tokenizer(data_cfg, None, str(absolute(init_from)))
-        if data_cfg.tokenizer == "sentencepiece" and workdir and jax.process_index() == 0:
+        source_data = read_config(init_from, "init_from")["data"]
+        tokenizer = read_tokenizer(init_from, source_data)
+        if source_data["tokenizer"] == "sentencepiece" and workdir and jax.process_index() == 0:
             own = absolute(workdir) / sources.TOKENIZER_DIR
             if not (own / "tokenizer.model").exists():
                 tokenizer.save(own)

@@ -5,12 +5,13 @@ state plus data-iterator position; a shape that no longer fits names the paramet
 field behind it), per-process global batches, periodic eval, metrics, a
 progress line, async checkpoints, a save-and-exit on SIGTERM, and a NaN/inf guard. Steps are
 dispatched asynchronously; metrics are fetched from the device only at log, eval and save points.
+A stage's own host-side work between steps (e.g. PPO's sample log) is a LoopHook.
 """
 
 import dataclasses
 import signal
 import time
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
@@ -30,12 +31,28 @@ class NonFiniteLossError(RuntimeError):
     """Raised when a step's metrics are NaN/inf; the last checkpoint (all finite) is kept."""
 
 
+class LoopHook:
+    """Host-side work beside the steps, called on every process (collectives are allowed).
+
+    Subclasses override what they need. A hook that reads a step's device outputs should fetch
+    them only at the steps it acts on, so the loop's other steps stay free of host round trips.
+    """
+
+    def start(self, step: int) -> None:
+        """Before the first step: `step` is where the run starts (0, or the restored checkpoint's),
+        so output written after that step by an interrupted run can be dropped."""
+
+    def after_step(self, step: int, state, outputs) -> None:
+        """After step `step` (counted from 1), before any checkpoint of it is saved. outputs: the
+        train step's third result, or None when it returns (state, metrics)."""
+
+
 @dataclasses.dataclass
 class Task:
     """What a stage hands the loop. Batches are process-local numpy dicts."""
     abstract_state: Any                       # ShapeDtypeStructs carrying shardings (restore target)
     init_state: Callable[[], Any]             # fresh state, already sharded
-    train_step: Callable                      # jitted (state, batch) -> (state, metrics)
+    train_step: Callable                      # (state, batch) -> (state, metrics[, outputs for hooks])
     train_batches: Iterator                   # with .state() -> dict and .restore(dict)
     batch_sharding: Any                       # NamedSharding of [batch, length] inputs
     global_batch_size: int
@@ -44,6 +61,7 @@ class Task:
     eval_batches: Optional[Callable[[], Iterable]] = None
     eval_summary: Callable[[dict], dict] = means_from_sums
     eval_batch_size: Optional[int] = None     # global rows per eval batch (None: global_batch_size)
+    hooks: Sequence[LoopHook] = ()
 
 
 @dataclasses.dataclass
@@ -124,6 +142,8 @@ def train_loop(task: Task, loop_cfg, workdir, meta: dict) -> LoopResult:
         print(f"resumed from {workdir / 'checkpoints'} at step {start}", flush=True)
     else:
         state, start = task.init_state(), 0
+    for hook in task.hooks:
+        hook.start(start)
     writer = MetricsWriter(workdir, resume_step=start if start else None)
     stop = _StopFlag()
     pending, last_eval, step, preempted = [], None, start, False
@@ -150,8 +170,10 @@ def train_loop(task: Task, loop_cfg, workdir, meta: dict) -> LoopResult:
         while step < loop_cfg.steps:
             batch = make_global_batch(next(task.train_batches), task.batch_sharding,
                                       task.global_batch_size)
-            state, metrics = task.train_step(state, batch)
+            state, metrics, *outputs = task.train_step(state, batch)
             step += 1
+            for hook in task.hooks:
+                hook.after_step(step, state, outputs[0] if outputs else None)
             bar.update(1)
             pending.append((step, metrics))
             last = step == loop_cfg.steps

@@ -11,6 +11,7 @@ import jax
 from etils import epath
 
 from hh.data.records import field, jsonl_records
+from hh.io import atomic_write_text
 
 
 def _plain(value):
@@ -67,16 +68,14 @@ def log_rows(path):
 
 def truncate_log(path, step: int):
     """On resume: keep the log's rows up to `step` (an interrupted run wrote the later ones after
-    its last checkpoint, maybe the last one half), streamed through a temporary file."""
+    its last checkpoint, maybe the last one half), rewritten atomically: a crash leaves the old or
+    the new log, never half. The kept rows are read whole before the write starts, since on an
+    object store the write goes to the log itself."""
     path = epath.Path(path)
     if not path.exists():
         return
-    tmp = path.parent / (path.name + ".tmp")
-    with tmp.open("w") as f:
-        for _, row in log_rows(path):
-            if row["step"] <= step:
-                f.write(json.dumps(row) + "\n")
-    tmp.replace(path)  # atomic: a crash leaves the old or the new log, never half
+    kept = "".join(json.dumps(row) + "\n" for _, row in log_rows(path) if row["step"] <= step)
+    atomic_write_text(path, kept)
 
 
 def read_metrics(workdir) -> list:

@@ -14,6 +14,8 @@ import subprocess
 import jax
 from etils import epath
 
+from hh.io import atomic_write_text
+
 
 def dict_hash(config_dict: dict) -> str:
     """sha256 of a config dict's canonical JSON: equal configs, equal hashes."""
@@ -67,7 +69,7 @@ def write_provenance(workdir, config, mesh, config_changes=(), previous_config=N
             step, previous = previous_config
             kept = workdir / f"config.step-{step}.json"
             if not kept.exists():
-                kept.write_text(json.dumps(previous, indent=2, sort_keys=True))
-        (workdir / "config.json").write_text(config.to_json(indent=2, sort_keys=True))
-        (workdir / "provenance.json").write_text(json.dumps(record, indent=2))
+                atomic_write_text(kept, json.dumps(previous, indent=2, sort_keys=True))
+        atomic_write_text(workdir / "config.json", config.to_json(indent=2, sort_keys=True))
+        atomic_write_text(workdir / "provenance.json", json.dumps(record, indent=2))
     return record

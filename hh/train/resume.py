@@ -14,8 +14,9 @@ from typing import Optional
 from etils import epath
 
 from hh.config import ConfigError
-from hh.train.checkpoint import Checkpointer, ShapeMismatchError, absolute
+from hh.train.checkpoint import ShapeMismatchError, absolute
 from hh.train.provenance import config_hash, dict_hash, write_provenance
+from hh.train.workdir import CHECKPOINT_DIR, CONFIG_FILE, open_checkpoints
 
 # Fields that change how a run is watched and saved, never what it computes: they may differ on
 # resume without counting as a change. loop.steps is NOT among them: the learning-rate schedule
@@ -67,7 +68,7 @@ def _recorded_config(workdir: epath.Path, step: int, meta: dict) -> Optional[dic
     else config.step-<step>.json or config.json when they match the hash the meta does record."""
     if "config" in meta:
         return meta["config"]
-    for path in (workdir / f"config.step-{step}.json", workdir / "config.json"):
+    for path in (workdir / f"config.step-{step}.json", workdir / CONFIG_FILE):
         if path.exists():
             stored = json.loads(path.read_text())
             if meta.get("config_hash") in (None, dict_hash(stored)):
@@ -78,14 +79,11 @@ def _recorded_config(workdir: epath.Path, step: int, meta: dict) -> Optional[dic
 def resume_point(workdir) -> Optional[ResumePoint]:
     """None for a workdir without a checkpoint."""
     workdir = absolute(workdir)
-    if not (workdir / "checkpoints").exists():
+    if not (workdir / CHECKPOINT_DIR).exists():
         return None
-    ckpt = Checkpointer(workdir / "checkpoints", keep=10**6, every=1, async_save=False)
-    try:
+    with open_checkpoints(workdir) as ckpt:
         step = ckpt.latest_step()
         meta = ckpt.read_meta(step) if step is not None else {}
-    finally:
-        ckpt.close()
     if step is None:
         return None
     return ResumePoint(step, _recorded_config(workdir, step, meta), meta.get("config_hash"),

@@ -26,25 +26,14 @@ def _state_from_params(params, optimizer):
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
-def strip_boxes(tree):
-    """nn.Partitioned leaves -> their values, without sharding constraints (for abstract trees)."""
-    def strip(x):
-        return x.unbox(apply_constraint=False) if isinstance(x, nn.meta.AxisMetadata) else x
-    return jax.tree.map(strip, tree, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
-
-
 def state_shardings(init_params: Callable, optimizer: optax.GradientTransformation, mesh, rules):
     """-> (abstract TrainState of ShapeDtypeStructs carrying shardings, TrainState of shardings).
 
     init_params(rng) returns boxed params (nn.Partitioned leaves, as `model.init` gives).
     """
-    # The key is made inside the trace: under a mesh of TPU topology devices (hh.tools.fit compiles
-    # for a TPU from a CPU) an eager key would be placed on devices that are not there.
-    boxed = jax.eval_shape(lambda: _state_from_params(init_params(jax.random.key(0)), optimizer))
-    shardings = shd.logical_shardings(boxed, mesh, rules)
-    unboxed = strip_boxes(boxed)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            unboxed, shardings)
+    abstract = shd.abstract_with_shardings(lambda rng: _state_from_params(init_params(rng), optimizer),
+                                           mesh, rules)
+    shardings = jax.tree.map(lambda a: a.sharding, abstract)
     return abstract, shardings
 
 

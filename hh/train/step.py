@@ -7,6 +7,7 @@ and divided by the total count once, so the update is the same for any number of
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -40,8 +41,13 @@ def accumulated_gradients(loss_terms, params, batch, n_micro: int):
 
 
 def means_from_sums(sums):
-    """{"loss_sum": s, "count": n, ...} -> {"loss": s / n, "count": n, ...} (the one convention)."""
-    count = jnp.maximum(sums["count"], 1.0)
+    """{"loss_sum": s, "count": n, ...} -> {"loss": s / n, "count": n, ...} (the one convention).
+
+    Works inside jit on jax arrays and on the host on numpy values or Python floats. The host path
+    stays in numpy (jnp would copy to the device and round to float32), so an eval summary that
+    passes float(...) sums gets float64 means, which are Python floats and serialise as JSON."""
+    count = sums["count"]
+    count = jnp.maximum(count, 1.0) if isinstance(count, jax.Array) else np.maximum(count, 1.0)
     return {(k[:-4] if k.endswith("_sum") else k): (v / count if k.endswith("_sum") else v)
             for k, v in sums.items()}
 

@@ -15,7 +15,7 @@ from hh.data.pmp.pairs import RankedPair, join_segments, sample_distinct_pair
 from hh.data.records import field, jsonl_records
 
 SOURCE = "reddit"
-# App. C.1 whitelists 50 subreddits; PAPER-SPEC §2.4 quotes only these, so they are the default.
+# App. C.1 whitelists 50 subreddits; these nine, named in it, are the default (`subreddits=` for more).
 # AmItheAsshole is excluded by the paper: do not add it.
 DEFAULT_SUBREDDITS = ("tifu", "explainlikeimfive", "WritingPrompts", "changemyview", "LifeProTips",
                       "todayilearned", "science", "askscience", "programming")

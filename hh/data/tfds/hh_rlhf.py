@@ -1,4 +1,4 @@
-"""TFDS builder `hh_rlhf`: Anthropic's preference pairs, one config per tranche (PAPER-SPEC §9).
+"""TFDS builder `hh_rlhf`: Anthropic's preference pairs, one config per tranche (docs/paper-notes.md §3).
 
 raw `<tranche>/{train,test}.jsonl.gz` → (prompt, chosen, rejected) examples in array_record files,
 read without TensorFlow through `builder.as_data_source(split)`. Offline machines pass `manual_dir`
@@ -26,7 +26,7 @@ LOCAL_TRANCHES = ("local", "local-harmless")
 LOCAL_SUFFIXES = (".jsonl.gz", ".jsonl")
 SPLITS = ("train", "test")
 URL = "https://github.com/anthropics/hh-rlhf/raw/master/{}"   # serves git-lfs content too
-# PAPER-SPEC §9.1 (= the git-lfs oids); None where no trustworthy value is known: the file's
+# The sha256 of each released file (= its git-lfs oid); None where no trustworthy value is known: the file's
 # actual hash is then recorded in the dataset's metadata instead of checked.
 SHA256 = {
     "helpful-base/train.jsonl.gz":

@@ -1,4 +1,4 @@
-"""TFDS builder `red_team_attempts`: the 38,961 red-team transcripts of hh-rlhf (PAPER-SPEC §9.3).
+"""TFDS builder `red_team_attempts`: the 38,961 red-team transcripts of hh-rlhf (docs/paper-notes.md §3).
 
 The real file is one JSON array despite its .jsonl.gz name; JSON lines are accepted too. One key
 is misspelled in the release (`task_descripton_harmlessness_score`); both spellings are read.
@@ -15,7 +15,7 @@ from hh.data.tfds import files
 from hh.data.tfds.hh_rlhf import CITATION, URL, manual_dir_or_none
 
 FILE = "red-team-attempts/red_team_attempts.jsonl.gz"
-# Pinned by a third-party script that downloads the same raw GitHub URL (PAPER-SPEC §9.1).
+# Pinned by a third-party script that downloads the same raw GitHub URL.
 SHA256 = {FILE: "4c7b0069991460f0064f279fd400b51f3f0095697d14d7793c49b0925f80814f"}
 TASK_SCORE_KEYS = ("task_description_harmlessness_score", "task_descripton_harmlessness_score")
 NUMBER = (int, float)
@@ -35,7 +35,7 @@ def _text(path, line, record, key) -> str:
 def red_team_example(path, line: int, record) -> dict:
     """The builder's example for one record; DataError (file, line, field) when it is malformed."""
     score_key = next((k for k in TASK_SCORE_KEYS if isinstance(record, dict) and k in record), None)
-    # Tags exist for a sample of 1,000 attempts only (PAPER-SPEC §9.3): null or absent is no tags.
+    # Tags exist for a sample of 1,000 attempts only (the release's README): null or absent is no tags.
     has_tags = isinstance(record, dict) and "tags" in record
     tags = (files.require(path, line, record, "tags", (list, type(None)), "a list or null")
             if has_tags else None) or []

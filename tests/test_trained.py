@@ -1,4 +1,4 @@
-"""hh.eval.lm_loader: params restored from LM and PPO-like workdirs equal what was saved."""
+"""hh.trained: params restored from LM and PPO-like workdirs equal what was saved."""
 
 import json
 import shutil
@@ -8,7 +8,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from hh.eval.lm_loader import LoadedLM
+from hh.trained import LoadedLM
 from hh.train.checkpoint import Checkpointer
 
 

@@ -9,6 +9,7 @@ import math
 import numpy as np
 from etils import epath
 
+from hh.io import atomic_write_text
 from hh.train.metrics import read_metrics
 
 REWARD, SQRT_KL = "train/reward", "train/sqrt_kl"
@@ -62,7 +63,7 @@ def write_reward_curves(workdir, fit_fraction: float = 0.5) -> dict:
     with (workdir / "reward_vs_sqrt_kl.png").open("wb") as f:
         fig.savefig(f, dpi=100)
     plt.close(fig)
-    (workdir / "reward_vs_sqrt_kl.json").write_text(json.dumps(
+    atomic_write_text(workdir / "reward_vs_sqrt_kl.json", json.dumps(
         {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in summary.items()},
         indent=2) + "\n")
     return summary
@@ -123,5 +124,5 @@ def write_robustness_curves(workdir, fit_fraction: float = 0.5) -> dict:
     with (workdir / "robustness.png").open("wb") as f:
         fig.savefig(f, dpi=100)
     plt.close(fig)
-    (workdir / "robustness.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    atomic_write_text(workdir / "robustness.json", json.dumps(summary, indent=2, default=str) + "\n")
     return summary

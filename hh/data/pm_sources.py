@@ -1,8 +1,9 @@
-"""Which comparisons a PMP/PM run trains and evaluates on: source specs, the helpful↔harmless
-mixture at a fixed total (Bai et al. 2022 §5.1) and per-tranche loss weights.
+"""Which comparisons a run reads: source specs, the helpful↔harmless mixture a PMP/PM run trains
+on at a fixed total (Bai et al. 2022 §5.1) with per-tranche loss weights, and its eval sources.
 
 A spec is a `hh.data.sources.comparison_source` name, optionally with a split and a row range:
-"synthetic-pmp", "hh_rlhf/harmless-base:test", "hh_rlhf/harmless-base:test[0:2000]".
+"synthetic-pmp", "hh_rlhf/harmless-base:test", "hh_rlhf/harmless-base:test[0:2000]". RL prompt
+sources (PPO, best-of-n, prompt generation, robustness, online evaluation) use the same specs.
 """
 
 import re
