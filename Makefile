@@ -26,7 +26,7 @@ $(HF_STAMP): $(STAMP)
 
 setup: $(STAMP)
 
-# Debian's Chromium for the comparison page's browser tests (tests/test_serve_browser.py), driven by
+# Debian's Chromium for the comparison page's browser tests (tests/serve/test_serve_browser.py), driven by
 # the playwright in .venv. Never `playwright install`: its browser download needs the internet.
 chromium:
 	@if [ -x /usr/bin/chromium ]; then :; \

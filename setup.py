@@ -32,7 +32,7 @@ CORE = [
 # these machines carry on disk; a range would fetch a multi-GB CUDA build from PyPI.
 HF_TEST = ["transformers>=4.45", "torch==2.13.0"]
 
-# What tests/test_notebooks.py needs to execute notebooks/*.ipynb in a python3 kernel.
+# What tests/pipeline/test_notebooks.py needs to execute notebooks/*.ipynb in a python3 kernel.
 NOTEBOOK_RUN = ["nbclient>=0.11.0", "nbformat>=5.11.1", "ipykernel>=7.4.0"]
 # The notebooks themselves, for Colab and Jupyter: unpinned, so that installing on Colab keeps
 # its own kernel packages instead of upgrading them under the running runtime.
@@ -47,7 +47,7 @@ setup(
     package_data={"hh.data": ["default_corpus/*"], "hh.distill": ["hhh_prompt.txt"], "hh.serve": ["static/*"]},
     install_requires=CORE,
     extras_require={
-        # playwright drives Debian's Chromium (`make chromium`) in tests/test_serve_browser.py; httpx is
+        # playwright drives Debian's Chromium (`make chromium`) in tests/serve/test_serve_browser.py; httpx is
         # what the API tests' TestClient speaks through
         "test": ["pytest>=9.2.0", "pytest-xdist>=3.8.0", "chex>=0.1.92", "hypothesis>=6.100",
                  "playwright>=1.65", "httpx>=0.27",

@@ -19,7 +19,7 @@ REAL_TEST = "hh_rlhf/harmless-base:test[2000:2312]"
 
 
 def sweep_config(fraction, args):
-    """The smoke PM of tests/test_pm_stage.py's learning test, at one helpful fraction."""
+    """The smoke PM of tests/pm/test_pm_stage.py's learning test, at one helpful fraction."""
     c = pm_config.get_config("smoke")
     c.data.tokenizer, c.model.vocab_size = "sentencepiece", 512
     c.data.train_pairs, c.data.helpful_fraction = args.pairs, float(fraction)

@@ -16,7 +16,7 @@ import pytest
 
 from hh.train.metrics import read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = 40
 LM = ["--config", "configs/lm.py:smoke", "--set", f"loop.steps={STEPS}", "--set", "loop.log_every=1",
       "--set", "loop.eval_every=20", "--set", "loop.checkpoint_every=10"]

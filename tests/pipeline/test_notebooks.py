@@ -12,7 +12,7 @@ import nbclient
 import nbformat
 import pytest
 
-NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def execute(name: str, params: dict, cwd: pathlib.Path, timeout: int = 600):
@@ -37,7 +37,7 @@ def images(nb) -> int:
 def quickstart(smoke_pipeline, tmp_path_factory):
     """The quickstart on the session's finished smoke pipeline: its run_steps call finds every
     step done (same config, same inputs) and skips it, so CI trains the pipeline once, not twice
-    (tests/test_pipeline.py checks the training run itself)."""
+    (tests/pipeline/test_pipeline.py checks the training run itself)."""
     workdir, _ = smoke_pipeline
     root = tmp_path_factory.mktemp("quickstart")
     nb = execute("quickstart.ipynb", {"PRESET": "smoke", "WORKDIR": str(workdir)}, root)

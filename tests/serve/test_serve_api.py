@@ -38,7 +38,7 @@ def pool(pm_chain):
 def make_env(store_dir, pool, seed=0, labelers=("ann", "bob")):
     store = Store(store_dir)
     tokens = {name: store.add_labeler(name) for name in labelers if name not in store.labelers()}
-    # many wrong tokens on purpose here: the per-address back-off (tests/test_serve_hardening.py) set aside
+    # many wrong tokens on purpose here: the per-address back-off (tests/serve/test_serve_hardening.py) set aside
     server = Server(store, pool, tag="api-test", max_message_chars=configs.serve.get_config("smoke").max_message_chars,
                     seed=seed, limits=Limits(auth_failures=10_000))
     return SimpleNamespace(store=store, server=server, client=TestClient(create_app(server)),

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]   # Chromium start-up: make
 CHROMIUM = "/usr/bin/chromium"
 # no outside lookups at all: Chromium otherwise resolves Google hosts in the background
 CHROMIUM_ARGS = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"]
-SCREENSHOT = pathlib.Path(__file__).resolve().parents[1] / "docs" / "img" / "serve.png"
+SCREENSHOT = pathlib.Path(__file__).resolve().parents[2] / "docs" / "img" / "serve.png"
 SAMPLE_TIMEOUT_MS = 180_000      # the first pair compiles both deployments' samplers on the CPU
 
 

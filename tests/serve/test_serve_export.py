@@ -15,7 +15,7 @@ from hh.data.records import jsonl_records
 from hh.serve import export as ex
 from hh.serve.store import Candidate, Store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def candidate(text, model="m"):

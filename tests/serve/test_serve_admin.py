@@ -22,7 +22,7 @@ from hh.serve.store import (
     token_digest,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 URL = "http://labels.example:8000"
 
 

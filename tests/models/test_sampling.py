@@ -1,6 +1,6 @@
 """KV-cache decoding and hh.models.sampling against independent references.
 
-References: the full (uncached) forward pass over the whole sequence, which tests/test_transformer.py
+References: the full (uncached) forward pass over the whole sequence, which tests/models/test_transformer.py
 checks against float64 NumPy; NumPy re-derivations of temperature / top-k / top-p; and a hand-set
 model whose greedy continuation is a known successor map (for eos and stop sequences).
 """
@@ -20,7 +20,7 @@ from hh.models import kv_cache, sampling as smp
 from hh.models.transformer import TransformerConfig, TransformerLM
 from hh.parallel import sharding as shd
 
-# init_std 0.2: peaked, architecture-sensitive logits (see tests/test_transformer.py).
+# init_std 0.2: peaked, architecture-sensitive logits (see tests/models/test_transformer.py).
 BASE = TransformerConfig(vocab_size=128, d_model=32, n_layers=2, n_heads=4, d_head=8, d_ff=64,
                          max_len=64, init_std=0.2)
 ATOL = 1e-5   # float32; measured max |diff| of cached vs full logits ~2e-6

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEYS = {"preset", "seq", "batch", "dtype", "params_total", "matmul_params", "tokens_per_s",
         "step_s", "compile_s", "model_tflops_per_step", "achieved_gflops", "matmul_peak_gflops",
         "mfu", "jax_version", "device"}

@@ -12,7 +12,7 @@ import pytest
 
 from hh.train.metrics import read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = 60
 
 

@@ -25,7 +25,7 @@ from hh.serve.store import Store, response_after
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LABELERS, PER_LABELER = 8, 50
 KILL_AFTER = 100                 # acknowledged comparisons (all labelers) before the SIGKILL
 FAKE_SAMPLING_S = 0.05           # the flood test's sampler: each call sleeps this long
