@@ -27,14 +27,7 @@ def define_flags():
     define their own flags, and a required --workdir here would clash with them."""
     config_flags.DEFINE_config_file("config", None, "configs/<stage>.py:<preset>")
     flags.DEFINE_string("workdir", None, "where checkpoints, metrics and config.json go")
-    flags.DEFINE_bool("jax_distributed", False, "join jax.distributed with the cluster found by JAX "
-                      "(multi-host TPU pod slices: run the same command on every host)")
-    flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for an explicit "
-                        "multi-process run (the launcher's local-multihost backend sets it)")
-    flags.DEFINE_integer("num_processes", 0, "with --coordinator_address: how many processes")
-    flags.DEFINE_integer("process_id", -1, "with --coordinator_address: this process's index")
-    flags.DEFINE_integer("heartbeat_timeout_s", distributed.DEFAULT_HEARTBEAT_TIMEOUT_S,
-                         "a process silent this long is declared dead and the others stop")
+    distributed.define_flags()
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -53,8 +46,7 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)   # orbax and jax log every save at INFO
     f = flags.FLAGS
-    distributed.initialize(f.coordinator_address, f.num_processes, f.process_id,
-                           f.heartbeat_timeout_s, auto=f.jax_distributed)
+    distributed.initialize_from_flags()
     try:
         result = run(f.config, f.workdir)
     except ConfigError as e:

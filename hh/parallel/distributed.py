@@ -13,6 +13,7 @@ process with an error, after `heartbeat_timeout_s`. A run therefore fails in bou
 not hang in a collective. The launcher then resumes it from the last checkpoint.
 """
 
+from absl import flags
 import jax
 
 # A preempted run saved a checkpoint and should simply be started again: sysexits.h EX_TEMPFAIL
@@ -45,6 +46,25 @@ def initialize(coordinator_address: str = "", num_processes: int = 0, process_id
                       process_id=process_id)
     jax.distributed.initialize(**kwargs)
     return True
+
+
+def define_flags():
+    """The command-line flags of `initialize`, for the entry points (hh.main, hh.pipeline)."""
+    flags.DEFINE_bool("jax_distributed", False, "join jax.distributed with the cluster found by JAX "
+                      "(multi-host TPU pod slices: run the same command on every host)")
+    flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for an explicit "
+                        "multi-process run (the launcher's local-multihost backend sets it)")
+    flags.DEFINE_integer("num_processes", 0, "with --coordinator_address: how many processes")
+    flags.DEFINE_integer("process_id", -1, "with --coordinator_address: this process's index")
+    flags.DEFINE_integer("heartbeat_timeout_s", DEFAULT_HEARTBEAT_TIMEOUT_S,
+                         "a process silent this long is declared dead and the others stop")
+
+
+def initialize_from_flags() -> bool:
+    """`initialize` with the values of the flags `define_flags` defined."""
+    f = flags.FLAGS
+    return initialize(f.coordinator_address, f.num_processes, f.process_id, f.heartbeat_timeout_s,
+                      auto=f.jax_distributed)
 
 
 def one_at_a_time(tree):

@@ -13,6 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from hh.config import ConfigError
+from hh.parallel import distributed
 from hh.pipeline.jobs import run_job
 
 config_flags.DEFINE_config_file("config", None, "configs/pipeline.py:<preset> or configs/online.py:<preset>")
@@ -20,6 +21,8 @@ flags.DEFINE_string("workdir", None, "one folder per step goes under it; report/
 flags.DEFINE_list("force", [], "steps to rerun from scratch even if they finished (their old "
                   "folders are kept as <step>.stale-<n>)")
 flags.DEFINE_string("until", "", "stop after this step")
+# a job on a multi-host TPU slice: the same command on every host; only process 0 writes files
+distributed.define_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -28,6 +31,7 @@ def main(argv):
     f = flags.FLAGS
     if not f["verbosity"].present:
         logging.set_verbosity(logging.WARNING)   # orbax and jax log every save at INFO
+    distributed.initialize_from_flags()
     start = time.perf_counter()
     try:
         run_job(f.config, f.workdir, f.until, f.force)

@@ -20,6 +20,7 @@ from hh.config import ConfigError, validate
 from hh.data import sources
 from hh.data.pm_sources import spec_source
 from hh.data.prompt_data import prompt_batches
+from hh.io import atomic_write_text
 from hh.trained import LoadedPM
 from hh.rl.curves import write_reward_curves, write_robustness_curves
 from hh.models.heads import PreferenceModel, ValueModel, init_pm_params
@@ -125,7 +126,7 @@ def reward_offsets(config, workdir) -> dict:
         offsets[name] = float(np.mean(np.concatenate([*chosen, *rejected])))
         del pm
     if jax.process_index() == 0:
-        path.write_text(json.dumps(offsets, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(offsets, indent=2) + "\n")   # read back on resume
     return offsets
 
 
@@ -241,7 +242,7 @@ def train_and_evaluate(config, workdir):
     if jax.process_index() == 0:
         # each phase compiles once per run (fixed shapes and shardings): recorded, and tested
         compiles = {k: p.jitted._cache_size() for k, p in task.train_step.phases.items()}
-        (epath.Path(workdir) / "phase_compiles.json").write_text(json.dumps(compiles) + "\n")
+        atomic_write_text(epath.Path(workdir) / "phase_compiles.json", json.dumps(compiles) + "\n")
         if not result.preempted:
             write_reward_curves(workdir, config.curves.fit_fraction)
             if config.test_reward_model:
