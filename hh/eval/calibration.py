@@ -7,6 +7,8 @@ calibration error is the pair-weighted mean |observed − predicted| over bins.
 
 import numpy as np
 
+from hh.plots import pyplot
+
 
 def sigmoid(x):
     x = np.asarray(x, np.float64)
@@ -37,9 +39,7 @@ def calibration_bins(chosen, rejected, n_bins: int = 10) -> dict:
 
 def reliability_diagram(bins: dict, path, title: str = "PM calibration"):
     """Observed accuracy vs predicted probability per bin, with the diagonal; writes a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     pred, obs = np.array(bins["predicted"], float), np.array(bins["observed"], float)

@@ -13,6 +13,8 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from hh.plots import pyplot
+
 POOLINGS = ("mean", "last")
 
 
@@ -123,9 +125,7 @@ def layer_aurocs(train_in, test_in, test_out, exposure_out=None) -> dict:
 
 
 def plot_layer_aurocs(report: dict, path, title="OOD detection by layer") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for name, values in report.items():

@@ -23,8 +23,9 @@ from hh.data.pm_data import as_text
 from hh.data.pm_sources import parse_spec, spec_source
 from hh.data.prompt_data import encode_prompt, left_padded
 from hh.eval import ood
-from hh.trained import LoadedLM
 from hh.io import atomic_write_text
+from hh.plots import pyplot
+from hh.trained import LoadedLM
 
 EXPOSURE_POOL = 128   # OOD prompts the M known examples are drawn from
 
@@ -116,9 +117,7 @@ def best_aurocs(report: dict) -> dict:
 
 def plot_study(report: dict, path) -> None:
     """One panel per OOD source: AUROC by layer for each method (exposure with ±1 std band)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sets = report["sets"]
     fig, axes = plt.subplots(1, len(sets), figsize=(5.0 * len(sets), 3.5), squeeze=False)

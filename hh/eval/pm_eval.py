@@ -17,6 +17,7 @@ from hh.data.pm_data import as_text
 from hh.data.pm_sources import spec_source
 from hh.eval.calibration import calibration_bins, reliability_diagram
 from hh.io import atomic_write_text
+from hh.plots import pyplot
 from hh.trained import LoadedPM
 
 THRESHOLDS = (-1.0, 0.0, 1.0)   # on mean-normalised scores
@@ -108,9 +109,7 @@ def cross_matrix(workdirs, test_specs, out_dir) -> dict:
 
 
 def _plot_matrix(result, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     acc = np.array(result["accuracy"], float)
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * acc.shape[1], 1.2 + 0.45 * acc.shape[0]))

@@ -15,9 +15,10 @@ from absl import app, flags, logging
 from etils import epath
 
 from hh.eval.elo import elo_table, fit_elo, pm_soft_wins
-from hh.trained import LoadedLM, LoadedPM
 from hh.io import atomic_write_text
+from hh.plots import pyplot
 from hh.rl.best_of import best_scores
+from hh.trained import LoadedLM, LoadedPM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +68,7 @@ def policy_elo(entries, pm, prompt_specs, n_prompts: int, max_new_tokens: int, s
 
 
 def plot_elo(report: dict, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = report["table"]
     fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(rows), 3.5))

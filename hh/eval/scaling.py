@@ -10,6 +10,8 @@ import json
 import numpy as np
 from absl import app, flags
 
+from hh.plots import pyplot
+
 # Bai et al. 2022 App. A.3; the log base is not stated, natural log assumed (docs/paper-notes.md §5).
 PAPER_FIT = {"a": 0.72, "b": 0.007, "c": 0.015, "p0": 1e11, "d0": 8e4}
 
@@ -64,9 +66,7 @@ def describe(fit) -> str:
 
 def plot_scaling(params, pairs, accuracy, fit, path):
     """Two panels: accuracy vs P (one line per D) and vs D (one line per P), ours and the paper's."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     p, d, y = (np.asarray(v, float) for v in (params, pairs, accuracy))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -8,6 +8,7 @@ from etils import epath
 
 from hh.io import atomic_write_text
 from hh.online.evaluate import gold_elo_table
+from hh.plots import pyplot
 
 
 def _json(path):
@@ -43,9 +44,7 @@ def rounds_table(config, folders) -> list[dict]:
 
 
 def plot_elo(rows, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x = [r["round"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -65,9 +64,7 @@ def plot_elo(rows, path) -> None:
 
 
 def plot_accuracy(rows, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sources = ["static"] + [f"round{k}_held_out" for k in range(len(rows))] + ["fresh (next round)"]
     fig, ax = plt.subplots(figsize=(1.5 + 1.6 * len(rows), 3.6))

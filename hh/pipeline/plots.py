@@ -3,6 +3,7 @@ policy (Bai et al. 2022 §4.3 / App. B.6 compare the two on the same axis)."""
 
 import numpy as np
 
+from hh.plots import pyplot
 from hh.train.metrics import read_metrics
 
 
@@ -15,9 +16,7 @@ def ppo_reward_and_kl(ppo_folder):
 
 def plot_best_of(report: dict, ppo_folder, path) -> None:
     """Best-of-k (mean best score ± s.e. at its KL bound log k − (k−1)/k) and the PPO run."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ks = sorted(report["k"], key=int)
     kl = [report["k"][k]["kl_upper_bound"] for k in ks]

@@ -10,6 +10,7 @@ import numpy as np
 from etils import epath
 
 from hh.io import atomic_write_text
+from hh.plots import pyplot
 from hh.train.metrics import read_metrics
 
 REWARD, SQRT_KL = "train/reward", "train/sqrt_kl"
@@ -36,9 +37,7 @@ def linear_fit(x, y) -> dict:
 
 def write_reward_curves(workdir, fit_fraction: float = 0.5) -> dict:
     """Writes reward_vs_sqrt_kl.{png,json} in `workdir`; returns the JSON's dict."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     workdir = epath.Path(workdir)
     steps, sqrt_kl, reward = reward_and_sqrt_kl(read_metrics(workdir))
@@ -100,9 +99,7 @@ def robustness_summary(rows, fit_fraction: float = 0.5, tail_fraction: float = 0
 
 def write_robustness_curves(workdir, fit_fraction: float = 0.5) -> dict:
     """Writes robustness.{png,json} in `workdir` (both PMs' normalised rewards vs sqrt(KL))."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     workdir = epath.Path(workdir)
     rows = read_metrics(workdir)
