@@ -16,16 +16,14 @@ loop's own (collect.py, mix.py, evaluate.py, report.py).
 import json
 
 from hh.config import ConfigError
-from hh.data.sources import TOKENIZER_DIR
-from hh.trained import LoadedPM
 from hh.io import atomic_write_text
 from hh.online import collect, evaluate, mix, report
 from hh.online.pool import build_pool, round_specs
 from hh.pipeline.runner import Step, read_stamp
-from hh.pipeline.steps import (files, latest_checkpoint, report_step, run_tokenizer_step, tokenizer_section,
-                               train_step)
+from hh.pipeline.steps import files, latest_checkpoint, report_step, tokenizer_step, train_step
 from hh.serve.export import write_jsonl
 from hh.serve.store import Store
+from hh.trained import LoadedPM
 
 STORE = "comparisons.sqlite"
 
@@ -147,8 +145,7 @@ def steps(config) -> list[Step]:
     fields are checked first."""
     validate(config)
     out = [
-        Step("tokenizer", (), tokenizer_section, run_tokenizer_step, files(TOKENIZER_DIR, "tokenizer.txt"),
-             "SentencePiece on the LM's training text"),
+        tokenizer_step(),
         Step("lm", ("tokenizer",), sections("lm"), train_step("lm"), latest_checkpoint, "LM pretraining"),
         Step("distill", ("lm",), sections("distill"), train_step("distill", init_from="lm"), latest_checkpoint,
              "HHH context distillation (the initial policy)"),

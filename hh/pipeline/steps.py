@@ -172,13 +172,18 @@ def files(*names):
     return lambda folder: [folder / n for n in names]
 
 
+def tokenizer_step() -> Step:
+    """The first step of both jobs: the run's SentencePiece model, trained on the LM's text."""
+    return Step("tokenizer", (), tokenizer_section, run_tokenizer_step, files(TOKENIZER_DIR, "tokenizer.txt"),
+                "SentencePiece on the LM's training text")
+
+
 def steps(config):
     """The main job's steps, in order (the names are folders under the workdir)."""
     sec = lambda name: (lambda c: c[name])   # noqa: E731
     elo_inputs = tuple(dict.fromkeys(parse_entry(e)[1] for e in config.elo.entries)) + ("pm",)
     return [
-        Step("tokenizer", (), tokenizer_section, run_tokenizer_step, files(TOKENIZER_DIR, "tokenizer.txt"),
-             "SentencePiece on the LM's training text"),
+        tokenizer_step(),
         Step("lm", ("tokenizer",), sec("lm"), train_step("lm"), latest_checkpoint, "LM pretraining"),
         Step("pmp", ("lm",), sec("pmp"), train_step("pmp", init_from="lm"), latest_checkpoint,
              "preference-model pretraining"),
