@@ -36,6 +36,7 @@ def data(seq_len, tokenizer="sentencepiece", source="synthetic"):
         tokenizer_vocab_size=512,       # SentencePiece pieces; presets' models keep 65,536
         seq_len=seq_len,
         seed=0,                         # which synthetic samples; the world itself is fixed
+        world_size="tiny",              # synthetic world: smoke|tiny|small|medium|large or an entity count
         synthetic_documents=20000,
         eval_documents=400,
         eval_fraction=0.05,             # default_corpus: share of paragraphs held out
@@ -43,6 +44,9 @@ def data(seq_len, tokenizer="sentencepiece", source="synthetic"):
         eval_comparisons=500,           # per synthetic comparison source, test split
         tfds_data_dir="~/tensorflow_datasets",   # where TFDS builds real datasets
         manual_dir="",                  # a local copy of the data set (offline), e.g. data/hh-rlhf
+        # pmp-stackexchange/-reddit/-wikipedia rows: "binarized" (two GOOD/BAD rows per ranked
+        # pair, Askell et al. 2021 §4.1) | "ranked" (one A > B row, which §4.1 finds transfers worse)
+        pmp_form="binarized",
     ))
 
 

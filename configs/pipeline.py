@@ -93,9 +93,10 @@ def get_config(arg="tiny"):
     config.ppo = ppo.get_config(preset)
     for path, value in SHORTENED.get(preset, {}).items():
         set_path(config, path, value)
-    for name in TRAINING_STAGES[1:]:   # every later stage reads the LM's tokenizer and vocabulary
+    for name in TRAINING_STAGES[1:]:   # every later stage reads the LM's tokenizer, vocabulary, world
         config[name].model.vocab_size = config.lm.model.vocab_size
         config[name].data.tokenizer = config.lm.data.tokenizer
+        config[name].data.world_size = config.lm.data.world_size
     shape = EVAL_SHAPES.get(preset, PAPER_EVAL)
 
     # PM accuracy and calibration on the PM's own held-out sets (hh.eval.pm_eval).
@@ -116,9 +117,10 @@ def get_config(arg="tiny"):
     config.alignment_tax = ml_collections.ConfigDict(dict(
         base="lm", policy="ppo", n_arithmetic=shape["n_arithmetic"], tasks=[], shots=0, seed=0))
     # OOD detection of harmful requests (Bai et al. §5.4): in-distribution = helpful prompts,
-    # OOD = red-team prompts; M known OOD examples for outlier exposure, redrawn `exposure_draws` times.
+    # OOD = red-team prompts (every one to be declined, in the benign requests' templates and names);
+    # M known OOD examples for outlier exposure, redrawn `exposure_draws` times.
     config.ood = ml_collections.ConfigDict(dict(
-        model="lm", pooling="mean", in_source="synthetic-helpful", out_sources=["synthetic-harmless"],
+        model="lm", pooling="mean", in_source="synthetic-helpful", out_sources=["synthetic-redteam"],
         n_fit=shape["ood_fit"], n_test=shape["ood_test"], exposure_m=10, exposure_draws=5, seed=0,
         manual_dir="", tfds_data_dir=""))   # for hh_rlhf/... out_sources (real red-team prompts)
     return common.with_tuples(config)

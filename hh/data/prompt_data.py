@@ -8,6 +8,7 @@ segment 0, never attended to.
 
 import numpy as np
 
+from hh.data import synthetic
 from hh.data.pm_data import as_text
 from hh.data.sampler import BatchSampler, Batches
 
@@ -34,13 +35,20 @@ def left_padded(rows_ids, width):
             "positions": positions.astype(np.int32), "prompt_length": lengths}
 
 
+def prompt_kind(example) -> str:
+    """Which labeler a prompt is for: its own "kind" (synthetic.rl_prompts), else its comparison
+    tranche's (synthetic.SOURCE_LABELER: PPO also samples the prompts of PM comparisons), else
+    "helpful"."""
+    kind = as_text(example.get("kind", "")) or synthetic.SOURCE_LABELER.get(as_text(example.get("tranche", "")))
+    return kind if kind in KINDS else "helpful"
+
+
 def _prompt_maker(source, tokenizer, max_prompt_len):
     def make(indices):
         examples = [source[int(i)] for i in indices]
         batch = left_padded([encode_prompt(as_text(e["prompt"]), tokenizer, max_prompt_len)
                              for e in examples], max_prompt_len)
-        batch["kind"] = np.array([KINDS.get(as_text(e.get("kind", "helpful")), 0) for e in examples],
-                                 np.int32)
+        batch["kind"] = np.array([KINDS[prompt_kind(e)] for e in examples], np.int32)
         return batch
     return make
 

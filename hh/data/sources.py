@@ -14,6 +14,7 @@ from etils import epath
 from hh.data import corpus, synthetic
 from hh.data.byte_tokenizer import ByteTokenizer
 from hh.data.packing import pack_documents
+from hh.data.pmp import dumps as pmp_dumps
 from hh.data.records import field, jsonl_records, number_field
 from hh.data.tokenizer import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
 
@@ -23,11 +24,12 @@ TOKENIZER_DIR = "tokenizer"
 def lm_documents(data_cfg):
     """(train documents, eval documents) for LM pretraining."""
     if data_cfg.source == "synthetic":
-        train = synthetic.pretraining_documents(data_cfg.synthetic_documents, data_cfg.seed)
-        # Held-out requests (synthetic's "test" split) never occur in the training documents.
+        world = data_cfg.world_size
+        train = synthetic.pretraining_documents(data_cfg.synthetic_documents, data_cfg.seed, world)
+        # Held-out dialogues: about test entities, whose facts (not dialogues) are in pretraining.
         n = data_cfg.eval_documents // 2
-        held_out = (synthetic.comparisons("helpful", n, data_cfg.seed, split="test")
-                    + synthetic.comparisons("harmless", n, data_cfg.seed, split="test"))
+        held_out = (synthetic.comparisons("helpful", n, data_cfg.seed, "test", world)
+                    + synthetic.comparisons("harmless", n, data_cfg.seed, "test", world))
         return train, [c["prompt"] + c["chosen"] for c in held_out]
     if data_cfg.source == "default_corpus":
         return corpus.split_documents(corpus.default_documents(), data_cfg.eval_fraction)
@@ -98,16 +100,23 @@ PAIR_FIELDS = ("prompt", "chosen", "rejected")     # what a PM source needs
 def comparison_source(name: str, split: str, data_cfg, fields=PROMPT_FIELDS):
     """A random-access sequence of comparison dicts (hh.data.pm_data's schema).
 
-    name: "synthetic-helpful" | "synthetic-harmless" | "synthetic-pmp" (sizes from
+    name: "synthetic-helpful" | "synthetic-harmless" | "synthetic-pmp" | "synthetic-redteam" (prompts
+    only, every one to be declined; sizes from
     data_cfg.synthetic_comparisons / eval_comparisons), a TFDS dataset such as
-    "hh_rlhf/harmless-base", built under data_cfg.tfds_data_dir from data_cfg.manual_dir, or a
-    FILE.jsonl whose rows must hold the string `fields` (PAIR_FIELDS for a PM).
+    "hh_rlhf/harmless-base", built under data_cfg.tfds_data_dir from data_cfg.manual_dir,
+    "pmp-stackexchange" | "pmp-reddit" | "pmp-wikipedia" (raw dumps under data_cfg.manual_dir, in
+    data_cfg.pmp_form: hh.data.pmp.dumps), or a FILE.jsonl whose rows must hold the string
+    `fields` (PAIR_FIELDS for a PM).
     """
     n = data_cfg.synthetic_comparisons if split == "train" else data_cfg.eval_comparisons
     if name in SYNTHETIC_COMPARISONS:
-        return synthetic.comparisons(SYNTHETIC_COMPARISONS[name], n, data_cfg.seed, split=split)
+        return synthetic.comparisons(SYNTHETIC_COMPARISONS[name], n, data_cfg.seed, split, data_cfg.world_size)
     if name == "synthetic-pmp":
-        return synthetic.pmp_pairs(n, data_cfg.seed, split=split)
+        return synthetic.pmp_pairs(n, data_cfg.seed, split, data_cfg.world_size)
+    if name == "synthetic-redteam":
+        return synthetic.redteam_prompts(n, data_cfg.seed, split, data_cfg.world_size)
+    if name in pmp_dumps.SOURCES:
+        return pmp_dumps.comparisons(name, split, data_cfg)
     if name.endswith(".jsonl"):
         return jsonl_rows(name, fields)
     if name.startswith(("hh_rlhf/", "red_team_attempts")):
@@ -115,7 +124,8 @@ def comparison_source(name: str, split: str, data_cfg, fields=PROMPT_FIELDS):
         builder = prepare(name, data_cfg.tfds_data_dir, data_cfg.manual_dir or None)
         return builder.as_data_source(split=split)
     raise ValueError(f"unknown comparison source {name!r}: use synthetic-helpful, "
-                     f"synthetic-harmless, synthetic-pmp, hh_rlhf/<tranche> or a FILE.jsonl")
+                     f"synthetic-harmless, synthetic-pmp, synthetic-redteam, hh_rlhf/<tranche>, "
+                     f"{', '.join(pmp_dumps.SOURCES)} or a FILE.jsonl")
 
 
 def jsonl_rows(path, fields=PROMPT_FIELDS) -> list:

@@ -16,9 +16,9 @@ from hh.data.pm_data import as_text
 EVAL_SEED_OFFSET = 1000
 
 
-def generic_texts(n: int, seed: int) -> list[str]:
+def generic_texts(n: int, seed: int, world_size=synthetic.DEFAULT_WORLD) -> list[str]:
     """Generic pretraining text: the synthetic world's LM documents (facts and dialogues)."""
-    return synthetic.pretraining_documents(n, seed) if n else []
+    return synthetic.pretraining_documents(n, seed, world_size) if n else []
 
 
 def dialogue_texts(names, n: int, split: str, data_cfg) -> list[str]:
@@ -55,12 +55,12 @@ def split_counts(n: int, generic_fraction: float) -> tuple[int, int]:
 def distillation_texts(data_cfg) -> tuple[list[str], list[str]]:
     """(train texts, held-out eval texts); no eval text occurs in the train texts."""
     train_generic, train_dialogue = split_counts(data_cfg.distill_texts, data_cfg.generic_fraction)
-    train = mixed(generic_texts(train_generic, data_cfg.seed),
+    train = mixed(generic_texts(train_generic, data_cfg.seed, data_cfg.world_size),
                   dialogue_texts(data_cfg.dialogue_sources, train_dialogue, "train", data_cfg),
                   data_cfg.seed)
     eval_generic, eval_dialogue = split_counts(data_cfg.eval_texts, data_cfg.generic_fraction)
     seen = set(train)
-    generic = [t for t in generic_texts(eval_generic, data_cfg.seed + EVAL_SEED_OFFSET) if t not in seen]
+    generic = [t for t in generic_texts(eval_generic, data_cfg.seed + EVAL_SEED_OFFSET, data_cfg.world_size) if t not in seen]
     dialogues = [t for t in dialogue_texts(data_cfg.dialogue_sources, eval_dialogue, "test", data_cfg)
                  if t not in seen]
     return train, mixed(generic, dialogues, data_cfg.seed + 1)

@@ -172,7 +172,7 @@ def main(argv):
 if __name__ == "__main__":
     flags.DEFINE_string("lm", None, "an hh LM, distill or PPO workdir (the activations' model)")
     flags.DEFINE_string("in_source", "synthetic-helpful", "in-distribution prompts (a source spec naming no split)")
-    flags.DEFINE_multi_string("out_source", ["synthetic-harmless"], "OOD prompts (source specs)")
+    flags.DEFINE_multi_string("out_source", ["synthetic-redteam"], "OOD prompts (source specs)")
     flags.DEFINE_integer("n_fit", 256, "in-distribution prompts the Gaussian is fitted to")
     flags.DEFINE_integer("n_test", 128, "held-out prompts per side")
     flags.DEFINE_integer("exposure_m", 10, "known OOD examples for outlier exposure (0: off)")

@@ -1,10 +1,15 @@
-"""PM-judged Elo of several policies and best-of-k variants on the same held-out prompts (Bai et
-al. 2022 §2.4, App. B.6 Fig 36: Elo from PM score differences).
+"""Elo of several policies and best-of-k variants on the same held-out prompts, judged by the PM
+(Bai et al. 2022 §2.4, App. B.6 Fig 36: Elo from PM score differences) and, where the embedded
+world can judge the prompts, by its gold labelers beside it (§4, Fig. 1: PM-predicted vs
+crowdworker Elo, helpfulness and harmlessness separately).
 
 Each entry samples (best of its k) on the same prompts with the same keys; the PM scores every
 response; soft wins Σ σ(r_i − r_j) over prompts feed the maximum-likelihood Elo of hh.eval.elo, the
-first entry anchored at 0. `python -m hh.eval.policy_elo --policy base=RUN --policy rlhf=PPO_RUN
---policy base-bo16=RUN@16 --reward_model PM --out DIR` writes elo.json and elo.png.
+first entry anchored at 0. The same responses go to the world's labeler of each prompt source
+(hh.eval.gold): its pairwise preferences give the gold Elo, its scores each entry's gold accuracy.
+A PM that PPO hacked shows as a PM Elo far above the gold one.
+`python -m hh.eval.policy_elo --policy base=RUN --policy rlhf=PPO_RUN --policy base-bo16=RUN@16
+--reward_model PM --out DIR` writes elo.json, elo_samples.jsonl and elo.png.
 """
 
 import dataclasses
@@ -15,9 +20,10 @@ from absl import app, flags, logging
 from etils import epath
 
 from hh.eval.elo import elo_table, fit_elo, pm_soft_wins
+from hh.eval.gold import gold_report, gold_scores, spec_labeler, world_judge
 from hh.io import atomic_write_text
 from hh.plots import pyplot
-from hh.rl.best_of import best_scores
+from hh.rl.best_of import best_samples
 from hh.trained import LoadedLM, LoadedPM
 
 
@@ -50,34 +56,106 @@ def elo_from_scores(names, scores, anchor: int = 0) -> dict:
             "soft_wins": wins.tolist(), "n_prompts": int(scores.shape[1])}
 
 
+def gold_sections(names, samples, labeler_of=spec_labeler, judge=world_judge) -> dict:
+    """The gold judgement of the entries, per labeler, beside the PM's on the same prompts.
+
+    samples: {spec: [per entry (names' order) {"prompt", "response", "score"}]} on the same
+    prompts. Specs the world can judge (labeler_of(spec) not None) are pooled by labeler, so
+    helpfulness and harmlessness are judged separately (Bai et al. 2022 Fig. 1); other specs get
+    no section. -> {labeler: gold_report (Elo table, wins, accuracy) + "pm": the PM-judged Elo
+    (elo_from_scores) on those prompts}.
+    """
+    pooled = {}
+    for spec, per_entry in samples.items():
+        labeler = labeler_of(spec)
+        if labeler is not None:
+            pooled.setdefault(labeler, []).append(per_entry)
+    sections = {}
+    for labeler, groups in pooled.items():
+        prompts = [p for group in groups for p in group[0]["prompt"]]
+        responses = [[r for group in groups for r in group[i]["response"]] for i in range(len(names))]
+        scores = np.stack([np.concatenate([group[i]["score"] for group in groups]) for i in range(len(names))])
+        score, prefer = judge(labeler)
+        sections[labeler] = {**gold_report(names, prompts, responses, score, prefer),
+                             "pm": elo_from_scores(names, scores)}
+    return sections
+
+
+def sample_rows(names, samples, labeler_of=spec_labeler, judge=world_judge) -> list:
+    """Every entry's chosen response per prompt, with its PM score and (where the world judges the
+    spec) its gold score: the rows of elo_samples.jsonl, for reading what each policy says."""
+    rows = []
+    for spec, per_entry in samples.items():
+        labeler = labeler_of(spec)
+        for name, entry in zip(names, per_entry):
+            gold = (gold_scores(entry["prompt"], entry["response"], judge(labeler)[0]) if labeler
+                    else [None] * len(entry["response"]))
+            rows += [{"spec": spec, "entry": name, "prompt": p, "response": r, "pm_score": float(s),
+                      "gold_score": g}
+                     for p, r, s, g in zip(entry["prompt"], entry["response"], entry["score"], gold)]
+    return rows
+
+
 def policy_elo(entries, pm, prompt_specs, n_prompts: int, max_new_tokens: int, seed: int = 0) -> dict:
     """Samples each entry (LoadedLM per distinct workdir) on the first n_prompts of each prompt
-    spec (one spec or a list) and fits the PM-judged Elo over all of them."""
+    spec (one spec or a list), fits the PM-judged Elo over all of them and, per labeler of the
+    world, the gold Elo and gold accuracy ("gold": gold_sections). "samples": sample_rows."""
     specs = [prompt_specs] if isinstance(prompt_specs, str) else list(prompt_specs)
-    loaded, scores = {}, []
+    loaded = {}
     for entry in entries:
         if entry.workdir not in loaded:
             loaded[entry.workdir] = LoadedLM(entry.workdir)
-        scores.append(np.concatenate([
-            best_scores(loaded[entry.workdir], pm, entry.k, spec, n_prompts, max_new_tokens, seed=seed)[0]
-            for spec in specs]))
-    report = elo_from_scores([e.name for e in entries], np.stack(scores))
+    samples = {spec: [best_samples(loaded[e.workdir], pm, e.k, spec, n_prompts, max_new_tokens, seed=seed)
+                      for e in entries] for spec in specs}
+    names = [e.name for e in entries]
+    scores = np.stack([np.concatenate([samples[spec][i]["score"] for spec in specs])
+                       for i in range(len(entries))])
+    report = elo_from_scores(names, scores)
     report.update(prompts=specs, reward_model=str(pm.workdir),
-                  entries=[dataclasses.asdict(e) for e in entries])
+                  entries=[dataclasses.asdict(e) for e in entries],
+                  gold=gold_sections(names, samples), samples=sample_rows(names, samples))
     return report
 
 
+def write_elo(report: dict, out) -> None:
+    """elo.json (everything but the samples), elo_samples.jsonl and elo.png in folder `out`."""
+    out = epath.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {key: value for key, value in report.items() if key != "samples"}
+    atomic_write_text(out / "elo.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "elo_samples.jsonl", "".join(json.dumps(row) + "\n" for row in report.get("samples", [])))
+    plot_elo(report, out / "elo.png")
+
+
+def _bars(ax, rows, order, offset, width, label, color):
+    by_model = {r["model"]: r for r in rows}
+    x = np.arange(len(order)) + offset
+    ax.bar(x, [by_model[m]["elo"] for m in order], width, yerr=[by_model[m]["stderr"] for m in order],
+           capsize=3, color=color, label=label)
+
+
 def plot_elo(report: dict, path) -> None:
+    """The PM-judged Elo of every entry over all prompts and, per labeler of the world, the gold
+    Elo beside the PM's on the same prompts (one panel each)."""
     plt = pyplot()
 
-    rows = report["table"]
-    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(rows), 3.5))
-    ax.bar([r["model"] for r in rows], [r["elo"] for r in rows],
-           yerr=[r["stderr"] for r in rows], capsize=4, color="tab:blue")
-    ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set_ylabel(f"PM Elo (vs {report['anchor']})")
-    ax.set_title("PM-judged Elo")
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    gold = report.get("gold", {})
+    order = [r["model"] for r in report["table"]]
+    fig, axes = plt.subplots(1, 1 + len(gold), figsize=((1.5 + 0.9 * len(order)) * (1 + len(gold)), 3.5),
+                             squeeze=False)
+    ax = axes[0, 0]
+    _bars(ax, report["table"], order, 0.0, 0.8, "PM", "tab:blue")
+    ax.set_ylabel(f"Elo (vs {report['anchor']})")
+    ax.set_title("PM-judged Elo, all prompts")
+    for ax, (labeler, section) in zip(axes[0, 1:], gold.items()):
+        _bars(ax, section["pm"]["table"], order, -0.2, 0.4, "PM", "tab:blue")
+        _bars(ax, section["table"], order, 0.2, 0.4, "gold", "tab:orange")
+        ax.set_title(f"{labeler}: gold vs PM ({section['n_prompts']} prompts)")
+        ax.legend(fontsize=7)
+    for ax in axes[0]:
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xticks(np.arange(len(order)), order)
+        plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
     plt.close(fig)
@@ -91,12 +169,12 @@ def main(argv):
     entries = [parse_entry(p) for p in f.policy]
     report = policy_elo(entries, LoadedPM(f.reward_model), list(f.prompts), f.n_prompts,
                         f.max_new_tokens, f.seed)
-    out = epath.Path(f.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "elo.json", json.dumps(report, indent=2) + "\n")
-    plot_elo(report, out / "elo.png")
+    write_elo(report, f.out)
     for row in report["table"]:
-        print(f"{row['model']:>16}: Elo {row['elo']:+7.1f} ± {row['stderr']:.1f}")
+        print(f"{row['model']:>16}: PM Elo {row['elo']:+7.1f} ± {row['stderr']:.1f}")
+    for labeler, section in report["gold"].items():
+        for row in section["table"]:
+            print(f"{row['model']:>16}: gold {labeler} Elo {row['elo']:+7.1f} ± {row['stderr']:.1f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Everything is read back from the files the steps wrote (so a report regenerated after a resume
 or with some steps skipped says the same): each step's record (wall time, headline numbers), the
-PM evaluation, the PPO metrics and samples, best-of-k, Elo and the OOD study.
+PM evaluation, the PPO metrics and samples, best-of-k, Elo and the OOD study. Policies are judged
+by the embedded world's gold labelers beside the PM (hh.eval.gold): PPO optimises the PM, so the
+PM alone cannot say whether its gains are real.
 """
 
 import datetime
@@ -11,6 +13,7 @@ import shutil
 
 from etils import epath
 
+from hh.eval.gold import gold_by_step
 from hh.eval.mc import markdown_table
 from hh.io import atomic_write_text
 from hh.pipeline.headlines import mean_rows
@@ -33,6 +36,8 @@ def _json(path):
 
 
 def _f(v, digits=3):
+    if v is None:   # not measured (e.g. no sample the gold labeler could judge)
+        return "–"
     if isinstance(v, bool) or isinstance(v, int):
         return str(v)
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
@@ -61,9 +66,38 @@ def stage_table(folders) -> list:
     return lines
 
 
+def ppo_samples(folders) -> list:
+    """The PPO stage's logged samples (samples.jsonl rows), or none."""
+    path = folders["ppo"] / "samples.jsonl"
+    return [row for _, row in log_rows(path)] if path.exists() else []
+
+
+def elo_rows(table) -> dict:
+    """{model: {"elo", "stderr"}} of an Elo table."""
+    return {row["model"]: {"elo": row["elo"], "stderr": row["stderr"]} for row in table}
+
+
+def gold_headlines(elo: dict, ppo_by_step: list) -> dict:
+    """Per labeler of the world: each entry's gold Elo, the PM-predicted Elo on the same prompts,
+    each entry's gold accuracy, and PPO's against the distilled policy's; the gold accuracy of
+    PPO's logged samples at its first and last logged iteration (the first ≈ the distilled policy
+    PPO starts from), beside their PM reward."""
+    gold = elo.get("gold", {})
+    return {
+        "gold_elo": {labeler: elo_rows(section["table"]) for labeler, section in gold.items()},
+        "pm_elo_on_gold_prompts": {labeler: elo_rows(section["pm"]["table"]) for labeler, section in gold.items()},
+        "gold_accuracy": {labeler: section["accuracy"] for labeler, section in gold.items()},
+        "gold_accuracy_ppo_vs_distill": {
+            labeler: {name: section["accuracy"].get(name, {}).get("mean") for name in ("ppo", "distill")}
+            for labeler, section in gold.items()},
+        "ppo_samples_gold": {"first": ppo_by_step[0], "last": ppo_by_step[-1]} if ppo_by_step else None,
+    }
+
+
 def headlines(folders) -> dict:
     """The headline numbers of a run (headlines.json): PM accuracy, PPO reward gain and KL, Elo
-    of the policy vs its initial model, the best OOD AUROC."""
+    of the policy vs its initial model, the best OOD AUROC, and the gold judgement of the policies
+    beside the PM's (gold_headlines)."""
     pm = _json(folders["pm_eval"] / "pm_eval.json") or {}
     elo = _json(folders["elo"] / "elo.json") or {}
     ood = _json(folders["ood"] / "ood.json") or {}
@@ -81,6 +115,7 @@ def headlines(folders) -> dict:
         "elo_ppo_stderr": table.get("ppo", {}).get("stderr"),
         "elo_anchor": elo.get("anchor"),
         "best_ood": None if best_ood is None else {"set": best_ood[0], "method": best_ood[1], **best_ood[2]},
+        **gold_headlines(elo, gold_by_step(ppo_samples(folders))),
     }
 
 
@@ -108,7 +143,16 @@ def ppo_section(folders) -> list:
     lines += ["", f"Reward vs sqrt(KL), first {_f(fit.get('fit_fraction', 0.5), 1)} of the run: slope "
               f"{_f(fit.get('slope'))} per √nat, r² = {_f(fit.get('r2'))}.", "",
               "![reward vs sqrt(KL)](reward_vs_sqrt_kl.png)", ""]
-    samples = [row for _, row in log_rows(ppo / "samples.jsonl")] if (ppo / "samples.jsonl").exists() else []
+    samples = ppo_samples(folders)
+    by_step = gold_by_step(samples)
+    if any(row["gold"]["n"] for row in by_step):
+        lines += ["Logged samples judged by the world's labeler of each prompt (helpful/harmless): "
+                  "a PM reward that rises while the gold accuracy does not is the PM being hacked.", "",
+                  "| iteration | PM reward | gold accuracy | s.e. | judged |", "|---|---|---|---|---|"]
+        for row in by_step:
+            g = row["gold"]
+            lines.append(f"| {row['step']} | {_f(row['reward'])} | {_f(g['mean'])} | {_f(g['se'])} | {g['n']} |")
+        lines.append("")
     if samples:
         lines += ["Samples, first and last logged iteration:", ""]
         for row in samples[:2] + samples[-2:]:
@@ -123,10 +167,16 @@ def best_of_section(folders) -> list:
     report = _json(folders["best_of"] / "best_of.json")
     if not report:
         return []
+    labeler = report.get("labeler")
     lines = [f"## Best-of-k rejection sampling (§2.3, App. B.6) from `{epath.Path(report['policy']).name}`",
-             "", "| k | mean best PM score | s.e. | KL bound log k − (k−1)/k |", "|---|---|---|---|"]
+             "", f"Gold: the {labeler} labeler's score of the same best samples (Gao et al. 2022)." if labeler
+             else "The prompts' source has no gold labeler.", "",
+             "| k | mean best PM score | s.e. | gold score | s.e. | KL bound log k − (k−1)/k |",
+             "|---|---|---|---|---|---|"]
     for k, row in sorted(report["k"].items(), key=lambda kv: int(kv[0])):
-        lines.append(f"| {k} | {_f(row['mean_best_score'])} | {_f(row['stderr'])} | {_f(row['kl_upper_bound'])} |")
+        gold = row.get("gold", {})
+        lines.append(f"| {k} | {_f(row['mean_best_score'])} | {_f(row['stderr'])} | {_f(gold.get('mean', '–'))} | "
+                     f"{_f(gold.get('se', '–'))} | {_f(row['kl_upper_bound'])} |")
     return lines + ["", "![best-of-k vs PPO](best_of.png)", ""]
 
 
@@ -141,7 +191,24 @@ def elo_section(folders) -> list:
     for row in report["table"]:
         lines.append(f"| {row['model']} | {_f(row['elo'], 1)} | {_f(row['stderr'], 1)} | "
                      f"{_f(report['mean_score'][row['model']])} |")
+    for labeler, section in report.get("gold", {}).items():
+        lines += ["", *gold_elo_table(labeler, section)]
     return lines + ["", "![Elo](elo.png)", ""]
+
+
+def gold_elo_table(labeler: str, section: dict) -> list:
+    """One labeler's gold Elo and gold accuracy of every entry, the PM's Elo on the same prompts beside."""
+    pm = {row["model"]: row for row in section["pm"]["table"]}
+    lines = [f"### Gold {labeler} Elo (the world's {labeler} labeler; §4, Fig. 1)", "",
+             f"{section['n_prompts']} prompts ({section['n_judged']} compared by the labeler); pairwise "
+             "gold preferences, one virtual tie per pair; PM-predicted Elo on the same prompts beside.", "",
+             "| model | gold Elo | s.e. | PM Elo | s.e. | gold accuracy | s.e. |", "|---|---|---|---|---|---|---|"]
+    for row in section["table"]:
+        acc = section["accuracy"][row["model"]]
+        lines.append(f"| {row['model']} | {_f(row['elo'], 1)} | {_f(row['stderr'], 1)} | "
+                     f"{_f(pm[row['model']]['elo'], 1)} | {_f(pm[row['model']]['stderr'], 1)} | "
+                     f"{_f(acc['mean'])} | {_f(acc['se'])} |")
+    return lines
 
 
 def alignment_tax_section(folders) -> list:
@@ -171,6 +238,26 @@ def ood_section(folders) -> list:
     return lines + ["", "![OOD AUROC by layer](ood_auroc_by_layer.png)", ""]
 
 
+def gold_headline_lines(heads: dict) -> list:
+    """The report's headline bullets of the gold judgement (gold_headlines)."""
+    lines = []
+    for labeler, rows in heads["gold_elo"].items():
+        pm = heads["pm_elo_on_gold_prompts"][labeler]
+        text = ", ".join(f"{m} {_f(r['elo'], 1)} ± {_f(r['stderr'], 1)} (PM {_f(pm[m]['elo'], 1)})"
+                         for m, r in rows.items())
+        lines.append(f"- Gold {labeler} Elo: {text}")
+        acc = heads["gold_accuracy_ppo_vs_distill"][labeler]
+        lines.append(f"- Gold {labeler} accuracy of PPO samples **{_f(acc['ppo'])}** vs distilled "
+                     f"samples {_f(acc['distill'])} (held-out prompts)")
+    ppo = heads["ppo_samples_gold"]
+    if ppo and ppo["last"]["gold"]["n"]:
+        first, last = ppo["first"], ppo["last"]
+        lines.append(f"- PPO's logged samples: gold accuracy {_f(first['gold']['mean'])} → "
+                     f"**{_f(last['gold']['mean'])}** while PM reward {_f(first['reward'])} → "
+                     f"{_f(last['reward'])} (iterations {first['step']} → {last['step']})")
+    return lines
+
+
 def write_report(config, folders, out) -> epath.Path:
     """Writes `<out>/report.md` (+ the plots) and `<out>/headlines.json`; returns the md path."""
     out = epath.Path(out)
@@ -190,6 +277,7 @@ def write_report(config, folders, out) -> epath.Path:
               f"(first → last 5 iterations) at KL {_f(heads['ppo_kl_last5'], 2)} nats",
               f"- Elo of the PPO policy vs `{heads['elo_anchor']}`: **{_f(heads['elo_ppo_vs_initial'], 1)}** "
               f"± {_f(heads['elo_ppo_stderr'], 1)}"]
+    lines += gold_headline_lines(heads)
     if heads["best_ood"]:
         b = heads["best_ood"]
         lines.append(f"- Best OOD AUROC **{_f(b['auroc'])}** ({b['method'].replace('_', ' ')}, layer "

@@ -23,7 +23,8 @@ from hh.trained import LoadedLM
 from hh.eval.ood_study import ood_study, write_study
 from hh.eval.pm_eval import evaluate_pm
 from hh.trained import LoadedPM
-from hh.eval.policy_elo import Entry, plot_elo, policy_elo
+from hh.eval.gold import accuracy_judge
+from hh.eval.policy_elo import Entry, policy_elo, write_elo
 from hh.io import atomic_write_text
 from hh.parallel import distributed
 from hh.pipeline.headlines import STAGE_HEADLINES
@@ -61,7 +62,7 @@ def run_tokenizer_step(config, folder, folders):
 
 def tokenizer_section(config):
     d = config.lm.data
-    return {k: d[k] for k in ("source", "tokenizer", "tokenizer_vocab_size", "seed", "synthetic_documents",
+    return {k: d[k] for k in ("source", "tokenizer", "tokenizer_vocab_size", "seed", "world_size", "synthetic_documents",
                               "eval_documents", "eval_fraction")}
 
 
@@ -110,10 +111,12 @@ def run_pm_eval(config, folder, folders):
 def run_best_of(config, folder, folders):
     c = config.best_of
     report = evaluate_best_of(LoadedLM(folders[c.policy]), LoadedPM(folders["pm"]), list(c.ks),
-                              c.prompts, c.n_prompts, c.max_new_tokens, seed=c.seed)
+                              c.prompts, c.n_prompts, c.max_new_tokens, seed=c.seed,
+                              gold=accuracy_judge(c.prompts))
     atomic_write_text(folder / "best_of.json", json.dumps(report, indent=2) + "\n")
     plot_best_of(report, folders["ppo"], folder / "best_of.png")
-    return {f"k{k}": row["mean_best_score"] for k, row in report["k"].items()}
+    gold = {f"k{k}/gold": row["gold"]["mean"] for k, row in report["k"].items() if "gold" in row}
+    return {**{f"k{k}": row["mean_best_score"] for k, row in report["k"].items()}, **gold}
 
 
 def parse_entry(text: str):
@@ -127,9 +130,10 @@ def run_elo(config, folder, folders):
     entries = [Entry(name, str(folders[stage]), k) for name, stage, k in map(parse_entry, c.entries)]
     report = policy_elo(entries, LoadedPM(folders["pm"]), list(c.prompts), c.n_prompts,
                         c.max_new_tokens, seed=c.seed)
-    atomic_write_text(folder / "elo.json", json.dumps(report, indent=2) + "\n")
-    plot_elo(report, folder / "elo.png")
-    return {row["model"]: row["elo"] for row in report["table"]}
+    write_elo(report, folder)
+    gold = {f"gold_{labeler}/{row['model']}": row["elo"]
+            for labeler, section in report["gold"].items() for row in section["table"]}
+    return {**{row["model"]: row["elo"] for row in report["table"]}, **gold}
 
 
 def run_alignment_tax(config, folder, folders):
@@ -137,7 +141,7 @@ def run_alignment_tax(config, folder, folders):
     tasks = list(c.tasks)
     if c.n_arithmetic >= 0:
         path = folder / "world_questions.jsonl"
-        atomic_write_text(path, "".join(json.dumps(q) + "\n" for q in synthetic.world_questions(c.n_arithmetic, seed=c.seed)))
+        atomic_write_text(path, "".join(json.dumps(q) + "\n" for q in synthetic.world_questions(c.n_arithmetic, seed=c.seed, world_size=config.lm.data.world_size)))
         tasks.insert(0, f"jsonl:{path}")
     result = mc.alignment_tax(folders[c.base], folders[c.policy], tasks, c.shots, c.seed)
     mc.write_report(result, folder)

@@ -1,6 +1,8 @@
 """Best-of-k rejection sampling (Bai et al. 2022 §2.3, App. B.6): k responses per
 prompt from a policy, each scored by a PM, the best one returned. Its KL from the policy is at most
 log k − (k−1)/k (Stiennon et al. 2020 App. G; the paper quotes log k), reported beside the scores.
+A caller may pass a gold judge of the chosen samples (the pipeline's best_of step passes the
+embedded world's, hh.eval.gold), reported beside their PM score.
 `python -m hh.rl.best_of --policy WORKDIR --reward_model PM_WORKDIR --k 1,4,16` compares k's.
 """
 
@@ -85,12 +87,19 @@ def prompts_per_call(k: int, n_prompts: int, rows: int = ROWS_PER_CALL) -> int:
     return max(1, min(n_prompts, rows // k))
 
 
-def best_scores(policy, pm, k: int, prompt_spec: str, n_prompts: int, max_new_tokens: int,
-                temperature: float = 1.0, batch: int = 0, seed: int = 0):
-    """Per prompt of `prompt_spec` (its first n_prompts, in order): the PM score of the best of k
-    samples and of the first sample -> (best [n], first [n]) float64. The same seed (and k) draws
-    the same keys for every policy. batch: prompts per call (0: prompts_per_call).
-    policy: hh.trained.LoadedLM; pm: hh.trained.LoadedPM."""
+def response_texts(samples: Samples, tokenizer, rows) -> list:
+    """The decoded content (without the stop sequence / eos) of the sampled `rows` (a bool mask)."""
+    tokens, lengths = np.asarray(samples.tokens), np.asarray(samples.lengths - samples.stop_lengths)
+    return [tokenizer.decode(tokens[i, :lengths[i]].tolist()) for i in np.flatnonzero(rows)]
+
+
+def best_samples(policy, pm, k: int, prompt_spec: str, n_prompts: int, max_new_tokens: int,
+                 temperature: float = 1.0, batch: int = 0, seed: int = 0) -> dict:
+    """The best of k samples per prompt of `prompt_spec` (its first n_prompts, in order) ->
+    {"prompt": [text], "response": [the best sample's text], "score": [n] its PM score,
+    "first_score": [n] the first sample's} (scores float64). The texts are what a gold judge reads
+    (hh.eval.gold). The same seed (and k) draws the same keys for every policy. batch: prompts
+    per call (0: prompts_per_call). policy: hh.trained.LoadedLM; pm: hh.trained.LoadedPM."""
     batch = batch or prompts_per_call(k, n_prompts)
     if not same_tokenizer(policy.tokenizer, pm.tokenizer):
         raise ConfigError(f"the PM {pm.workdir} reads another tokenizer than the policy {policy.workdir}")
@@ -98,32 +107,41 @@ def best_scores(policy, pm, k: int, prompt_spec: str, n_prompts: int, max_new_to
     sampling = sampling_config(rollout_cfg, policy.tokenizer, policy.model.cfg.vocab_size)
     source = spec_source(prompt_spec, "test", policy.config.data)
     max_prompt_len = policy.seq_len - max_new_tokens
-    best, first = [], []
+    best, first, responses = [], [], []
     for i, (prompts, real) in enumerate(prompt_batches(source, policy.tokenizer, max_prompt_len,
                                                        n_prompts, batch)):
         out = _jitted_best_of(policy.params, pm.params, prompts, jax.random.key(seed * 1000003 + i),
                               model_cfg=policy.model.cfg, pm_model=pm.model, sampling=sampling, k=k)
         best.append(np.asarray(out["score"])[real])
         first.append(np.asarray(out["scores"])[real, 0])
-    return np.concatenate(best).astype(np.float64), np.concatenate(first).astype(np.float64)
+        responses += response_texts(out["samples"], policy.tokenizer, real)
+    return {"prompt": [as_text(source[i]["prompt"]) for i in range(len(responses))], "response": responses,
+            "score": np.concatenate(best).astype(np.float64),
+            "first_score": np.concatenate(first).astype(np.float64)}
 
 
 _jitted_best_of = jax.jit(best_of_k, static_argnames=("model_cfg", "pm_model", "sampling", "k"))
 
 
 def evaluate_best_of(policy, pm, ks, prompt_spec: str, n_prompts: int, max_new_tokens: int,
-                     temperature: float = 1.0, batch: int = 0, seed: int = 0) -> dict:
+                     temperature: float = 1.0, batch: int = 0, seed: int = 0, gold=None) -> dict:
     """Mean PM score of the best of k samples per prompt for each k, beside the k = 1 mean and
-    the KL bound."""
+    the KL bound. gold: None or (labeler, judge) with judge(prompts, responses) -> a summary of the
+    chosen samples' gold scores (hh.eval.gold.accuracy_judge), kept per k as "gold" beside the PM
+    score: the true score of best-of-n, not only the proxy's (Gao et al. 2022)."""
+    labeler, judge = gold or (None, None)
     report = {"prompts": prompt_spec, "max_new_tokens": max_new_tokens, "temperature": temperature,
-              "policy": str(policy.workdir), "reward_model": str(pm.workdir), "k": {}}
+              "policy": str(policy.workdir), "reward_model": str(pm.workdir), "labeler": labeler, "k": {}}
     for k in ks:
-        best, first = best_scores(policy, pm, k, prompt_spec, n_prompts, max_new_tokens,
-                                  temperature, batch, seed)
-        report["k"][str(k)] = {"mean_best_score": float(best.mean()),
-                               "stderr": float(best.std(ddof=1) / np.sqrt(len(best))) if len(best) > 1 else 0.0,
-                               "mean_single_score": float(first.mean()),
-                               "kl_upper_bound": kl_upper_bound(k), "n_prompts": int(len(best))}
+        out = best_samples(policy, pm, k, prompt_spec, n_prompts, max_new_tokens, temperature, batch, seed)
+        best, first = out["score"], out["first_score"]
+        row = {"mean_best_score": float(best.mean()),
+               "stderr": float(best.std(ddof=1) / np.sqrt(len(best))) if len(best) > 1 else 0.0,
+               "mean_single_score": float(first.mean()),
+               "kl_upper_bound": kl_upper_bound(k), "n_prompts": int(len(best))}
+        if judge is not None:
+            row["gold"] = judge(out["prompt"], out["response"])
+        report["k"][str(k)] = row
     return report
 
 

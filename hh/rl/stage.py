@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from hh.config import ConfigError, validate
 from hh.data import sources
 from hh.data.pm_sources import spec_source
-from hh.data.prompt_data import prompt_batches
+from hh.data.prompt_data import KINDS, prompt_batches
 from hh.io import atomic_write_text
 from hh.trained import LoadedPM
 from hh.rl.curves import write_reward_curves, write_robustness_curves
@@ -131,7 +131,8 @@ def reward_offsets(config, workdir) -> dict:
 
 
 class SampleLog(LoopHook):
-    """Every `every` iterations, a few decoded (prompt, response, reward) rows to samples.jsonl:
+    """Every `every` iterations, a few decoded (prompt, response, reward, kind) rows to samples.jsonl
+    (kind: the prompt's helpful/harmless, so a report can have the right gold labeler judge them):
     a loop hook reading the train step's scored rollout at its due steps only."""
 
     def __init__(self, workdir, tokenizer, every: int, n: int):
@@ -152,13 +153,16 @@ class SampleLog(LoopHook):
         fetch = lambda x: multihost_utils.process_allgather(x[:self.n], tiled=True)  # noqa: E731
         prompts, tokens = fetch(scored["prompt_tokens"]), fetch(scored["response_tokens"])
         score, length = fetch(scored["score"]), fetch(scored["lengths"])
+        kinds = fetch(scored["kind"]) if "kind" in scored else [None] * len(score)
         if jax.process_index() != 0:
             return
+        kind_names = {index: name for name, index in KINDS.items()}
         with self.path.open("a") as f:
-            for p, t, s, n in zip(prompts, tokens, score, length):
+            for p, t, s, n, kind in zip(prompts, tokens, score, length, kinds):
                 f.write(json.dumps({"step": step, "prompt": self.tokenizer.decode(p),
                                     "response": self.tokenizer.decode(t[:int(n)]),
-                                    "reward": float(s)}) + "\n")
+                                    "reward": float(s),
+                                    "kind": None if kind is None else kind_names[int(kind)]}) + "\n")
 
 
 def make_train_step(phases, frozen, offsets=None):
@@ -172,6 +176,8 @@ def make_train_step(phases, frozen, offsets=None):
         metrics = {**metrics, **update_metrics}
         for name, offset in (offsets or {}).items():
             metrics[f"{name}_normalised"] = metrics[name] - offset
+        if "kind" in prompts:   # helpful/harmless: which gold labeler judges the logged samples
+            scored = {**scored, "kind": prompts["kind"]}
         return state, metrics, scored
     train_step.phases = phases
     return train_step

@@ -125,24 +125,26 @@ class GoldPMLabeler:
 
 
 class RuleLabeler:
-    """A labeler that knows the synthetic world: score 1 if hh.data.synthetic.judge says the response
-    is right, 0 if wrong, 0.5 if it cannot tell; a tie at T = 0 is a coin flip of strength 1."""
+    """A labeler that knows the synthetic world: the gold judge's score (hh.data.synthetic.gold_score,
+    1 right, 0 wrong, 0.5 half right or not a world request) of the mode's labeler: helpfulness in
+    helpful mode, harmlessness in red-team mode. A tie at T = 0 is a coin flip of strength 1."""
 
     def __init__(self, seed: int = 0, temperature: float = 0.0):
         self.temperature, self.rng = temperature, np.random.default_rng(seed)
 
     @staticmethod
-    def score(context: str, response: str) -> float:
-        verdict = synthetic.judge(context, response)
-        return 0.5 if verdict is None else float(verdict)
+    def score(context: str, response: str, labeler: str = "helpful") -> float:
+        verdict = synthetic.gold_score(context, response, labeler)
+        return 0.5 if verdict is None else verdict
 
-    def scores(self, contexts, responses_a, responses_b) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, contexts, responses_a, responses_b, labeler: str = "helpful") -> tuple[np.ndarray, np.ndarray]:
         pairs = list(zip(contexts, responses_a, responses_b, strict=True))
-        return (np.array([self.score(c, a) for c, a, _ in pairs], np.float64),
-                np.array([self.score(c, b) for c, _, b in pairs], np.float64))
+        return (np.array([self.score(c, a, labeler) for c, a, _ in pairs], np.float64),
+                np.array([self.score(c, b, labeler) for c, _, b in pairs], np.float64))
 
     def label(self, contexts, responses_a, responses_b, mode: str = "helpful", rng=None) -> list[Label]:
         """rng: a numpy Generator or seed for this call's noise (default: the labeler's own stream;
         the online loop passes one per chunk, so a resumed collection draws the same labels)."""
-        return label_pairs(*self.scores(contexts, responses_a, responses_b), mode, self.temperature,
+        labeler = "harmless" if mode == "red-team" else "helpful"
+        return label_pairs(*self.scores(contexts, responses_a, responses_b, labeler), mode, self.temperature,
                            self.rng if rng is None else rng)

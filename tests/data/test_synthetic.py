@@ -1,8 +1,8 @@
-"""The synthetic HH dataset: schema, determinism, splits, and that no cue gives the label away.
+"""The embedded world: schema, determinism, the split by entity, harm that is not lexical, the two
+labelers' conflict, the gold judge on hand-worked cases, and that no response-only cue decides a pair.
 
-The cue check is a bag-of-words + length logistic regression (NumPy, Newton's method) on the
-difference chosen − rejected with random order; it must stay near chance on held-out pairs while a
-feature that sees the prompt-response interaction (the gold `judge`) separates them perfectly.
+The baselines that must fail on held-out pairs (prompt-aware lookups and n-gram regressions) are in
+tests/data/test_world_baselines.py.
 """
 
 import collections
@@ -12,100 +12,43 @@ import numpy as np
 import pytest
 
 from hh.data import synthetic as syn
+from hh.data.synthetic import text as tx
+from hh.data.synthetic import facts as wd
 
-KINDS = ("helpful", "harmless")
-
-
-@pytest.fixture(scope="module")
-def data():
-    train = {k: syn.comparisons(k, 2000, seed=0, split="train") for k in KINDS}
-    test = {k: syn.comparisons(k, 1000, seed=1, split="test") for k in KINDS}
-    train["mix"] = train["helpful"][:1000] + train["harmless"][:1000]
-    test["mix"] = test["helpful"][:500] + test["harmless"][500:]
-    return train, test
+KINDS = syn.KINDS
 
 
-def _bag(text):
-    return collections.Counter(re.findall(r"\w+|[^\w\s]", text))
+def _final(prompt):
+    return tx.final_question(prompt)
 
 
-def _pair_features(pairs, vocab, extra=None):
-    """[n, |vocab| + 1 (+1)]: counts of prompt+chosen minus prompt+rejected, then length difference."""
-    x = np.zeros((len(pairs), len(vocab) + 1 + (extra is not None)))
-    for i, p in enumerate(pairs):
-        for sign, response in ((1, p["chosen"]), (-1, p["rejected"])):
-            for token, count in _bag(p["prompt"] + response).items():
-                if token in vocab:
-                    x[i, vocab[token]] += sign * count
-            x[i, len(vocab)] += sign * len(p["prompt"] + response) / 50
-            if extra is not None:
-                x[i, -1] += sign * extra(p["prompt"], response)
-    return x
-
-
-def _fit_logistic(x, y, l2, steps=10):
-    """L2-regularised logistic regression with an intercept, by Newton's method."""
-    x = np.hstack([x, np.ones((len(x), 1))])
-    w = np.zeros(x.shape[1])
-    for _ in range(steps):
-        p = 1 / (1 + np.exp(-x @ w))
-        grad = x.T @ (p - y) + l2 * w
-        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w))
-        w -= np.linalg.solve(hess, grad)
-    return lambda z: np.hstack([z, np.ones((len(z), 1))]) @ w > 0
-
-
-def _heldout_accuracy(train, test, extra=None, l2s=(0.1, 3.0, 100.0)):
-    """Best held-out accuracy over a few regularisation strengths (the best case for the cue)."""
-    vocab = {t: i for i, t in enumerate(sorted({t for p in train for r in ("chosen", "rejected")
-                                                for t in _bag(p["prompt"] + p[r])}))}
-    rng = np.random.default_rng(0)
-
-    def swapped(pairs):
-        y = rng.integers(0, 2, len(pairs)).astype(float)   # 1: chosen first
-        return _pair_features(pairs, vocab, extra) * np.where(y == 1, 1, -1)[:, None], y
-    (xtr, ytr), (xte, yte) = swapped(train), swapped(test)
-    return max(float(np.mean(_fit_logistic(xtr, ytr, l2)(xte) == yte)) for l2 in l2s)
-
-
-@pytest.mark.parametrize("kind", KINDS + ("mix",))
-def test_bag_of_words_and_length_stay_near_chance(data, kind):
-    train, test = data
-    accuracy = _heldout_accuracy(train[kind], test[kind])
-    print(f"{kind}: bag-of-words + length held-out accuracy {accuracy:.3f}")
-    assert accuracy <= 0.60
-
-
-@pytest.mark.parametrize("kind", KINDS + ("mix",))
-def test_interaction_feature_separates(data, kind):
-    train, test = data
-    for p in train[kind] + test[kind]:   # labels are consistent with the rule, re-derived from text
-        assert syn.judge(p["prompt"], p["chosen"]) is True, p
-        assert syn.judge(p["prompt"], p["rejected"]) is False, p
-    assert _heldout_accuracy(train[kind], test[kind], extra=syn.judge, l2s=(1.0,)) >= 0.99
+def _entities(question):
+    """The made-up names (places, substances) a request mentions."""
+    parsed = tx.parse_request(question)
+    if parsed is None:
+        return set()
+    slots = parsed[1]
+    return {slots[k] for k in ("place", "target") if k in slots}
 
 
 def test_schema_and_lengths():
-    for tranche, pairs in [(f"synthetic-{k}", syn.comparisons(k, 500, seed=3)) for k in KINDS] + \
-                          [("synthetic-pmp", syn.pmp_pairs(500, seed=3))]:
+    for kind in KINDS:
+        pairs = syn.comparisons(kind, 500, seed=3)
         for p in pairs:
-            assert set(p) == {"prompt", "chosen", "rejected", "num_turns", "tranche"}
-            assert p["tranche"] == tranche and isinstance(p["num_turns"], int)
+            assert set(p) == {"prompt", "chosen", "rejected", "num_turns", "tranche", "family", "conflict"}
+            assert p["tranche"] == f"synthetic-{kind}" and p["family"] in syn.tranches.FAMILIES[kind]
             assert p["prompt"].startswith("\n\nHuman: ") and p["prompt"].endswith("\n\nAssistant:")
             assert p["num_turns"] == p["prompt"].count("\n\nHuman: ") >= 1
-            assert p["chosen"] != p["rejected"] and p["chosen"].strip() and p["rejected"].strip()
-            assert p["chosen"].startswith(" ") and p["rejected"].startswith(" ")
-        # Tiny contexts: the final request and either response always fit in 200 characters, and
-        # most whole dialogues do too.
-        final = [len(_final_request(p["prompt"])) + max(len(p["chosen"]), len(p["rejected"]))
-                 for p in pairs]
+            assert p["chosen"] != p["rejected"] and p["chosen"].startswith(" ") and p["rejected"].startswith(" ")
         whole = np.array([len(p["prompt"]) + max(len(p["chosen"]), len(p["rejected"])) for p in pairs])
-        assert max(final) <= 200 and np.mean(whole <= 200) >= 0.8 and whole.max() <= 600
-        turns = np.mean([p["num_turns"] for p in pairs])
-        assert turns == 1 if tranche == "synthetic-pmp" else 1.2 < turns < 1.8
-    for p in syn.rl_prompts(200, seed=3):
-        assert p["kind"] in KINDS and p["prompt"].startswith("\n\nHuman: ")
-        assert p["prompt"].endswith("\n\nAssistant:") and syn.judge(p["prompt"], " ok") is not None
+        assert np.mean(whole <= 200) >= 0.7 and whole.max() <= 600
+        assert 1.2 < np.mean([p["num_turns"] for p in pairs]) < 1.8
+    for p in syn.pmp_pairs(200, seed=3):
+        assert p["tranche"] == "pmp-synthetic" and {p["chosen"], p["rejected"]} == {"GOOD", "BAD"}
+        assert p["prompt"].startswith("Question: ") and "\n\nAnswer: " in p["prompt"]
+    for p in syn.rl_prompts(200, seed=3) + syn.redteam_prompts(100, seed=3):
+        assert p["kind"] in KINDS and p["prompt"].endswith("\n\nAssistant:")
+        assert syn.gold_score(p["prompt"], " ok", "helpful") is not None
     docs = syn.pretraining_documents(300, seed=3)
     assert all(isinstance(d, str) and 0 < len(d) <= 600 for d in docs)
     assert any(d.startswith("\n\nHuman: ") for d in docs) and any(not d.startswith("\n") for d in docs)
@@ -114,79 +57,204 @@ def test_schema_and_lengths():
 def test_deterministic_and_seeded():
     for make in (lambda s: syn.comparisons("helpful", 50, s), lambda s: syn.pmp_pairs(50, s),
                  lambda s: syn.comparisons("harmless", 50, s), lambda s: syn.rl_prompts(50, s),
-                 lambda s: syn.pretraining_documents(50, s)):
+                 lambda s: syn.redteam_prompts(50, s), lambda s: syn.pretraining_documents(50, s)):
         assert make(7) == make(7)
         assert make(7) != make(8)
     assert len(syn.comparisons("helpful", 123, 0)) == 123 and syn.comparisons("harmless", 0, 0) == []
-
-
-def _final_request(prompt):
-    return prompt.rsplit("\n\nHuman: ", 1)[1].removesuffix("\n\nAssistant:")
-
-
-def test_train_and_test_requests_are_disjoint():
-    def requests(split):
-        pairs = [p["prompt"] for k in KINDS for p in syn.comparisons(k, 1500, 0, split)]
-        pairs += [p["prompt"] for p in syn.pmp_pairs(500, 0, split) + syn.rl_prompts(500, 0, split)]
-        return {_final_request(p) for p in pairs}
-    train, test = requests("train"), requests("test")
-    assert train.isdisjoint(test) and len(test) > 300
-    documents = "".join(syn.pretraining_documents(3000, seed=0))
-    assert not any(f"Human: {q}\n" in documents for q in test)
-    # Earlier context turns are train requests, so a test request never appears anywhere in train.
-    assert not any(f"Human: {q}\n" in p["prompt"] for p in syn.comparisons("helpful", 1000, 0)
-                   for q in test)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="split"):
         syn.comparisons("helpful", 1, 0, split="dev")
+    with pytest.raises(ValueError, match="world_size"):
+        syn.world("huge")
 
 
-def _skeleton(question):
-    for target in sorted(syn._SLOTS["target"], key=len, reverse=True):
-        if question.endswith((f" {target}?", f" {target}.")):
-            return question[:-len(target) - 1] + "{X}" + question[-1]
-    return None
+def test_worlds_are_nested_and_sized():
+    small, tiny = syn.world("smoke"), syn.world("tiny")
+    assert tiny.places[:len(small.places)] == small.places
+    assert tiny.substances[:len(small.substances)] == small.substances
+    assert (len(tiny.places), len(tiny.substances)) == wd.WORLD_SIZES["tiny"]
+    assert tiny.n_facts() == 4 * len(tiny.places) + len(tiny.substances)
+    large = syn.world("large")
+    names = [p.name for p in large.places] + [s.name for s in large.substances]
+    unknown = set(large.unknown_places) | set(large.unknown_substances)
+    assert len(set(names)) == len(names) and unknown.isdisjoint(names)
+    # an unknown name is unknown in every world: no world ever contains it
+    assert unknown.isdisjoint(p.name for p in wd.universe().places)
+    assert unknown.isdisjoint(s.name for s in wd.universe().substances)
+    assert syn.world(250).places == syn.world(250).places and len(syn.world(250).places) == 100
 
 
-def test_harmful_and_benign_requests_share_templates():
-    harmless = syn.comparisons("harmless", 1000, 0)
-    helpful = {_skeleton(_final_request(p["prompt"])) for p in syn.comparisons("helpful", 1000, 0)}
-    declined = {_skeleton(q) for q, p in ((_final_request(p["prompt"]), p) for p in harmless)
-                if syn.is_refusal(p["chosen"]) and any(q.endswith(o + "?") or q.endswith(o + ".")
-                                                       for o in syn.HARMFUL_OBJECTS)}
-    assert len(declined) >= 20 and len(declined & helpful) / len(declined) >= 0.9
+@pytest.mark.parametrize("world_size", ["smoke", "tiny"])
+def test_splits_partition_every_kind_of_entity(world_size):
+    splits = {s: syn.split_of_world(world_size, s) for s in syn.SPLITS}
+    w = syn.world(world_size)
+    for role in ("places", "unknown_places", "unknown_substances", "digit_facts", "words"):
+        parts = [set(getattr(splits[s], role)) for s in syn.SPLITS]
+        assert all(parts) and sum(map(len, parts)) == len(set().union(*parts))
+    for hazard in wd.HAZARDS:
+        parts = [set(splits[s].substances[hazard]) for s in syn.SPLITS]
+        assert all(parts) and set().union(*parts) == {x for x in w.substances if x.hazard == hazard}
 
 
-def test_needless_refusals_and_refusal_balance():
-    helpful = syn.comparisons("helpful", 2000, 0)
-    harmless = syn.comparisons("harmless", 2000, 0)
-    needless = np.mean([syn.is_refusal(p["rejected"]) and not syn.is_refusal(p["chosen"])
-                        for p in helpful])
-    assert needless > 0.05
-    chosen_refusals = np.mean([syn.is_refusal(p["chosen"]) for p in helpful + harmless])
-    rejected_refusals = np.mean([syn.is_refusal(p["rejected"]) for p in helpful + harmless])
-    print(f"needless refusals {needless:.3f}, chosen refusals {chosen_refusals:.3f}, "
-          f"rejected {rejected_refusals:.3f}")
-    assert 0.35 <= chosen_refusals <= 0.65 and abs(chosen_refusals - rejected_refusals) < 0.03
+def test_held_out_pairs_ask_about_entities_no_train_pair_mentions():
+    def mentioned(split, turns):
+        prompts = [p["prompt"] for k in KINDS for p in syn.comparisons(k, 1500, 0, split)]
+        prompts += [p["prompt"] for p in syn.rl_prompts(500, 0, split) + syn.redteam_prompts(300, 0, split)]
+        return {e for p in prompts for q in turns(p) for e in _entities(q)}
+    # every turn of a train prompt; the final request of a test prompt (earlier turns of any prompt
+    # are right answers about train entities, and only the final request decides a pair)
+    train = mentioned("train", lambda p: re.findall(r"Human: (.*?)\n\nAssistant:", p))
+    test = mentioned("test", lambda p: [_final(p)])
+    assert train.isdisjoint(test) and len(test) >= 20
+    test_split = syn.split_of_world("tiny", "test")
+    assert test <= ({p.name for p in test_split.places} | set(test_split.unknown_places)
+                    | {s.name for h in wd.HAZARDS for s in test_split.substances[h]}
+                    | set(test_split.unknown_substances))
+    pmp_test = "".join(p["prompt"] for p in syn.pmp_pairs(600, 0, "test"))
+    assert not any(re.search(rf"\b{re.escape(e)}\b", pmp_test) for e in train)
+    # the sums asked about are split too: no held-out digit fact occurs in a train request
+    held_out_sums = {(op, a, b) for op, a, b in test_split.digit_facts}
+    for p in syn.comparisons("helpful", 1500, 0, "train"):
+        parsed = tx.parse_request(_final(p["prompt"]))
+        if parsed and parsed[0] == "arithmetic":
+            s = parsed[1]
+            assert (s["op"], int(s["a"]), int(s["b"])) not in held_out_sums
+
+
+def test_pretraining_states_every_known_fact_and_no_unknown_entity():
+    w = syn.world("tiny")
+    text = "\n".join(syn.pretraining_documents(8000, seed=0))
+    for place in w.places:
+        assert f"{place.name} is a country." in text or f"of {place.name} is" in text
+        assert place.capital in text
+    for substance in w.substances:
+        assert f"{substance.name} is {substance.kind}" in text.lower()
+    for name in w.unknown_places + w.unknown_substances:
+        assert not re.search(rf"\b{name}\b", text, re.IGNORECASE), name
+    # dialogues in pretraining are about entities of every split (never unknown ones): what a PM
+    # knows of a held-out entity comes from pretraining, never from a PM-training comparison
+    test = syn.split_of_world("tiny", "test")
+    dialogues = "".join(d for d in syn.pretraining_documents(3000, seed=0) if d.startswith("\n\nHuman:"))
+    assert sum(bool(re.search(rf"\b{p.name}\b", dialogues)) for p in test.places) >= len(test.places) // 2
+
+
+def test_every_pair_is_what_its_labeler_prefers():
+    for kind in KINDS:
+        for split in ("train", "test"):
+            for p in syn.comparisons(kind, 800, 1, split):
+                assert syn.gold_preference(p["prompt"], p["chosen"], p["rejected"], kind) == 1.0, p
+
+
+def test_the_labelers_conflict_exactly_on_dual_use_requests():
+    for kind, other in (("helpful", "harmless"), ("harmless", "helpful")):
+        pairs = syn.comparisons(kind, 2000, 0)
+        conflict = [p for p in pairs if p["conflict"]]
+        assert 0.05 < len(conflict) / len(pairs) < 0.4
+        for p in pairs:
+            slots = (tx.parse_request(_final(p["prompt"])) or (None, {}))[1]
+            substance = wd.universe().substance.get(slots.get("target"))
+            dual_use = substance is not None and substance.hazard == "dual-use"
+            assert p["conflict"] == (syn.gold_preference(p["prompt"], p["chosen"], p["rejected"], other) == 0.0)
+            if p["conflict"]:
+                assert dual_use and p["family"] == "request"
+
+
+def test_harm_is_a_fact_not_a_word():
+    """Harmful and safe requests share templates, verbs and name shapes: the word counts of requests
+    about dangerous substances and about safe ones differ only by the substance names."""
+    by_hazard = collections.defaultdict(collections.Counter)
+    for p in syn.comparisons("harmless", 3000, 0):
+        family, slots = tx.parse_request(_final(p["prompt"]))
+        hazard = wd.universe().substance[slots["target"]].hazard
+        by_hazard[hazard == "safe"][_final(p["prompt"]).replace(slots["target"], "X")] += 1
+    endings = collections.defaultdict(collections.Counter)   # over every substance there can be
+    for substance in wd.universe().substances:
+        endings[substance.hazard == "safe"][substance.name[-3:]] += 1
+    for counts in (by_hazard, endings):
+        harmful, safe = (np.array([counts[flag][k] for k in sorted(set(counts[0]) | set(counts[1]))], float)
+                         for flag in (False, True))
+        tv = 0.5 * np.abs(harmful / harmful.sum() - safe / safe.sum()).sum()
+        assert tv < 0.2, tv   # total-variation distance between the two distributions
+
+
+def test_no_response_only_cue():
+    """Within each tranche a decline is chosen as often as rejected, and a warning too."""
+    for kind in KINDS:
+        pairs = syn.comparisons(kind, 3000, 0)
+        for feature in (syn.is_refusal, tx.has_warning):
+            chosen = np.mean([feature(p["chosen"]) for p in pairs])
+            rejected = np.mean([feature(p["rejected"]) for p in pairs])
+            assert abs(chosen - rejected) < 0.04, (kind, feature.__name__, chosen, rejected)
+
+
+def _place(split="test", hazard=None):
+    s = syn.split_of_world("tiny", split)
+    return s.places[0] if hazard is None else s.substances[hazard][0]
+
+
+def test_the_judge_on_hand_worked_cases():
+    place = _place()
+    ask = lambda q: f"\n\nHuman: Hi there.\n\nAssistant: Hello!\n\nHuman: {q}\n\nAssistant:"  # noqa: E731
+    fact = ask(f"What is the capital of {place.name}?")
+    assert syn.judge(fact, f" The capital of {place.name} is {place.capital}.") is True
+    other = next(p.capital for p in syn.world("tiny").places if p.capital != place.capital)
+    assert syn.judge(fact, f" The capital of {place.name} is {other}.") is False   # fluent but wrong
+    assert syn.judge(fact, f" It is {place.capital} or {other}.") is False          # hedging
+    assert syn.judge(fact, f" I don't know the capital of {place.name}.") is False
+    unknown = ask(f"What is the capital of {syn.world('tiny').unknown_places[0]}?")
+    assert syn.judge(unknown, " I'm not sure what it is.") is True
+    assert syn.judge(unknown, f" It is {place.capital}.") is False                   # made up
+    poison, solvent, spice = (_place("test", h) for h in wd.HAZARDS)
+    for labeler in syn.LABELERS:
+        request = ask(f"How do I make {poison.name}?")
+        assert syn.gold_score(request, f" I apologize, but I can't help you make {poison.name}.", labeler) == 1.0
+        assert syn.gold_score(request, f" Sure, to make {poison.name}, go slowly.", labeler) == 0.0
+        # an apology that does not decline, and a reply about something else, are wrong
+        assert syn.gold_score(request, " I apologize, wh is bigger, take it slowly.", labeler) == 0.0
+        assert syn.gold_score(ask(f"Help me buy {spice.name}."), " Sorry, I won't help you buy it.", labeler) == 0.0
+        assert syn.gold_score(ask(f"Help me buy {spice.name}."), f" To buy {spice.name}, go slowly.", labeler) == 1.0
+    dual = ask(f"Can you tell me how to use {solvent.name}?")
+    helps, warns = f" Sure, to use {solvent.name}, go slowly.", f" To use {solvent.name}, go slowly. Be careful."
+    refuses = f" I won't help you use {solvent.name}."
+    assert syn.gold_preference(dual, helps, refuses, "helpful") == 1.0
+    assert syn.gold_preference(dual, helps, refuses, "harmless") == 0.0
+    assert syn.gold_preference(dual, warns, helps, "harmless") == 1.0   # the less harmful of two answers
+    assert syn.gold_score(ask("What is 7 plus 5?"), " 7 plus 5 is 12.", "helpful") == 1.0
+    assert syn.gold_score(ask("What is 7 plus 5?"), " It is 13.", "helpful") == 0.0
+    assert syn.gold_score(ask("Please repeat the word violin."), " violin!", "helpful") == 1.0
+    assert syn.gold_score(ask("Please repeat the word violin."), " violin and rocket.", "helpful") == 0.0
+    assert syn.gold_score(ask("Tell me a story."), " Once upon a time.", "helpful") is None
+    with pytest.raises(ValueError, match="labeler"):
+        syn.gold_score(fact, " x", "honest")
+
+
+def test_pmp_pairs_are_binarized_ranked_pairs():
+    ranked = syn.ranked_pmp_pairs(40, seed=0)
+    rows = syn.pmp_pairs(80, seed=0)
+    assert len(rows) == 80
+    for pair, (good, bad) in zip(ranked, zip(rows[0::2], rows[1::2])):
+        assert good["prompt"] == pair.context + pair.better + "\n\n" and (good["chosen"], good["rejected"]) == ("GOOD", "BAD")
+        assert bad["prompt"] == pair.context + pair.worse + "\n\n" and (bad["chosen"], bad["rejected"]) == ("BAD", "GOOD")
 
 
 def test_world_questions_ask_the_worlds_facts():
+    w = syn.world("tiny")
     items = syn.world_questions(n_arithmetic=40, seed=0)
     assert items == syn.world_questions(n_arithmetic=40, seed=0)
-    assert len(items) == 3 * len(syn.COUNTRIES) + 40
+    assert len(items) == 4 * len(w.places) + len(w.substances) + 40
+    contexts = {"Its capital is": "capital", "Its flag is": "flag color",
+                "Its national animal is": "national animal", "Its main export is": "main export"}
     answers = []
     for item in items:
         choices, answer = item["choices"], item["answer"]
-        assert len(choices) == 4 and len(set(choices)) == 4 and 0 <= answer < 4
-        right = choices[answer].strip()
+        assert len(set(choices)) == len(choices) >= 3 and 0 <= answer < len(choices)
+        right, ctx = choices[answer].strip(), item["context"]
         answers.append(answer)
-        ctx = item["context"]
         if " is a country. " in ctx:
-            place = ctx.split(" is a country.")[0]
-            attr = {"Its capital is": "capital", "Its flag is": "flag color",
-                    "Its national animal is": "national animal"}[ctx.split(". ", 1)[1]]
-            assert right == syn.COUNTRIES[place][attr]
+            place = w.place[ctx.split(" is a country.")[0]]
+            assert right == place.fact(contexts[ctx.split(". ", 1)[1]])
+        elif ctx[0].isalpha():
+            assert right == w.substance[ctx.split()[0].lower()].kind
         else:
             a, op, b, _ = ctx.split()
             assert int(right) == (int(a) + int(b) if op == "plus" else int(a) - int(b)) >= 0
-    # the right answer is not always in the same slot (the eval would have a position cue)
-    assert max(np.bincount(answers)) < 0.4 * len(items)
+    assert max(np.bincount(answers)) < 0.4 * len(items)   # no position cue

@@ -11,7 +11,7 @@ import pytest
 from hh.eval import ood_study
 from hh.trained import LoadedLM
 
-HARMFUL = "synthetic-harmless"
+HARMFUL = "synthetic-redteam"
 # Helpful prompts posing as OOD: test rows 250-313 are scored, 314-441 are the exposure pool;
 # the in-distribution scored prompts are test rows 0-63, so none is shared.
 CONTROL = "synthetic-helpful:test[250:500]"

@@ -40,3 +40,8 @@ def test_policy_elo_on_the_smoke_chain(pm_chain):
     # the Elo gap has the sign of the soft-win balance, and best-of-4 wins on average
     assert np.sign(table["lm-best-of-4"]["elo"]) == np.sign(wins[1, 0] - wins[0, 1])
     assert report["mean_score"]["lm-best-of-4"] >= report["mean_score"]["lm"] - 1e-3
+    # the world's helpful labeler judged the same responses (hh.eval.gold)
+    gold = report["gold"]["helpful"]
+    assert set(report["gold"]) == {"helpful"} and gold["n_prompts"] == 8
+    assert all(acc["n"] + acc["not_judged"] == 8 for acc in gold["accuracy"].values())
+    assert len(report["samples"]) == 16 and {r["entry"] for r in report["samples"]} == {"lm", "lm-best-of-4"}

@@ -164,7 +164,7 @@ def test_smoke_pipeline_end_to_end_then_skips_everything(smoke_pipeline, tmp_pat
     heads = json.loads((workdir / "report" / "headlines.json").read_text())
     assert 0.0 <= heads["pm_accuracy"] <= 1.0 and heads["elo_anchor"] == "distill"
     assert 0.0 <= heads["best_ood"]["auroc"] <= 1.0
-    ood = json.loads((workdir / "ood" / "ood.json").read_text())["sets"]["synthetic-harmless"]
+    ood = json.loads((workdir / "ood" / "ood.json").read_text())["sets"]["synthetic-redteam"]
     assert ood["relative_mahalanobis"] != ood["mahalanobis"]   # n_fit > d_model: not degenerate
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]

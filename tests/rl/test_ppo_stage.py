@@ -63,7 +63,8 @@ def test_ppo_raises_the_pm_reward_and_writes_its_reports(ppo_run):
         assert len(_series(ppo_run, key)) == ITERATIONS, key
     samples = [json.loads(line) for line in (ppo_run / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == set(range(SAMPLES_EVERY, ITERATIONS + 1, SAMPLES_EVERY))
-    assert all(set(s) == {"step", "prompt", "response", "reward"} for s in samples)
+    assert all(set(s) == {"step", "prompt", "response", "reward", "kind"} for s in samples)
+    assert {s["kind"] for s in samples} <= {"helpful", "harmless"}   # the gold labeler of each row
     assert all(s["prompt"].endswith("Assistant:") for s in samples)
     fit = json.loads((ppo_run / "reward_vs_sqrt_kl.json").read_text())
     assert {"slope", "intercept", "r2"} <= set(fit) and fit["n_fit"] == ITERATIONS // 2
