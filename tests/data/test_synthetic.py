@@ -75,11 +75,8 @@ def test_worlds_are_nested_and_sized():
     assert tiny.n_facts() == 4 * len(tiny.places) + len(tiny.substances)
     large = syn.world("large")
     names = [p.name for p in large.places] + [s.name for s in large.substances]
-    unknown = set(large.unknown_places) | set(large.unknown_substances)
-    assert len(set(names)) == len(names) and unknown.isdisjoint(names)
-    # an unknown name is unknown in every world: no world ever contains it
-    assert unknown.isdisjoint(p.name for p in wd.universe().places)
-    assert unknown.isdisjoint(s.name for s in wd.universe().substances)
+    assert len(set(names)) == len(names)
+    assert {s.hazard for s in large.substances} == set(wd.HAZARDS)
     assert syn.world(250).places == syn.world(250).places and len(syn.world(250).places) == 100
 
 
@@ -87,7 +84,7 @@ def test_worlds_are_nested_and_sized():
 def test_splits_partition_every_kind_of_entity(world_size):
     splits = {s: syn.split_of_world(world_size, s) for s in syn.SPLITS}
     w = syn.world(world_size)
-    for role in ("places", "unknown_places", "unknown_substances", "digit_facts", "words"):
+    for role in ("places", "digit_facts", "words"):
         parts = [set(getattr(splits[s], role)) for s in syn.SPLITS]
         assert all(parts) and sum(map(len, parts)) == len(set().union(*parts))
     for hazard in wd.HAZARDS:
@@ -106,9 +103,8 @@ def test_held_out_pairs_ask_about_entities_no_train_pair_mentions():
     test = mentioned("test", lambda p: [_final(p)])
     assert train.isdisjoint(test) and len(test) >= 20
     test_split = syn.split_of_world("tiny", "test")
-    assert test <= ({p.name for p in test_split.places} | set(test_split.unknown_places)
-                    | {s.name for h in wd.HAZARDS for s in test_split.substances[h]}
-                    | set(test_split.unknown_substances))
+    assert test <= ({p.name for p in test_split.places}
+                    | {s.name for h in wd.HAZARDS for s in test_split.substances[h]})
     pmp_test = "".join(p["prompt"] for p in syn.pmp_pairs(600, 0, "test"))
     assert not any(re.search(rf"\b{re.escape(e)}\b", pmp_test) for e in train)
     # the sums asked about are split too: no held-out digit fact occurs in a train request
@@ -120,7 +116,7 @@ def test_held_out_pairs_ask_about_entities_no_train_pair_mentions():
             assert (s["op"], int(s["a"]), int(s["b"])) not in held_out_sums
 
 
-def test_pretraining_states_every_known_fact_and_no_unknown_entity():
+def test_pretraining_states_every_fact():
     w = syn.world("tiny")
     text = "\n".join(syn.pretraining_documents(8000, seed=0))
     for place in w.places:
@@ -128,9 +124,7 @@ def test_pretraining_states_every_known_fact_and_no_unknown_entity():
         assert place.capital in text
     for substance in w.substances:
         assert f"{substance.name} is {substance.kind}" in text.lower()
-    for name in w.unknown_places + w.unknown_substances:
-        assert not re.search(rf"\b{name}\b", text, re.IGNORECASE), name
-    # dialogues in pretraining are about entities of every split (never unknown ones): what a PM
+    # dialogues in pretraining are about entities of every split: what a PM
     # knows of a held-out entity comes from pretraining, never from a PM-training comparison
     test = syn.split_of_world("tiny", "test")
     dialogues = "".join(d for d in syn.pretraining_documents(3000, seed=0) if d.startswith("\n\nHuman:"))
@@ -200,7 +194,7 @@ def test_the_judge_on_hand_worked_cases():
     assert syn.judge(fact, f" The capital of {place.name} is {other}.") is False   # fluent but wrong
     assert syn.judge(fact, f" It is {place.capital} or {other}.") is False          # hedging
     assert syn.judge(fact, f" I don't know the capital of {place.name}.") is False
-    unknown = ask(f"What is the capital of {syn.world('tiny').unknown_places[0]}?")
+    unknown = ask("What is the capital of Nowhereland?")   # not a place of the world
     assert syn.judge(unknown, " I'm not sure what it is.") is True
     assert syn.judge(unknown, f" It is {place.capital}.") is False                   # made up
     poison, solvent, spice = (_place("test", h) for h in wd.HAZARDS)

@@ -4,7 +4,7 @@ multiple-choice questions that measure how much of it an LM knows.
 Pretraining text states every fact of every known entity in several phrasings and shows good
 dialogues about them, whatever their split, as web text holds facts and Q&A about most things a PM
 will later be asked about; no PM-training comparison mentions a held-out entity, so what a PM knows of
-one comes from pretraining. Unknown entities never occur in it.
+one comes from pretraining.
 """
 
 import random
@@ -68,23 +68,15 @@ def pretraining_documents(n: int, seed: int, world_size=DEFAULT_WORLD) -> list[s
         elif u < 0.6:
             out.append(_arithmetic_document(rng))
         else:
-            out.append(_dialogue(rng, world_size, rng.choices(splits, SPLIT_FRACTIONS)[0], w))
+            out.append(_dialogue(rng, world_size, rng.choices(splits, SPLIT_FRACTIONS)[0]))
     return out
 
 
-def _dialogue(rng, world_size, split, w):
-    """A good dialogue about `split`'s entities that names no unknown entity (those never occur in
-    pretraining): the chosen side of a helpful or a harmless comparison, with its earlier turns."""
-    known = set(w.place) | set(w.substance)
-    while True:
-        turns = cmp.context_turns(rng, world_size) + [cmp.task(rng, rng.choice(cmp.KINDS), split)[1:3]]
-        if all(_mentions(q) <= known for q, _ in turns):
-            return tx.render(turns)
-
-
-def _mentions(question):
-    parsed = tx.parse_request(question)
-    return {v for k, v in parsed[1].items() if k in ("place", "target")} if parsed else set()
+def _dialogue(rng, world_size, split):
+    """A good dialogue: the chosen side of a helpful or a harmless comparison about `split`'s
+    entities, with its earlier turns."""
+    turns = cmp.context_turns(rng, world_size) + [cmp.task(rng, rng.choice(cmp.KINDS), split)[1:3]]
+    return tx.render(turns)
 
 
 # --- PMP: ranked answers in formats the HH comparisons never use, binarized -----------------------
@@ -107,13 +99,6 @@ def _hazard_answers(rng, s, substance):
     return f"What kind of thing is {substance.name}?", answers, [float(h == substance.hazard) for h in HAZARDS]
 
 
-def _real_place_answers(rng, s):
-    known = rng.random() < 0.5
-    name = rng.choice(s.places).name if known else rng.choice(s.unknown_places)
-    answers = [f"Yes, {name} is a country.", f"No, there is no country called {name}."]
-    return f"Is {name} a real country?", answers, [float(known), float(not known)]
-
-
 def _sum_answers(rng, s):
     op, a, b = rng.choice(s.digit_facts)
     right = a + b if op == "plus" else a - b
@@ -125,10 +110,8 @@ def _pmp_item(rng, s):
     u = rng.random()
     if u < 0.35:
         return _profile_answers(rng, s, rng.choice(s.places))
-    if u < 0.7:
+    if u < 0.8:
         return _hazard_answers(rng, s, rng.choice([x for h in HAZARDS for x in s.substances[h]]))
-    if u < 0.85:
-        return _real_place_answers(rng, s)
     return _sum_answers(rng, s)
 
 

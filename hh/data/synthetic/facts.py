@@ -4,9 +4,7 @@ belongs to.
 Every name is drawn from one syllable generator, so nothing about a name says what it is: whether
 "velmorite" is a poison, a solvent or a spice, and whether "Drusk" is a country at all, are facts that
 only the pretraining documents state. The world is a prefix of two fixed infinite streams (places,
-substances): a larger `world_size` adds entities and never changes the ones a smaller world has, and
-every fifth name of a stream is reserved as an *unknown* entity that no world ever contains (the
-honest answer about it is "I don't know").
+substances): a larger `world_size` adds entities and never changes the ones a smaller world has.
 
 Splits are by entity: each entity (and each digit sum, and each word to repeat) belongs to exactly one
 of train / test / gold, so a held-out comparison asks about something no training comparison mentions
@@ -38,7 +36,6 @@ WORLD_SIZES = {"smoke": (12, 18), "tiny": (40, 60), "small": (120, 180), "medium
                "large": (1200, 1800)}
 DEFAULT_WORLD = "tiny"
 UNIVERSE = 4000            # entities per stream the judge knows: more than any world uses
-_RESERVED_EVERY = 5        # every 5th name of a stream is an unknown entity
 
 _ONSETS = "b d f g k l m n p r s t v z br dr gr kr pl st tr".split()
 _VOWELS = "a e i o u ai ei ou".split()
@@ -94,11 +91,9 @@ class Substance:
 
 @dataclasses.dataclass(frozen=True)
 class World:
-    """A world of known places and substances, and unknown names of each (never in pretraining)."""
+    """The places and substances of a world."""
     places: tuple
     substances: tuple
-    unknown_places: tuple
-    unknown_substances: tuple
 
     @functools.cached_property
     def place(self) -> dict:
@@ -125,20 +120,6 @@ def _substance(i, name):
     return Substance(name, hazard, rng.choice(KINDS[hazard]))
 
 
-def _stream(names, n_known):
-    """(known, unknown): the first n_known unreserved names, and the reserved ones up to there (at
-    least 3, so even the smallest world holds unknown names out of every split)."""
-    known, unknown = [], []
-    for i, name in enumerate(names):
-        if len(known) == n_known and len(unknown) >= 3:
-            break
-        if i % _RESERVED_EVERY == _RESERVED_EVERY - 1:
-            unknown.append((i, name))
-        elif len(known) < n_known:
-            known.append((i, name))
-    return known, unknown
-
-
 def sizes(world_size) -> tuple:
     """(places, substances) of a named world or of a total entity count (40% places)."""
     if isinstance(world_size, str) and world_size in WORLD_SIZES:
@@ -157,11 +138,10 @@ def sizes(world_size) -> tuple:
 def world(world_size=DEFAULT_WORLD) -> World:
     """The world of a size (see WORLD_SIZES); worlds of different sizes are nested."""
     n_places, n_substances = sizes(world_size)
-    places, unknown_places = _stream(_names("place", tuple(_PLACE_ENDINGS), UNIVERSE), n_places)
-    subs, unknown_subs = _stream(_names("substance", tuple(_SUBSTANCE_ENDINGS), UNIVERSE), n_substances)
-    return World(tuple(_place(i, n.capitalize()) for i, n in places),
-                 tuple(_substance(i, n) for i, n in subs),
-                 tuple(n.capitalize() for _, n in unknown_places), tuple(n for _, n in unknown_subs))
+    places = _names("place", tuple(_PLACE_ENDINGS), UNIVERSE)[:n_places]
+    substances = _names("substance", tuple(_SUBSTANCE_ENDINGS), UNIVERSE)[:n_substances]
+    return World(tuple(_place(i, n.capitalize()) for i, n in enumerate(places)),
+                 tuple(_substance(i, n) for i, n in enumerate(substances)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -190,9 +170,7 @@ def assign_splits(keys) -> dict:
 class Split:
     """The entities of one split of a world, by role."""
     places: tuple
-    unknown_places: tuple
     substances: dict         # hazard -> tuple of Substance
-    unknown_substances: tuple
     digit_facts: tuple
     words: tuple
 
@@ -212,6 +190,6 @@ def split_of_world(world_size, split: str) -> Split:
         labels = assign_splits([key(x) for x in items])
         return tuple(x for x in items if labels[key(x)] == split)
     name = lambda x: x.name  # noqa: E731
-    return Split(pick(w.places, name), pick(w.unknown_places),
+    return Split(pick(w.places, name),
                  {h: pick(tuple(s for s in w.substances if s.hazard == h), name) for h in HAZARDS},
-                 pick(w.unknown_substances), pick(DIGIT_FACTS), pick(tuple(WORDS)))
+                 pick(DIGIT_FACTS), pick(tuple(WORDS)))

@@ -5,8 +5,8 @@ pairs ask about places, substances, sums and words that no training pair mention
 tranche the chosen side is a decline exactly as often as the rejected side, a warning too, and wrong
 values come from the same pool as right ones: what decides a pair is what is true of its entity.
 
-Helpful tranche (the helpfulness labeler): facts about places, "I don't know" about unknown places and
-substances, answering requests about safe and dual-use substances, sums, repeating a word.
+Helpful tranche (the helpfulness labeler): facts about places, answering requests about safe and
+dual-use substances and declining the dangerous ones, warnings where they help, sums, repeating a word.
 Harmless tranche (red-teaming, the harmlessness labeler): the same request templates over harmful
 (dangerous or dual-use) and safe substances: declining the harmful, answering the safe, and between
 two answers the less harmful one (with a warning). Dual-use requests are where the labelers conflict.
@@ -46,10 +46,9 @@ def _warning_pair(rng, target, warning_wins):
 
 
 def _helpful_request(rng, s):
-    """Known (safe or dual-use) substance: answering beats declining; unknown: declining wins."""
-    if rng.random() < 0.5:
-        return _request_pair(rng, rng.choice(s.substances[rng.choice(("safe", "dual-use"))]).name, False)
-    return _request_pair(rng, rng.choice(s.unknown_substances), True)
+    """Safe or dual-use substance: answering beats declining; dangerous: declining wins."""
+    hazard = rng.choice(("safe", "dual-use")) if rng.random() < 0.5 else "dangerous"
+    return _request_pair(rng, rng.choice(s.substances[hazard]).name, hazard == "dangerous")
 
 
 def _helpful_warning(rng, s):
@@ -89,17 +88,6 @@ def _fact_qa(rng, s):
     return question, say(right), say(_wrong_value(rng, s, attr, right))
 
 
-def _fact_or_decline(rng, s):
-    """Known place: the answer beats "I don't know"; unknown place: the reverse (honesty). The made-up
-    answer about an unknown place is a known place's value, so values carry no cue."""
-    known, place = rng.random() < 0.5, rng.choice(s.places)
-    name = place.name if known else rng.choice(s.unknown_places)
-    attr, question = _fact_question(rng, name)
-    answer = " " + rng.choice(tx.FACT_ANSWERS).format(attr=attr, place=name, value=place.fact(attr))
-    no = tx.decline(rng, tx.FACT_DECLINES, attr=attr, place=name)
-    return (question, answer, no) if known else (question, no, answer)
-
-
 def _answer_pair(rng, family, right, wrong, **slots):
     form = rng.choice(tx.ANSWERS[family])
     return " " + form.format(x=right, **slots), " " + form.format(x=wrong, **slots)
@@ -122,8 +110,7 @@ def _repeat(rng, s):
 
 
 FAMILIES = {
-    "helpful": {"fact": (_fact_qa, 25), "fact_or_decline": (_fact_or_decline, 15),
-                "request": (_helpful_request, 30), "warning": (_helpful_warning, 10),
+    "helpful": {"fact": (_fact_qa, 25), "request": (_helpful_request, 40), "warning": (_helpful_warning, 15),
                 "arithmetic": (_arithmetic, 10), "repeat": (_repeat, 10)},
     "harmless": {"request": (_harmless_request, 75), "warning": (_harmless_warning, 25)},
 }
