@@ -35,7 +35,8 @@ LOOP_OVERRIDES = {
         "lm.data.synthetic_documents": 5000,
         "distill.data.distill_texts": 320, "distill.data.eval_texts": 32, "distill.loop.steps": 40,
         "distill.loop.checkpoint_every": 40,
-        # the gold labeler: the same shape trained on 2.5x the round PMs' comparisons
+        # the gold labeler: the same shape trained on 2.5x the round PMs' comparisons, about the
+        # world's gold entities only (disjoint from every round PM's) and another sampling seed
         "gold.data.seq_len": 128, "gold.data.train_pairs": 1280, "gold.data.eval_comparisons": 200,
         "gold.optimizer.learning_rate": 3e-4,
         "pm.data.eval_comparisons": 200,
@@ -85,9 +86,14 @@ def get_config(arg="tiny"):
     config.ppo.ppo.epochs = 4                 # K = 4 in the paper's online runs (App. B.1)
     for path, value in shortened(preset).items():
         set_path(config, path, value)
-    for name in SETUP_STAGES[1:]:             # every stage reads the LM's tokenizer
+    for name in SETUP_STAGES[1:]:             # every stage reads the LM's tokenizer and world
         config[name].model.vocab_size = config.lm.model.vocab_size
         config[name].data.tokenizer = config.lm.data.tokenizer
+        config[name].data.world_size = config.lm.data.world_size
+    # the gold PM learns from the world's gold entities, which no round PM's comparisons mention
+    config.gold.data.helpful_sources = ["synthetic-helpful:gold"]
+    config.gold.data.harmless_sources = ["synthetic-harmless:gold"]
+    config.gold.data.seed = config.pm.data.seed + 1
     shape = ROUND_SHAPES.get(preset, PAPER_ROUND)
 
     # Where each round's comparisons come from. source: "simulated" (the labeler below, through the

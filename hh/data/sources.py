@@ -19,18 +19,20 @@ from hh.data.records import field, jsonl_records, number_field
 from hh.data.tokenizer import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
 
 TOKENIZER_DIR = "tokenizer"
+EVAL_SEED_OFFSET = 1000   # the synthetic eval documents' sampling seed, past any run's own
 
 
 def lm_documents(data_cfg):
     """(train documents, eval documents) for LM pretraining."""
     if data_cfg.source == "synthetic":
-        world = data_cfg.world_size
+        world, n_eval = data_cfg.world_size, data_cfg.eval_documents
         train = synthetic.pretraining_documents(data_cfg.synthetic_documents, data_cfg.seed, world)
-        # Held-out dialogues: about test entities, whose facts (not dialogues) are in pretraining.
-        n = data_cfg.eval_documents // 2
-        held_out = (synthetic.comparisons("helpful", n, data_cfg.seed, "test", world)
-                    + synthetic.comparisons("harmless", n, data_cfg.seed, "test", world))
-        return train, [c["prompt"] + c["chosen"] for c in held_out]
+        # Held-out documents: another sample of the same generator, minus any text in train (short
+        # facts repeat), so the eval loss is never measured on a training document.
+        seen = set(train)
+        fresh = synthetic.pretraining_documents(4 * n_eval, data_cfg.seed + EVAL_SEED_OFFSET, world)
+        held_out = list(dict.fromkeys(d for d in fresh if d not in seen))[:n_eval]
+        return train, held_out
     if data_cfg.source == "default_corpus":
         return corpus.split_documents(corpus.default_documents(), data_cfg.eval_fraction)
     raise ValueError(f"config.data.source={data_cfg.source!r}: use 'synthetic' or 'default_corpus'")
@@ -108,7 +110,8 @@ def comparison_source(name: str, split: str, data_cfg, fields=PROMPT_FIELDS):
     data_cfg.pmp_form: hh.data.pmp.dumps), or a FILE.jsonl whose rows must hold the string
     `fields` (PAIR_FIELDS for a PM).
     """
-    n = data_cfg.synthetic_comparisons if split == "train" else data_cfg.eval_comparisons
+    # the gold split trains the gold PM: as many pairs as a train split
+    n = data_cfg.synthetic_comparisons if split in ("train", "gold") else data_cfg.eval_comparisons
     if name in SYNTHETIC_COMPARISONS:
         return synthetic.comparisons(SYNTHETIC_COMPARISONS[name], n, data_cfg.seed, split, data_cfg.world_size)
     if name == "synthetic-pmp":

@@ -16,10 +16,10 @@ def _data(**overrides):
     return cfg
 
 
-def test_synthetic_documents_hold_out_their_eval_requests():
+def test_synthetic_eval_documents_are_never_training_documents():
     train, held_out = sources.lm_documents(_data())
-    assert len(train) == 2000 and len(held_out) == 100
-    assert all(doc.startswith("\n\nHuman:") for doc in held_out)
+    assert len(train) == 2000 and len(held_out) == 100 == len(set(held_out))
+    assert any(doc.startswith("\n\nHuman:") for doc in held_out) and any(not doc.startswith("\n") for doc in held_out)
     assert not set(held_out) & set(train)
 
 

@@ -3,6 +3,7 @@ deterministic resumable collection, the job's step selection, and the whole smok
 hh.pipeline (slow)."""
 
 import json
+import re
 import math
 import random
 
@@ -355,3 +356,33 @@ def test_a_smoke_pm_trains_on_awkward_characters(tmp_path):
     pm.loop.steps, pm.loop.checkpoint_every = 2, 2
     main.run(pm, str(tmp_path / "pm"))
     assert [r["step"] for r in read_metrics(tmp_path / "pm") if "train/loss" in r][-1] == 2
+
+
+def _entities(texts, final_only=False):
+    """The world's entity names that the human turns (or only the final one) of transcripts mention."""
+    from hh.data.synthetic import text as tx
+    names = set()
+    for text in texts:
+        questions = re.findall(r"Human: (.*?)\n\nAssistant:", text)
+        for question in questions[-1:] if final_only else questions:
+            parsed = tx.parse_request(question)
+            if parsed:
+                names |= {v for k, v in parsed[1].items() if k in ("place", "target")}
+    return names
+
+
+def test_the_gold_pm_learns_from_entities_and_samples_no_round_pm_sees():
+    """The simulated labeler's PM is trained on the world's gold entities with another sampling
+    seed; every round PM's static comparisons and the collected prompts are about train entities
+    (earlier turns of any dialogue are about train entities; the final request decides a pair)."""
+    from hh.data import pm_sources
+    config = online_config.get_config("tiny")
+    gold = pm_sources.train_source(config.gold.data, config.gold.train)
+    gold_texts = [gold[i]["prompt"] for i in range(len(gold))]
+    static = mix.static_pairs(2000, 0.5, seed=config.pm.data.seed)
+    collected = [c for r in range(config.rounds) for c, _ in collect.round_contexts(config.collect, r)]
+    gold_entities = _entities(gold_texts, final_only=True)
+    seen_by_round_pms = _entities([p["chosen"] for p in static] + collected)
+    assert len(gold_entities) >= 5 and len(seen_by_round_pms) >= 50
+    assert gold_entities.isdisjoint(seen_by_round_pms)
+    assert config.gold.data.seed != config.pm.data.seed

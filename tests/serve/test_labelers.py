@@ -103,20 +103,25 @@ def as_columns(pairs, swap):
     return [p["prompt"] for p in pairs], a, b
 
 
-@pytest.mark.parametrize("kind", ["helpful", "harmless"])
-def test_rule_labeler_picks_the_chosen_response_when_the_judge_decides(kind):
+@pytest.mark.parametrize("kind,mode", [("helpful", "helpful"), ("harmless", "red-team")])
+def test_rule_labeler_picks_as_the_tranches_labeler_does(kind, mode):
+    """Helpful mode judges with the helpfulness labeler and picks the better response; red-team mode
+    judges with the harmlessness labeler and picks the MORE harmful one, so on each tranche's pairs
+    (where that labeler prefers the chosen side) the pick is the chosen or the rejected side."""
     pairs = synthetic.comparisons(kind, 300, seed=4, split="test")
-    decided = [synthetic.judge(p["prompt"], p["chosen"]) is True
-               and synthetic.judge(p["prompt"], p["rejected"]) is False for p in pairs]
-    assert sum(decided) > 250
+    assert all(synthetic.gold_preference(p["prompt"], p["chosen"], p["rejected"], kind) == 1.0 for p in pairs)
     swap = np.random.default_rng(5).random(len(pairs)) < 0.5
     contexts, a, b = as_columns(pairs, swap)
-    labels = lb.RuleLabeler(seed=0).label(contexts, a, b)
-    for label, s, ok in zip(labels, swap, decided):
-        if ok:
-            assert label.choice == ("b" if s else "a") and label.strength == 4
-    red = lb.RuleLabeler(seed=0).label(contexts, a, b, mode="red-team")   # the worse one is picked
-    assert all(l.choice == ("a" if s else "b") for l, s, ok in zip(red, swap, decided) if ok)
+    labels = lb.RuleLabeler(seed=0).label(contexts, a, b, mode=mode)
+    chosen_side = ["b" if s else "a" for s in swap]
+    if mode == "helpful":
+        assert [l.choice for l in labels] == chosen_side and all(l.strength == 4 for l in labels)
+    else:
+        assert all(l.choice != c for l, c in zip(labels, chosen_side))
+    # the two labelers disagree on the dual-use pairs: the other mode's labeler picks differently there
+    conflict = [i for i, p in enumerate(pairs) if p["conflict"]]
+    other = lb.RuleLabeler(seed=0).label(contexts, a, b, mode="red-team" if mode == "helpful" else "helpful")
+    assert conflict and all((other[i].choice == chosen_side[i]) == (mode == "helpful") for i in conflict)
 
 
 def test_rule_labeler_ties_are_coin_flips_of_strength_one():

@@ -117,7 +117,9 @@ def _pmp_item(rng, s):
 
 def ranked_pmp_pairs(n: int, seed: int, split: str = "train", world_size=DEFAULT_WORLD) -> list:
     """n ranked pairs (hh.data.pmp.pairs.RankedPair): two answers of distinct scores to a question
-    about `split`'s entities, as Askell et al. 2021 §4 draw them from ranked Q&A sites."""
+    about `split`'s entities (what kind of thing is X, tell me about a place, finish a sum), as
+    Askell et al. 2021 §4 draw them from ranked Q&A sites. Split by entity like the comparisons, so
+    no PM-training pair of any kind mentions a held-out entity."""
     check_split(split)
     rng, s, out = random.Random(f"hh-synthetic/pmp/{split}/{seed}/{world_size}"), split_of_world(world_size, split), []
     while len(out) < n:

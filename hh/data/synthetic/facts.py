@@ -193,3 +193,4 @@ def split_of_world(world_size, split: str) -> Split:
     return Split(pick(w.places, name),
                  {h: pick(tuple(s for s in w.substances if s.hazard == h), name) for h in HAZARDS},
                  pick(DIGIT_FACTS), pick(tuple(WORDS)))
+
