@@ -53,8 +53,21 @@ def above_threshold_accuracy(chosen_n, rejected_n, thresholds=THRESHOLDS) -> dic
 
 
 def _field(source, key, default):
-    return [as_text(source[i].get(key, default)) if key == "tranche"
+    return [as_text(source[i].get(key, default)) if key in ("tranche", "family")
             else int(source[i].get(key, default)) for i in range(len(source))]
+
+
+def _optional_groups(source, c, r) -> dict:
+    """Accuracy per task family and on the labelers' conflicting pairs, where rows say (the
+    embedded world's do: hh.data.synthetic)."""
+    out = {}
+    if len(source) and "family" in source[0]:
+        out["per_family"] = grouped_accuracy(c, r, _field(source, "family", ""))
+    if len(source) and "conflict" in source[0]:
+        conflict = np.array(_field(source, "conflict", 0), bool)
+        out["conflict"] = ({"accuracy": accuracy(c[conflict], r[conflict]), "pairs": int(conflict.sum())}
+                           if conflict.any() else None)
+    return out
 
 
 def evaluate_pm(workdir, test_specs=None, out_dir=None, n_bins: int = 10, pm=None) -> dict:
@@ -77,6 +90,7 @@ def evaluate_pm(workdir, test_specs=None, out_dir=None, n_bins: int = 10, pm=Non
             "accuracy": accuracy(c, r), "pairs": int(len(c)),
             "per_tranche": grouped_accuracy(c, r, _field(source, "tranche", "unknown")),
             "per_turn": grouped_accuracy(c, r, _field(source, "num_turns", 0)),
+            **_optional_groups(source, c, r),
             "calibration": bins}
     c, r = np.concatenate(all_c), np.concatenate(all_r)
     mean = float(np.mean(np.concatenate([c, r])))
@@ -91,18 +105,26 @@ def evaluate_pm(workdir, test_specs=None, out_dir=None, n_bins: int = 10, pm=Non
 
 
 def cross_matrix(workdirs, test_specs, out_dir) -> dict:
-    """Accuracy of each PM (rows, by its data.helpful_fraction) on each test set (columns); one
-    PNG and JSON (Bai et al. 2022 §5.1: one-distribution PMs fall below chance on the other)."""
+    """Accuracy of each PM (rows, by its data.helpful_fraction) on each test set (columns), and on
+    each set's conflicting pairs; one PNG and JSON (Bai et al. 2022 §5.1: one-distribution PMs fall
+    below chance on the other)."""
     rows = []
     for wd in workdirs:
         pm = LoadedPM(wd)
-        accs = [accuracy(*pm.scores(spec_source(s, "test", pm.config.data))) for s in test_specs]
-        rows.append((float(pm.config.data.get("helpful_fraction", float("nan"))), str(wd), accs))
+        accs, conflicts = [], []
+        for spec in test_specs:
+            source = spec_source(spec, "test", pm.config.data)
+            c, r = pm.scores(source)
+            accs.append(accuracy(c, r))
+            conflicts.append((_optional_groups(source, c, r).get("conflict") or {}).get("accuracy"))
+        rows.append((float(pm.config.data.get("helpful_fraction", float("nan"))), str(wd), accs, conflicts))
     rows.sort(key=lambda row: row[0])
     out_dir = epath.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"test_sets": list(test_specs), "helpful_fraction": [r[0] for r in rows],
-              "workdirs": [r[1] for r in rows], "accuracy": [r[2] for r in rows]}
+              "workdirs": [r[1] for r in rows], "accuracy": [r[2] for r in rows],
+              # on each test set's pairs where the two labelers disagree (None: no such pairs)
+              "conflict_accuracy": [r[3] for r in rows]}
     atomic_write_text(out_dir / "cross_matrix.json", json.dumps(result, indent=2))
     _plot_matrix(result, out_dir / "cross_matrix.png")
     return result

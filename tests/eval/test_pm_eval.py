@@ -41,6 +41,14 @@ def test_breakdowns_match_numpy_recomputation(report):
         sel = turns == int(turn)
         assert v["pairs"] == sel.sum()
         assert v["accuracy"] == pytest.approx(np.mean((c[sel] > r[sel]) + 0.5 * (c[sel] == r[sel])))
+    families = np.array([source[i]["family"] for i in range(len(source))])
+    assert set(s["per_family"]) == set(families) and sum(v["pairs"] for v in s["per_family"].values()) == 500
+    for family, v in s["per_family"].items():
+        sel = families == family
+        assert v["accuracy"] == pytest.approx(np.mean((c[sel] > r[sel]) + 0.5 * (c[sel] == r[sel])))
+    conflict = np.array([source[i]["conflict"] for i in range(len(source))])
+    assert s["conflict"]["pairs"] == conflict.sum() > 0
+    assert s["conflict"]["accuracy"] == pytest.approx(np.mean((c[conflict] > r[conflict]) + 0.5 * (c[conflict] == r[conflict])))
     assert s["calibration"]["ece"] == pytest.approx(calibration_bins(c, r)["ece"], abs=1e-12)
 
 
