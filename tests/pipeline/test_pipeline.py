@@ -7,11 +7,13 @@ import subprocess
 import sys
 
 import ml_collections
+import numpy as np
 import pytest
 from etils import epath
 
 from configs import pipeline as pipeline_config
 from conftest import SMOKE_PIPELINE
+from hh.data import sources, synthetic
 from hh.pipeline import runner
 from hh.pipeline.jobs import job_steps
 from hh.pipeline.runner import Step, run_steps, tree_digest
@@ -135,10 +137,19 @@ def test_config_links_and_step_order(preset):
         seen.add(step.name)
 
 
-def test_tiny_preset_fits_every_synthetic_comparison():
+def test_tiny_preset_fits_the_synthetic_comparisons():
+    """≥ 99% of pairs fit the PM's context and of RL prompts the PPO prompt budget, in the tiny
+    run's own SentencePiece (a longer one loses the start of its prompt: earlier turns, never the
+    final request)."""
     config = pipeline_config.get_config("tiny")
-    # the longest synthetic pair is 112 SentencePiece tokens (docs/pipeline.md); prompts ≤ 90
-    assert config.pm.data.seq_len >= 112 and config.ppo.data.max_prompt_len >= 90
+    data = config.lm.data
+    tokenizer = sources.run_tokenizer(data, sources.lm_documents(data)[0])
+    n = lambda text: len(tokenizer.encode(text))  # noqa: E731
+    pairs = [p for k in synthetic.KINDS for p in synthetic.comparisons(k, 500, 0, "test", data.world_size)]
+    longest = np.array([max(n(p["prompt"] + p["chosen"]), n(p["prompt"] + p["rejected"])) + 2 for p in pairs])
+    prompts = np.array([n(p["prompt"]) for p in synthetic.rl_prompts(500, 0, "train", data.world_size)])
+    assert np.mean(longest <= config.pm.data.seq_len) >= 0.99
+    assert np.mean(prompts <= config.ppo.data.max_prompt_len) >= 0.99
     assert config.distill.data.seq_len <= config.lm.data.seq_len
     assert config.ood.n_fit > 2 * config.lm.model.d_model   # a non-singular covariance
 

@@ -1,0 +1,28 @@
+"""The README's measured numbers are those of the committed main-job run
+(docs/img/pipeline/headlines.json, written by `make run` at a recorded commit), never typed by hand."""
+
+import json
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _f(value, digits):
+    return f"{value:.{digits}f}".replace("-", "−")
+
+
+def test_readme_headlines_equal_the_committed_run():
+    heads = json.loads((ROOT / "docs" / "img" / "pipeline" / "headlines.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    gold = heads["gold_elo"]
+    expected = [
+        f"PM held-out accuracy {_f(heads['pm_accuracy'], 2)}",
+        f"PPO reward {_f(heads['ppo_reward_first5'], 2)} → {_f(heads['ppo_reward_last5'], 2)}",
+        f"KL {_f(heads['ppo_kl_last5'], 1)} nats",
+        f"PM-judged Elo of the PPO policy {_f(heads['elo_ppo_vs_initial'], 0)} ± {_f(heads['elo_ppo_stderr'], 0)}",
+        f"gold helpfulness Elo {_f(gold['helpful']['ppo']['elo'], 0)} ± {_f(gold['helpful']['ppo']['stderr'], 0)}",
+        f"gold harmlessness Elo {_f(gold['harmless']['ppo']['elo'], 0)} ± {_f(gold['harmless']['ppo']['stderr'], 0)}",
+        f"best OOD AUROC {_f(heads['best_ood']['auroc'], 2)}",
+    ]
+    missing = [e for e in expected if e not in readme]
+    assert not missing, f"README.md lacks the committed run's numbers: {missing}"
