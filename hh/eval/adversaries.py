@@ -343,7 +343,7 @@ if __name__ == "__main__":
                               "held-out pair sets (default split test)")
     flags.DEFINE_string("ood_in_source", "synthetic-helpful",
                         "in-distribution prompts (a spec naming no split)")
-    flags.DEFINE_multi_string("ood_source", ["synthetic-harmless"],
+    flags.DEFINE_multi_string("ood_source", ["synthetic-redteam"],
                               "OOD prompt sources for the novelty AUROC (none: skip it)")
     flags.DEFINE_integer("n_fit", 256, "in-distribution prompts whose words count as seen (as ood_study)")
     flags.DEFINE_integer("n_test", 128, "held-out prompts per side (as ood_study)")
