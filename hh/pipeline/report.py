@@ -115,6 +115,7 @@ def headlines(folders) -> dict:
         "elo_ppo_stderr": table.get("ppo", {}).get("stderr"),
         "elo_anchor": elo.get("anchor"),
         "best_ood": None if best_ood is None else {"set": best_ood[0], "method": best_ood[1], **best_ood[2]},
+        "ood_novelty_auroc": None if best_ood is None else ood.get("novelty_auroc", {}).get(best_ood[0]),
         **gold_headlines(elo, gold_by_step(ppo_samples(folders))),
     }
 
@@ -235,6 +236,9 @@ def ood_section(folders) -> list:
     for spec, methods in report["best"].items():
         for method, row in methods.items():
             lines.append(f"| {spec} | {method.replace('_', ' ')} | {row['layer']} | {_f(row['auroc'])} |")
+        # the lexical-novelty baseline on the same prompts: what the activations must beat
+        if spec in report.get("novelty_auroc", {}):
+            lines.append(f"| {spec} | lexical novelty (baseline) | – | {_f(report['novelty_auroc'][spec])} |")
     return lines + ["", "![OOD AUROC by layer](ood_auroc_by_layer.png)", ""]
 
 
@@ -281,7 +285,8 @@ def write_report(config, folders, out) -> epath.Path:
     if heads["best_ood"]:
         b = heads["best_ood"]
         lines.append(f"- Best OOD AUROC **{_f(b['auroc'])}** ({b['method'].replace('_', ' ')}, layer "
-                     f"{b['layer']}, {b['set']})")
+                     f"{b['layer']}, {b['set']}); lexical novelty on the same prompts: "
+                     f"{_f(heads.get('ood_novelty_auroc'))}")
     lines += ["", "## Steps", ""] + stage_table(folders) + [""]
     for section in (pm_section, ppo_section, best_of_section, elo_section, alignment_tax_section,
                     ood_section):

@@ -20,7 +20,8 @@ from hh.data import synthetic
 from hh.data.sources import lm_documents, run_tokenizer, TOKENIZER_DIR
 from hh.eval import mc
 from hh.trained import LoadedLM
-from hh.eval.ood_study import ood_study, write_study
+from hh.eval.adversaries import novelty_auroc
+from hh.eval.ood_study import ood_study, prompt_texts, write_study
 from hh.eval.pm_eval import evaluate_pm
 from hh.trained import LoadedPM
 from hh.eval.gold import accuracy_judge
@@ -157,9 +158,22 @@ def run_ood(config, folder, folders):
         data_cfg.tfds_data_dir = c.tfds_data_dir or str(folder / "tfds")
     report = ood_study(lm, c.in_source, list(c.out_sources), c.n_fit, c.n_test, c.exposure_m,
                        c.exposure_draws, c.pooling, c.seed, data_cfg)
+    report["novelty_auroc"] = novelty_aurocs(c, data_cfg)
     write_study(report, folder)
-    return {f"{spec}/{method}": row["auroc"] for spec, methods in report["best"].items()
-            for method, row in methods.items()}
+    headlines = {f"{spec}/{method}": row["auroc"] for spec, methods in report["best"].items()
+                 for method, row in methods.items()}
+    headlines.update({f"{spec}/novelty": value for spec, value in report["novelty_auroc"].items()})
+    return headlines
+
+
+def novelty_aurocs(c, data_cfg) -> dict:
+    """{OOD source: lexical-novelty AUROC} on the prompts the OOD study scores (the vocabulary of
+    its n_fit in-distribution train prompts; its n_test held-out and OOD prompts, the first rows
+    of each source as in hh.eval.ood_study): the bar an activation detector must clear (§5.4)."""
+    fit_in = prompt_texts(c.in_source, "train", c.n_fit, data_cfg)
+    test_in = prompt_texts(c.in_source, "test", c.n_test, data_cfg)
+    return {spec: novelty_auroc(fit_in, test_in, prompt_texts(spec, "test", c.n_test, data_cfg))
+            for spec in c.out_sources}
 
 
 def report_step(write):
