@@ -9,9 +9,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow   # pylint over the whole package: the fast suite's budget goes to the numerics
 def test_no_duplicate_code_in_hh():
     result = subprocess.run(
         [sys.executable, "-m", "pylint", "--disable=all", "--enable=duplicate-code",

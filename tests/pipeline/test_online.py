@@ -379,7 +379,7 @@ def test_the_gold_pm_learns_from_entities_and_samples_no_round_pm_sees():
     config = online_config.get_config("tiny")
     gold = pm_sources.train_source(config.gold.data, config.gold.train)
     gold_texts = [gold[i]["prompt"] for i in range(len(gold))]
-    static = mix.static_pairs(2000, 0.5, seed=config.pm.data.seed)
+    static = mix.static_pairs(800, 0.5, seed=config.pm.data.seed)
     collected = [c for r in range(config.rounds) for c, _ in collect.round_contexts(config.collect, r)]
     gold_entities = _entities(gold_texts, final_only=True)
     seen_by_round_pms = _entities([p["chosen"] for p in static] + collected)
