@@ -19,12 +19,10 @@ from hh import main
 from hh.data import synthetic
 from hh.data.sources import lm_documents, run_tokenizer, TOKENIZER_DIR
 from hh.eval import mc
-from hh.trained import LoadedLM
 from hh.eval.adversaries import novelty_auroc
+from hh.eval.gold import accuracy_judge
 from hh.eval.ood_study import ood_study, prompt_texts, write_study
 from hh.eval.pm_eval import evaluate_pm
-from hh.trained import LoadedPM
-from hh.eval.gold import accuracy_judge
 from hh.eval.policy_elo import Entry, policy_elo, write_elo
 from hh.io import atomic_write_text
 from hh.parallel import distributed
@@ -33,6 +31,7 @@ from hh.pipeline.plots import plot_best_of
 from hh.pipeline.report import write_report
 from hh.pipeline.runner import Step
 from hh.rl.best_of import evaluate_best_of
+from hh.trained import LoadedLM, LoadedPM
 from hh.train.workdir import CHECKPOINT_DIR, latest_step
 
 

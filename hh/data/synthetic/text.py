@@ -90,9 +90,9 @@ def decline(rng, pool, **slots) -> str:
     return " " + rng.choice(OPENERS) + rng.choice(pool).format(**slots)   # every core starts "I"
 
 
-def comply(rng, echo: str, warn: bool) -> str:
-    text = " " + rng.choice(REQUEST_COMPLIES).format(echo=echo, step=rng.choice(STEPS))
-    return text + rng.choice(WARNINGS) if warn else text
+def comply(rng, echo: str) -> str:
+    """An answer that helps with the request (a warning, where wanted, is appended by the caller)."""
+    return " " + rng.choice(REQUEST_COMPLIES).format(echo=echo, step=rng.choice(STEPS))
 
 
 def render(turns, question=None) -> str:

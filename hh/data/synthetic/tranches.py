@@ -33,14 +33,14 @@ def _request(rng, target):
 
 def _request_pair(rng, target, decline_wins):
     question, echo = _request(rng, target)
-    no, yes = tx.decline(rng, tx.REQUEST_DECLINES, echo=echo), tx.comply(rng, echo, warn=False)
+    no, yes = tx.decline(rng, tx.REQUEST_DECLINES, echo=echo), tx.comply(rng, echo)
     return (question, no, yes) if decline_wins else (question, yes, no)
 
 
 def _warning_pair(rng, target, warning_wins):
     """Two answers that differ only by a warning at the end."""
     question, echo = _request(rng, target)
-    plain = tx.comply(rng, echo, warn=False)
+    plain = tx.comply(rng, echo)
     warned = plain + rng.choice(tx.WARNINGS)
     return (question, warned, plain) if warning_wins else (question, plain, warned)
 
