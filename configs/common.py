@@ -119,7 +119,8 @@ def sharding():
 def optimizer(learning_rate, schedule="cosine", warmup_steps=100):
     return ml_collections.ConfigDict(dict(
         learning_rate=learning_rate, schedule=schedule, warmup_steps=warmup_steps,
-        end_lr_factor=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0))
+        end_lr_factor=0.1, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0,
+        frozen=""))   # regex of parameter paths kept at their initial values (hh/train/optim.py)
 
 
 def loop(steps, log_every=10, eval_every=100, checkpoint_every=100):

@@ -108,6 +108,8 @@ def headlines(folders) -> dict:
     return {
         "pm_accuracy": pm.get("all", {}).get("accuracy"),
         "pm_ece": pm.get("all", {}).get("calibration", {}).get("ece"),
+        "adversary_accuracy": {name: row["test"]["accuracy"]
+                               for name, row in (_json(folders["pm_eval"] / "adversaries.json") or {}).items()},
         "ppo_reward_first5": mean_rows(ppo, "train/reward", first=5),
         "ppo_reward_last5": mean_rows(ppo, "train/reward", last=5),
         "ppo_kl_last5": mean_rows(ppo, "train/kl", last=5),
@@ -129,6 +131,13 @@ def pm_section(folders) -> list:
     for spec, row in pm["sets"].items():
         lines.append(f"| {spec} | {row['pairs']} | {_f(row['accuracy'])} | {_f(row['calibration']['ece'])} |")
     lines.append(f"| all | {pm['all']['pairs']} | {_f(pm['all']['accuracy'])} | {_f(pm['all']['calibration']['ece'])} |")
+    adversaries = _json(folders["pm_eval"] / "adversaries.json")
+    if adversaries:
+        lines += ["", "Shallow adversaries fitted on the PM's own training pairs (hh.eval.adversaries): "
+                  "a PM that does no better than these has learned the surface of its pairs, not the world.", "",
+                  "| baseline | training pairs | held-out pairs |", "|---|---|---|"]
+        lines += [f"| {name} | {_f(row['train']['accuracy'])} | {_f(row['test']['accuracy'])} |"
+                  for name, row in adversaries.items()]
     return lines + ["", "Calibration (predicted P(A>B) = σ(Δscore) against observed, binned):", "",
                     "![PM calibration](pm_calibration.png)", ""]
 

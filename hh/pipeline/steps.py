@@ -16,10 +16,10 @@ import sys
 from etils import epath
 
 from hh import main
-from hh.data import synthetic
+from hh.data import pm_sources, synthetic
 from hh.data.sources import lm_documents, run_tokenizer, TOKENIZER_DIR
 from hh.eval import mc
-from hh.eval.adversaries import novelty_auroc
+from hh.eval.adversaries import evaluate_adversaries, novelty_auroc
 from hh.eval.gold import accuracy_judge
 from hh.eval.ood_study import ood_study, prompt_texts, write_study
 from hh.eval.pm_eval import evaluate_pm
@@ -104,8 +104,19 @@ def train_step(name: str, init_from: str = "", reward_model: str = "", link_data
 def run_pm_eval(config, folder, folders):
     report = evaluate_pm(folders["pm"], list(config.pm_eval.test_sources) or None, out_dir=folder,
                          n_bins=config.pm_eval.n_bins)
+    baselines = pm_baselines(config.pm)
+    atomic_write_text(folder / "adversaries.json", json.dumps(baselines, indent=2) + "\n")
     return {"accuracy": report["all"]["accuracy"], "ece": report["all"]["calibration"]["ece"],
-            "pairs": report["all"]["pairs"]}
+            "pairs": report["all"]["pairs"],
+            **{f"{name}/test": row["test"]["accuracy"] for name, row in baselines.items()}}
+
+
+def pm_baselines(pm_cfg) -> dict:
+    """The shallow adversaries (hh.eval.adversaries) fitted on the PM's own training mixture and
+    scored on its held-out pairs: what the PM's held-out accuracy must be read against."""
+    train = pm_sources.train_source(pm_cfg.data, pm_cfg.train)
+    test = pm_sources.eval_source(pm_cfg.data)
+    return evaluate_adversaries([train[i] for i in range(len(train))], [test[i] for i in range(len(test))])
 
 
 def run_best_of(config, folder, folders):

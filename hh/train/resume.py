@@ -28,6 +28,10 @@ OPERATIONAL_FIELDS = frozenset({
     "loop.async_checkpoints", "resume_with_changes",
 })
 ABSENT = "<absent>"
+# Fields added to the configs after workdirs were written, with the value that does what the code
+# did before they existed: absent in a checkpoint's config and this value in the rerun's is no
+# change, so upgrading hh does not strand a workdir.
+ADDED_FIELDS = {"optimizer.frozen": "", "value_optimizer.frozen": ""}
 
 
 @dataclasses.dataclass
@@ -59,6 +63,9 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 def changed_fields(previous: dict, current: dict) -> dict:
     """{dotted path: [old, new]} of the fields that differ, operational fields left out."""
     old, new = flatten(canonical(previous)), flatten(canonical(current))
+    for path, value in ADDED_FIELDS.items():
+        if path not in old and new.get(path, ABSENT) == value:
+            old[path] = value
     return {path: [old.get(path, ABSENT), new.get(path, ABSENT)] for path in sorted(set(old) | set(new))
             if path not in OPERATIONAL_FIELDS and old.get(path, ABSENT) != new.get(path, ABSENT)}
 

@@ -252,3 +252,14 @@ def test_world_questions_ask_the_worlds_facts():
             a, op, b, _ = ctx.split()
             assert int(right) == (int(a) + int(b) if op == "plus" else int(a) - int(b)) >= 0
     assert max(np.bincount(answers)) < 0.4 * len(items)   # no position cue
+
+
+@pytest.mark.parametrize("world_size", ["smoke", "tiny"])
+def test_every_split_of_a_named_world_generates_every_kind_of_data(world_size):
+    # the smoke world's gold split has one place: its wrong capitals come from the whole world
+    for split in syn.SPLITS:
+        for kind in syn.KINDS:
+            rows = syn.comparisons(kind, 300, 0, split, world_size)
+            assert all(r["chosen"] != r["rejected"] for r in rows)
+        assert len(syn.pmp_pairs(100, 0, split, world_size)) == 100
+    assert len(syn.pretraining_documents(2000, 0, world_size)) == 2000

@@ -38,3 +38,53 @@ def test_unknown_schedule_names_the_field():
 def test_decay_mask_only_matrices():
     mask = decay_mask({"kernel": np.ones((2, 3)), "bias": np.ones(3), "scale": np.ones(3)})
     assert mask == {"kernel": True, "bias": False, "scale": False}
+
+
+def _adamw_cfg(frozen=""):
+    from configs import common
+    cfg = common.optimizer(0.1, "constant", warmup_steps=0)
+    cfg.frozen = frozen
+    return cfg
+
+
+def _params():
+    return {"trunk": {"embed": {"embedding": np.ones((4, 3), np.float32)},
+                      "stack": {"layer_0": {"mlp": {"up": {"kernel": np.ones((3, 5), np.float32)}}},
+                                "layer_1": {"mlp": {"up": {"kernel": np.ones((3, 5), np.float32)}}}}},
+            "score_head": {"score": {"kernel": np.ones((3, 1), np.float32)}}}
+
+
+def test_frozen_parameters_keep_their_values_and_do_not_shrink_the_others_clipped_step():
+    import jax
+    import optax
+    from hh.train.optim import make_optimizer, parameter_path
+
+    params = _params()
+    # one huge gradient on a frozen leaf: were it counted, global-norm clipping would shrink the rest
+    grads = jax.tree.map(lambda p: np.full_like(p, 0.01), params)
+    grads["trunk"]["embed"]["embedding"] = np.full((4, 3), 1e6, np.float32)
+    steps = {}
+    for frozen in ("", "embed|layer_0"):
+        tx, _ = make_optimizer(_adamw_cfg(frozen), total_steps=10)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        steps[frozen] = optax.apply_updates(params, updates)
+    moved = steps["embed|layer_0"]
+    assert np.array_equal(moved["trunk"]["embed"]["embedding"], params["trunk"]["embed"]["embedding"])
+    assert np.array_equal(moved["trunk"]["stack"]["layer_0"]["mlp"]["up"]["kernel"], np.ones((3, 5)))
+    # the first AdamW step moves each unfrozen weight by lr·(sign of grad + weight decay) ≈ 0.1·1.1
+    np.testing.assert_allclose(moved["trunk"]["stack"]["layer_1"]["mlp"]["up"]["kernel"], 1 - 0.1 * (1 + 0.1),
+                               rtol=1e-4)
+    np.testing.assert_allclose(moved["score_head"]["score"]["kernel"], 1 - 0.1 * 1.1, rtol=1e-4)
+    # without freezing, the same update moves every leaf
+    assert not np.array_equal(steps[""]["trunk"]["embed"]["embedding"], params["trunk"]["embed"]["embedding"])
+    paths = {parameter_path(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+    assert paths == {"trunk/embed/embedding", "trunk/stack/layer_0/mlp/up/kernel",
+                     "trunk/stack/layer_1/mlp/up/kernel", "score_head/score/kernel"}
+
+
+def test_a_frozen_pattern_that_matches_nothing_names_the_field():
+    from hh.train.optim import make_optimizer
+
+    tx, _ = make_optimizer(_adamw_cfg("layer_9"), total_steps=10)
+    with pytest.raises(ValueError, match=r"config.optimizer.frozen='layer_9' matches no parameter"):
+        tx.init(_params())

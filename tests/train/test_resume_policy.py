@@ -121,3 +121,13 @@ def test_an_older_checkpoint_falls_back_to_the_workdirs_config_json(tmp_path):
     changed.train.z_loss = 1e-4
     with pytest.raises(ConfigError, match=r"config.train.z_loss: 0.0 -> 0.0001"):
         resume.check_resume(changed, tmp_path)
+
+
+def test_a_field_added_since_the_checkpoint_is_no_change_at_its_old_behaviour():
+    from hh.train.resume import changed_fields
+
+    old = {"optimizer": {"learning_rate": 1e-3}}
+    assert changed_fields(old, {"optimizer": {"learning_rate": 1e-3, "frozen": ""}}) == {}
+    # a value that computes something else is still a change
+    assert changed_fields(old, {"optimizer": {"learning_rate": 1e-3, "frozen": "embed"}}) == {
+        "optimizer.frozen": ["<absent>", "embed"]}

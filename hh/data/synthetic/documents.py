@@ -86,7 +86,7 @@ def _profile_answers(rng, s, place):
     answers = []
     for n_right in range(4):
         wrong = set(rng.sample(attrs, 3 - n_right))
-        values = [rng.choice([v for v in (ATTRIBUTE_VALUES.get(a) or [p.capital for p in s.places])
+        values = [rng.choice([v for v in (ATTRIBUTE_VALUES.get(a) or s.capitals)
                               if v != place.fact(a)]) if a in wrong else place.fact(a) for a in attrs]
         answers.append(" ".join(f"Its {a} is {v}." for a, v in zip(attrs, values)))
     return f"Tell me about {place.name}.", answers, list(range(4))

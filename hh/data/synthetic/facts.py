@@ -173,6 +173,7 @@ class Split:
     substances: dict         # hazard -> tuple of Substance
     digit_facts: tuple
     words: tuple
+    capitals: tuple          # the pool of wrong capitals: the split's, or the world's if it has one place
 
 
 def check_split(split: str):
@@ -190,7 +191,8 @@ def split_of_world(world_size, split: str) -> Split:
         labels = assign_splits([key(x) for x in items])
         return tuple(x for x in items if labels[key(x)] == split)
     name = lambda x: x.name  # noqa: E731
-    return Split(pick(w.places, name),
-                 {h: pick(tuple(s for s in w.substances if s.hazard == h), name) for h in HAZARDS},
-                 pick(DIGIT_FACTS), pick(tuple(WORDS)))
+    places = pick(w.places, name)
+    return Split(places, {h: pick(tuple(s for s in w.substances if s.hazard == h), name) for h in HAZARDS},
+                 pick(DIGIT_FACTS), pick(tuple(WORDS)),
+                 tuple(p.capital for p in (places if len(places) > 1 else w.places)))
 

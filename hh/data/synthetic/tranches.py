@@ -75,7 +75,7 @@ def _fact_question(rng, place):
 
 
 def _wrong_value(rng, s, attr, right):
-    pool = ATTRIBUTE_VALUES.get(attr) or [p.capital for p in s.places]
+    pool = ATTRIBUTE_VALUES.get(attr) or s.capitals
     return rng.choice([v for v in pool if v != right])
 
 
