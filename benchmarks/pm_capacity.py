@@ -320,6 +320,26 @@ def plot(result, path):
     plt.close(fig)
 
 
+# Written before the comparison was run: the main job takes recipe B over recipe A only when the
+# paired (same LM and seed) difference of held-out accuracy at MAIN_SIZE, B − A over the seeds of
+# the size axis, has a 95% t-interval that lies above 0.
+VERDICT_RULE = "adopt B over A iff the 95% t-interval of the paired held-out difference at the main size is > 0"
+
+
+def compare(path_a: str, path_b: str) -> dict:
+    """The verdict of VERDICT_RULE between two grids' JSONs (A, B: e.g. full and partial finetuning)."""
+    def held_out(path):
+        with open(path) as f:
+            runs = json.load(f)["runs"]
+        return {r["seed"]: r["test"] for r in runs if r["axis"] == "size" and r["size"] == MAIN_SIZE}
+    a, b = held_out(path_a), held_out(path_b)
+    seeds = sorted(set(a) & set(b))
+    difference = interval([b[s] - a[s] for s in seeds])
+    return {"rule": VERDICT_RULE, "a": path_a, "b": path_b, "seeds": seeds,
+            "a_mean": float(np.mean([a[s] for s in seeds])), "b_mean": float(np.mean([b[s] for s in seeds])),
+            "difference": difference, "adopt_b": bool(difference["lo"] > 0)}
+
+
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True)
@@ -331,6 +351,8 @@ def parse(argv=None):
                         help="the comparisons axis: multiples of the main job's PM pairs")
     parser.add_argument("--tag", default="", help="names a second PM recipe's workdirs and outputs "
                         "(e.g. after changing the pipeline's PM config): the LMs are reused")
+    parser.add_argument("--compare", nargs=2, metavar=("A_JSON", "B_JSON"),
+                        help="print VERDICT_RULE's verdict between two grids and exit")
     parser.add_argument("--plot_only", action="store_true", help="redraw the PNG from <root>/pm_capacity.json")
     parser.add_argument("--quick", action="store_true",
                         help="the slow test's variant: a short LM, 160 pairs, no comparisons axis")
@@ -344,7 +366,9 @@ def parse(argv=None):
 
 if __name__ == "__main__":
     arguments = parse()
-    if arguments.plot_only:
+    if arguments.compare:
+        print(json.dumps(compare(*arguments.compare), indent=2))
+    elif arguments.plot_only:
         name = os.path.join(arguments.root, "pm_capacity" + (f"-{arguments.tag}" if arguments.tag else ""))
         with open(name + ".json") as f:
             plot(json.load(f), name + ".png")

@@ -4,7 +4,8 @@ scores the same samples, and plot both (mean-normalised) rewards against sqrt(KL
 
 `python -m hh.eval.robustness --init_from LM_OR_DISTILL --root DIR --pm_config configs/pm.py:tiny
 --ppo_config configs/ppo.py:tiny,robustness` runs the three stages through `hh.main.run` (the
-ordinary stage functions) and writes DIR/ppo/robustness.{png,json}. The study is given its two base
+ordinary stage functions) and writes DIR/ppo/robustness.{png,json}, with the gold accuracy of the
+logged samples per iteration beside both PMs' rewards. The study is given its two base
 configs, like every stage.
 """
 
@@ -17,7 +18,9 @@ from ml_collections import config_flags
 
 from hh import main as hh_main
 from hh.data.pm_sources import parse_spec, spec_source
+from hh.eval.gold import gold_by_step
 from hh.rl.curves import write_robustness_curves
+from hh.train.metrics import log_rows
 
 
 def split_specs(specs, data_cfg, half: int):
@@ -68,7 +71,15 @@ def run_study(init_from: str, root, pm_config, ppo_config, pm_steps: int = -1, p
         ppo.loop.checkpoint_every = max(1, ppo_steps // 4)
     ppo.update_from_flattened_dict(ppo_overrides or {})
     hh_main.run(ppo, str(root / "ppo"))
-    return write_robustness_curves(root / "ppo", ppo.curves.fit_fraction)
+    return write_robustness_curves(root / "ppo", ppo.curves.fit_fraction, gold_curve(root / "ppo"))
+
+
+def gold_curve(ppo_dir) -> list:
+    """The gold accuracy of the PPO run's logged samples per iteration (hh.eval.gold.gold_by_step):
+    Bai et al. §4.2 ask whether the test PM's reward is a fair proxy for the true one; on the
+    embedded world the true one is known."""
+    path = epath.Path(ppo_dir) / "samples.jsonl"
+    return gold_by_step([row for _, row in log_rows(path)]) if path.exists() else []
 
 
 def main(argv):

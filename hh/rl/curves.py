@@ -97,8 +97,18 @@ def robustness_summary(rows, fit_fraction: float = 0.5, tail_fraction: float = 0
             "sqrt_kl_end": float(sqrt_kl[-1])}
 
 
-def write_robustness_curves(workdir, fit_fraction: float = 0.5) -> dict:
-    """Writes robustness.{png,json} in `workdir` (both PMs' normalised rewards vs sqrt(KL))."""
+def gold_against_sqrt_kl(rows, gold_by_step: list) -> list:
+    """[{"step", "sqrt_kl", "gold", "se", "n"}]: each logged iteration's gold accuracy (rows of
+    hh.eval.gold.gold_by_step) at that iteration's sqrt(KL); iterations without either are left out."""
+    sqrt_kl = {r["step"]: float(r[SQRT_KL]) for r in rows if SQRT_KL in r}
+    return [{"step": g["step"], "sqrt_kl": sqrt_kl[g["step"]], "gold": g["gold"]["mean"], "se": g["gold"]["se"],
+             "n": g["gold"]["n"]} for g in gold_by_step if g["step"] in sqrt_kl and g["gold"]["n"]]
+
+
+def write_robustness_curves(workdir, fit_fraction: float = 0.5, gold_by_step: list | None = None) -> dict:
+    """Writes robustness.{png,json} in `workdir` (both PMs' normalised rewards vs sqrt(KL)); with
+    `gold_by_step` (hh.eval.gold.gold_by_step of the run's logged samples) the gold accuracy of
+    the policy's samples too, on a second axis: what neither PM can say, whether the policy got better."""
     plt = pyplot()
 
     workdir = epath.Path(workdir)
@@ -106,6 +116,9 @@ def write_robustness_curves(workdir, fit_fraction: float = 0.5) -> dict:
     summary = robustness_summary(rows, fit_fraction)
     _, sqrt_kl, train = _series(rows, TRAIN_NORMALISED)
     _, _, test = _series(rows, TEST_NORMALISED)
+    gold = gold_against_sqrt_kl(rows, gold_by_step or [])
+    if gold:
+        summary.update(gold=gold, gold_start=gold[0]["gold"], gold_end=gold[-1]["gold"])
     fig, ax = plt.subplots(figsize=(5, 4))
     x = np.linspace(0, sqrt_kl[:summary["n_fit"]].max(), 20)
     for name, y, colour in (("train PM", train, "tab:blue"), ("test PM", test, "tab:orange")):
@@ -116,7 +129,13 @@ def write_robustness_curves(workdir, fit_fraction: float = 0.5) -> dict:
     ax.set_xlabel("sqrt(KL(π ‖ π₀))  [nats^½, per response]")
     ax.set_ylabel("PM reward − held-out mean")
     ax.set_title("Robustness: train PM vs test PM")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
+    if gold:
+        twin = ax.twinx()
+        twin.errorbar([g["sqrt_kl"] for g in gold], [g["gold"] for g in gold], yerr=[g["se"] for g in gold],
+                      fmt="s--", color="tab:green", ms=4, capsize=2, label="gold accuracy of samples")
+        twin.set_ylabel("gold accuracy (world's labeler)"), twin.set_ylim(-0.05, 1.05)
+        twin.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     with (workdir / "robustness.png").open("wb") as f:
         fig.savefig(f, dpi=100)

@@ -171,3 +171,27 @@ def test_study_end_to_end(pm_chain, tmp_path):
     last = rows[-1]   # 4 iterations: the 10% tail is the last one
     assert summary["gap_end"] == pytest.approx(last["train/reward_normalised"] - last["train/test_reward_normalised"])
     assert json.loads((root / "ppo" / "robustness.json").read_text()) == summary
+    # the smoke run logs samples at iteration 4 and the study judges them; its 32-token prompt
+    # window cuts most requests, which the judge then cannot parse (the tiny run's 96 tokens do not)
+    from hh.eval.robustness import gold_curve
+    curve = gold_curve(root / "ppo")
+    assert [row["step"] for row in curve] == [4] and curve[0]["gold"]["n"] <= 4
+    judged = [row for row in curve if row["gold"]["n"]]
+    assert [g["step"] for g in summary.get("gold", [])] == [row["step"] for row in judged]
+
+
+def test_gold_accuracy_is_placed_at_its_iterations_sqrt_kl(tmp_path):
+    from hh.rl.curves import gold_against_sqrt_kl, write_robustness_curves
+
+    k = 0.1 * np.arange(1, 9)
+    rows = _curves(k, k, 0.5 * k)
+    gold = [{"step": s, "reward": 0.0, "gold": {"mean": m, "se": 0.1, "n": 4}}
+            for s, m in ((2, 0.25), (5, 0.5), (8, 0.0), (9, 1.0))]   # step 9 has no metrics row
+    gold.append({"step": 3, "reward": 0.0, "gold": {"mean": float("nan"), "se": float("nan"), "n": 0}})
+    curve = gold_against_sqrt_kl(rows, gold)
+    assert [(g["step"], g["sqrt_kl"], g["gold"]) for g in curve] == [
+        (2, pytest.approx(0.2), 0.25), (5, pytest.approx(0.5), 0.5), (8, pytest.approx(0.8), 0.0)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    summary = write_robustness_curves(tmp_path, 0.5, gold)
+    assert (summary["gold_start"], summary["gold_end"]) == (0.25, 0.0)
+    assert json.loads((tmp_path / "robustness.json").read_text())["gold"] == json.loads(json.dumps(curve))
