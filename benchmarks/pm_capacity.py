@@ -17,7 +17,11 @@ seeds, and a log-linear fit accuracy = a + b·log10(non-embedding params) with a
 interval of b (seeds resampled within each size). A finished workdir resumes at its end, so a
 rerun only evaluates.
 
-    python benchmarks/pm_capacity.py --root runs/pm-capacity            # the full grid
+    python benchmarks/pm_capacity.py --root runs/pm-capacity            # the full grid (~75 min)
+    python benchmarks/pm_capacity.py --root runs/pm-capacity --partial --pair_factors 1
+                                     # partial finetuning over the same LMs (PMs and PMP only)
+    python benchmarks/pm_capacity.py --root runs/pm-capacity --compare \
+        runs/pm-capacity/pm_capacity.json runs/pm-capacity/pm_capacity-frozen.json   # the verdict
     python benchmarks/pm_capacity.py --root /tmp/cap --quick            # 2 sizes × 2 seeds, smoke
 """
 
@@ -42,6 +46,7 @@ MAIN_SIZE = "d256-l2"          # the main job's tiny trunk
 PAIR_FACTORS = (0.25, 1.0, 4.0)
 EVAL_PAIRS = 400               # per tranche and split
 EVAL_SEED = 7                  # the eval pairs' sampling seed (the PM trains on seed `data.seed`)
+PARTIAL_PAIRS = (2000, 3840)     # --partial: PMP and PM pairs (3× the main job's PM pairs)
 PM_TAG = ""                    # "-<tag>" in PMP/PM workdir names: a second PM recipe over the same LMs
 
 
@@ -78,6 +83,9 @@ def base_config(args):
         c.lm.loop.eval_every = 0
     for stage in ("lm", "pmp", "pm"):
         c[stage].loop.eval_every = 0
+    if args.partial:   # trunk() turns the frozen pattern into each size's own lower half
+        c.pmp.optimizer.frozen = c.pm.optimizer.frozen = pipeline.lower_half(2)
+        c.pmp.data.train_pairs, c.pm.data.train_pairs = PARTIAL_PAIRS
     PM_RECIPE.update(pairs=c.pm.data.train_pairs, steps=c.pm.loop.steps, epochs=c.pm.train.epochs,
                      learning_rate=c.pm.optimizer.learning_rate, frozen=c.pm.optimizer.frozen,
                      batch=c.pm.train.global_batch_size)
@@ -298,13 +306,19 @@ def plot(result, path):
     ax.set_xscale("log"), ax.set_xlabel("non-embedding parameters"), ax.set_ylabel("accuracy")
     ax.legend(fontsize=7), ax.set_title("what the LM knows vs size")
     ax = axes[2]
-    pairs = result["per_pairs"]
-    if pairs:
-        xs = [int(p) for p in pairs]
-        ax.errorbar(xs, [v["mean"] for v in pairs.values()],
-                    yerr=np.nan_to_num([[v["mean"] - v["lo"] for v in pairs.values()],
-                                        [v["hi"] - v["mean"] for v in pairs.values()]]), fmt="o-", capsize=3)
-    ax.set_xscale("log"), ax.set_xlabel("training comparisons"), ax.set_ylabel("held-out accuracy")
+    main_size = next(r["size"] for r in result["runs"] if r["axis"] == "pmp")
+    for metric, label, colour in (("test", "held-out entities", "C0"), ("seen", "seen entities", "C1")):
+        by_pairs = collections.defaultdict(list)
+        for r in result["runs"]:
+            if not r["pmp"] and r["size"] == main_size:
+                by_pairs[r["pairs"]].append(r[metric])
+        cells = [(p, interval(v)) for p, v in sorted(by_pairs.items())]
+        ax.errorbar([p for p, _ in cells], [c["mean"] for _, c in cells],
+                    yerr=np.nan_to_num([[c["mean"] - c["lo"] for _, c in cells], [c["hi"] - c["mean"] for _, c in cells]]),
+                    fmt="o-", color=colour, capsize=3, label=label)
+    ax.set_xscale("log"), ax.minorticks_off()
+    ax.set_xticks([p for p, _ in cells], [str(p) for p, _ in cells]), ax.set_xlabel(f"training comparisons ({main_size})")
+    ax.set_ylabel("PM accuracy"), ax.legend(fontsize=7)
     ax.axhline(0.5, color="grey", lw=0.5), ax.set_title("PM accuracy vs comparisons")
     ax = axes[3]
     cells = [("no PMP", result["pmp"]["without"]), ("PMP", result["pmp"]["with"])]
@@ -349,6 +363,9 @@ def parse(argv=None):
     parser.add_argument("--lm_steps", type=int, default=0, help="LM steps (0: the main job's)")
     parser.add_argument("--pair_factors", default=",".join(map(str, PAIR_FACTORS)),
                         help="the comparisons axis: multiples of the main job's PM pairs")
+    parser.add_argument("--partial", action="store_true",
+                        help="partial finetuning: PMP and PM keep the embeddings and the lower half of the "
+                             "layers frozen (optimizer.frozen), on PARTIAL_PAIRS pairs; tag 'frozen' by default")
     parser.add_argument("--tag", default="", help="names a second PM recipe's workdirs and outputs "
                         "(e.g. after changing the pipeline's PM config): the LMs are reused")
     parser.add_argument("--compare", nargs=2, metavar=("A_JSON", "B_JSON"),
@@ -357,6 +374,8 @@ def parse(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="the slow test's variant: a short LM, 160 pairs, no comparisons axis")
     args = parser.parse_args(argv)
+    if args.partial and not args.tag:
+        args.tag = "frozen"
     if args.quick and args.sizes == ",".join(SIZES):
         args.sizes, args.seeds = "d64-l2,d256-l2", args.seeds if args.seeds != "0,1,2" else "0,1"
     if args.quick and args.world == "tiny":
