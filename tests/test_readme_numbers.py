@@ -23,6 +23,9 @@ def test_readme_headlines_equal_the_committed_run():
         f"gold helpfulness Elo {_f(gold['helpful']['ppo']['elo'], 0)} ± {_f(gold['helpful']['ppo']['stderr'], 0)}",
         f"gold harmlessness Elo {_f(gold['harmless']['ppo']['elo'], 0)} ± {_f(gold['harmless']['ppo']['stderr'], 0)}",
         f"best OOD AUROC {_f(heads['best_ood']['auroc'], 2)}",
+        f"against {_f(heads['ood_novelty_auroc'], 2)} for lexical novelty",
+        f"{_f(heads['adversary_accuracy']['lookup'], 2)} (lookup) and "
+        f"{_f(heads['adversary_accuracy']['logistic'], 2)} (n-gram regression)",
     ]
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README.md lacks the committed run's numbers: {missing}"
