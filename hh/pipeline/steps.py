@@ -217,7 +217,7 @@ def steps(config):
              "preference-model pretraining"),
         Step("pm", ("pmp",), sec("pm"), train_step("pm", init_from="pmp"), latest_checkpoint,
              "PM on helpful + harmless comparisons"),
-        Step("pm_eval", ("pm",), sec("pm_eval"), run_pm_eval, files("pm_eval.json"),
+        Step("pm_eval", ("pm",), sec("pm_eval"), run_pm_eval, files("pm_eval.json", "adversaries.json"),
              "PM accuracy and calibration"),
         Step("distill", ("lm",), sec("distill"), train_step("distill", init_from="lm"), latest_checkpoint,
              "HHH context distillation"),

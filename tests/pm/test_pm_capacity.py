@@ -30,7 +30,10 @@ def test_the_quick_capacity_grid_reports_every_axis_and_the_larger_lm_knows_more
     assert all({"test/helpful/fact", "seen/harmless/request"} <= set(r) for r in sizes)
     assert result["pmp"]["with"]["n"] == result["pmp"]["without"]["n"] == 1
     on_disk = json.loads((tmp_path / "pm_capacity.json").read_text())
-    assert on_disk["per_size"] == result["per_size"] and (tmp_path / "pm_capacity.png").stat().st_size > 0
+    # (one seed: the intervals are NaN, which never compares equal, so the means are compared)
+    assert {s: c["test"]["mean"] for s, c in on_disk["per_size"].items()} == {
+        s: c["test"]["mean"] for s, c in result["per_size"].items()}
+    assert (tmp_path / "pm_capacity.png").stat().st_size > 0
     # capacity: with the same documents and steps, the larger LM answers more of the world's
     # multiple-choice questions (measured 0.37 vs 0.55 over two seeds)
     assert result["per_size"][large]["lm_knowledge"]["mean"] > result["per_size"][small]["lm_knowledge"]["mean"]
