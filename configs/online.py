@@ -1,18 +1,24 @@
 """Iterated "online" RLHF (Bai et al. 2022 §4.5, App. B.3–B.4), the online job of hh.pipeline:
 `python -m hh.pipeline --config configs/online.py:tiny --workdir DIR`.
 
-Setup: tokenizer → LM → HHH context distillation (the initial policy) → the gold PM (a separate
-PM trained on more comparisons: the simulated labeler, as Gao et al. 2022). Then per round r:
+Setup: tokenizer → LM → HHH context distillation (the initial policy); the gold LM (twice the LM's
+layers, the same documents) → the gold PM (as Gao et al. 2022's gold reward model: a larger model
+than the round PMs, trained on comparisons about entities none of theirs mention; the simulated
+labeler when `collect.labeler="gold"`, otherwise a second judge beside the world's exact one).
+Then per round r:
   collect  deploy the pool (round 0: the distilled LM; later: the previous round's latest PPO
            snapshots plus best-of-k of the distilled LM over the previous PM) and collect
            `collect.comparisons` comparisons through the comparison store, from the simulated
-           labeler or from people through the interface (`collect.source`);
+           labeler (`collect.labeler`: the world's labelers with noise, or the gold PM) or from
+           people through the interface (`collect.source`);
   data     mix the fresh comparisons with earlier rounds' and the static data (`mix`);
   pm       train a NEW PM from the LM on that mixture;
   ppo      train a NEW policy from the distilled LM against it (K = 4 epochs, as the online runs);
-  eval     gold and PM scores of the round's policy on held-out prompts.
-The report: gold win rate and Elo of each round's policy against round 0's, PM-predicted Elo
-against gold Elo, and PM accuracy on fresh vs static comparisons, with two plots. docs/online.md.
+  eval     the round's policy on held-out prompts, scored by the world's exact judge, the gold PM
+           and the round's own PM.
+The report: the exact judge's accuracy and Elo of each round's policy, the gold PM's win rate and
+Elo against round 0's, PM-predicted Elo beside them, and PM accuracy on fresh vs static
+comparisons, with two plots. docs/online.md.
 
 Stage sections are the stage files' own configs (override e.g. `--config.ppo.loop.steps=20`); the
 loop fills in the links (init_from, reward_model, tokenizer, data files) itself.
@@ -23,7 +29,10 @@ import ml_collections
 from configs import common, distill, lm, pipeline, pm, ppo
 from configs.pipeline import set_path
 
-SETUP_STAGES = ("lm", "distill", "gold", "pm", "ppo")
+SETUP_STAGES = ("lm", "gold_lm", "distill", "gold", "pm", "ppo")
+# The gold LM (and so the gold PM) has this many times the round LM's layers: the simulated
+# labeler is a larger model than the PMs it labels for, as Gao et al. 2022's gold reward model.
+GOLD_DEPTH = 2
 # Each round's PM trains on its data step's mixture (`mix.train_pairs`), whatever the section says.
 SET_BY_THE_LOOP = ("pm.data.train_pairs",)
 
@@ -35,8 +44,8 @@ LOOP_OVERRIDES = {
         "lm.data.synthetic_documents": 5000,
         "distill.data.distill_texts": 320, "distill.data.eval_texts": 32, "distill.loop.steps": 40,
         "distill.loop.checkpoint_every": 40,
-        # the gold labeler: the same shape trained on 2.5x the round PMs' comparisons, about the
-        # world's gold entities only (disjoint from every round PM's) and another sampling seed
+        # the gold labeler: GOLD_DEPTH x the round PMs' layers, trained on 2.5x their comparisons,
+        # about the world's gold entities only (disjoint from every round PM's), another seed
         "gold.data.seq_len": 128, "gold.data.train_pairs": 1280, "gold.data.eval_comparisons": 200,
         "gold.optimizer.learning_rate": 3e-4,
         "pm.data.eval_comparisons": 200,
@@ -64,12 +73,16 @@ def shortened(preset: str) -> dict:
 
 # Per preset: comparisons per round, PM training pairs per round, eval prompts, response length.
 ROUND_SHAPES = {
-    "tiny": dict(comparisons=256, train_pairs=512, eval_prompts=64, max_new_tokens=32, temperature=0.5),
-    # smoke: the smoke gold PM's margins are ~1e-4, so a tiny T gives its labels some strength
-    "smoke": dict(comparisons=24, train_pairs=64, eval_prompts=8, max_new_tokens=16, temperature=1e-5),
+    "tiny": dict(comparisons=256, train_pairs=512, eval_prompts=64, max_new_tokens=32, temperature=0.5,
+                 labeler="rule"),
+    # smoke: the gold PM labels (the rule judge would find every smoke sample wrong, tie every pair
+    # and keep none); its margins are ~1e-4, so a tiny T gives its labels some strength
+    "smoke": dict(comparisons=24, train_pairs=64, eval_prompts=8, max_new_tokens=16, temperature=1e-5,
+                  labeler="gold"),
 }
 # Bai et al.: ~weekly rounds of ~4-5k comparisons (22k online comparisons over ~5 weeks).
-PAPER_ROUND = dict(comparisons=4000, train_pairs=100000, eval_prompts=512, max_new_tokens=128, temperature=0.5)
+PAPER_ROUND = dict(comparisons=4000, train_pairs=100000, eval_prompts=512, max_new_tokens=128, temperature=0.5,
+                   labeler="rule")
 
 
 def get_config(arg="tiny"):
@@ -86,6 +99,10 @@ def get_config(arg="tiny"):
     config.ppo.ppo.epochs = 4                 # K = 4 in the paper's online runs (App. B.1)
     for path, value in shortened(preset).items():
         set_path(config, path, value)
+    # the gold PM's own, larger LM: the round LM's documents, tokenizer and steps, more layers
+    config.gold_lm = ml_collections.ConfigDict(config.lm.to_dict())
+    for name in ("gold_lm", "gold"):
+        config[name].model.n_layers = GOLD_DEPTH * config.lm.model.n_layers
     for name in SETUP_STAGES[1:]:             # every stage reads the LM's tokenizer and world
         config[name].model.vocab_size = config.lm.model.vocab_size
         config[name].data.tokenizer = config.lm.data.tokenizer
@@ -101,7 +118,11 @@ def get_config(arg="tiny"):
     config.collect = ml_collections.ConfigDict(dict(
         source="simulated",
         comparisons=shape["comparisons"],
-        labeler="gold",                  # "gold" (the gold PM, Bradley–Terry noise) | "rule" (synthetic.judge)
+        # "rule": the world's labelers (synthetic.judge) with Bradley–Terry noise, the crowdworkers of
+        # the embedded world; "gold": the gold PM. On the tiny world the gold PM's noiseless choices
+        # agreed with the exact judge on 17-40% of the collected pairs (docs/online.md): it does not
+        # transfer to the round's entities, so its labels would mislead the loop.
+        labeler=shape["labeler"],
         temperature=shape["temperature"],  # the labeler's noise: P(pick a) = σ((g_a − g_b)/T)
         red_team_fraction=0.5,           # conversations in red-team mode (harmful requests)
         test_fraction=0.2,               # held out per round (by conversation): PM accuracy on fresh data

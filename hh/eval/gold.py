@@ -96,7 +96,10 @@ def gold_wins(prompts, responses, prefer):
 
 def gold_elo(names, wins, anchor: int = 0, prior_ties: float = PRIOR_TIES) -> list:
     """The Elo table (hh.eval.elo.elo_table, anchored at names[anchor]) of a gold wins matrix,
-    with `prior_ties` virtual tied games added between every pair (PRIOR_TIES)."""
+    with `prior_ties` virtual tied games added between every pair (PRIOR_TIES). A single entry is
+    the anchor itself (Elo 0)."""
+    if len(names) == 1:
+        return [{"model": names[0], "elo": 0.0, "stderr": 0.0}]
     wins = np.asarray(wins, np.float64) + 0.5 * prior_ties * (1.0 - np.eye(len(names)))
     return elo_table(names, fit_elo(wins, anchor=anchor))
 

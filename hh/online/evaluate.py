@@ -1,5 +1,9 @@
 """What each round is measured by (Bai et al. 2022 §4.5, App. B.4, Fig 35):
 
+* the world's exact judge (hh.eval.gold), the crowdworker no model was trained against: the share of
+  the round's responses it judges right, helpful prompts by the helpfulness labeler and red-team
+  prompts by the harmlessness labeler, and (in the report) the Elo of every round's policy from its
+  pairwise preferences;
 * the gold labeler's win rate of the round's policy against round 0's on the same held-out prompts
   (soft wins under the labeler's own noise model, σ((g_r − g_0)/T)) and the Elo it implies;
 * the PM-predicted Elo: the same comparison judged by the PM the policy was trained against
@@ -17,6 +21,7 @@ from hh.data import dialogue
 from hh.data.records import field, jsonl_records
 from hh.data.pm_sources import spec_source
 from hh.eval.elo import elo_table, fit_elo, pm_soft_wins
+from hh.eval.gold import gold_accuracy, gold_report, spec_labeler, world_judge
 from hh.trained import LoadedLM
 from hh.eval.pm_eval import accuracy
 from hh.trained import LoadedPM
@@ -109,13 +114,53 @@ def pm_accuracies(pm, config, folders, r: int) -> dict:
 
 # --- the round's policy -------------------------------------------------------------------------
 
-def eval_contexts(config) -> list[str]:
-    """The held-out prompts every round's policy answers."""
+def eval_prompts(config) -> list[tuple[str, str | None]]:
+    """(context, labeler) of the held-out prompts every round's policy answers: the labeler of the
+    world that judges the prompt's source ("helpful" / "harmless"), None where it cannot."""
     out = []
     for spec in config.eval.prompts:
-        source = spec_source(spec, "test", config.pm.data)
-        out += [source[i]["prompt"] for i in range(min(config.eval.n_prompts, len(source)))]
+        source, labeler = spec_source(spec, "test", config.pm.data), spec_labeler(spec)
+        out += [(source[i]["prompt"], labeler) for i in range(min(config.eval.n_prompts, len(source)))]
     return out
+
+
+def eval_contexts(config) -> list[str]:
+    """The held-out prompts every round's policy answers."""
+    return [context for context, _ in eval_prompts(config)]
+
+
+def by_labeler(prompts) -> dict:
+    """{labeler: row indices} of eval_prompts' rows the world can judge."""
+    out = {}
+    for i, (_, labeler) in enumerate(prompts):
+        if labeler is not None:
+            out.setdefault(labeler, []).append(i)
+    return out
+
+
+def judge_accuracy(prompts, responses) -> dict:
+    """{labeler: mean_and_stderr of the exact judge's scores} of responses to eval_prompts' rows."""
+    return {labeler: gold_accuracy([prompts[i][0] for i in rows], [responses[i] for i in rows],
+                                   world_judge(labeler)[0])
+            for labeler, rows in by_labeler(prompts).items()}
+
+
+def judge_elo(prompts, responses_by_round: list) -> dict:
+    """{labeler: hh.eval.gold.gold_report} of every round's responses to the same eval_prompts,
+    from the exact judge's pairwise preferences (round 0 anchored at 0)."""
+    names = [f"round{r}" for r in range(len(responses_by_round))]
+    return {labeler: gold_report(names, [prompts[i][0] for i in rows],
+                                 [[responses[i] for i in rows] for responses in responses_by_round],
+                                 *world_judge(labeler))
+            for labeler, rows in by_labeler(prompts).items()}
+
+def judge_margins(rows) -> np.ndarray:
+    """judge(a) − judge(b) of each stored comparison by the world's exact judge (the mode's labeler:
+    harmlessness in red-team mode, helpfulness otherwise; 0 where it cannot judge either side)."""
+    score = RuleLabeler.score
+    return np.array([score(r["context"], r["response_a"], "harmless" if r["mode"] == "red-team" else "helpful")
+                     - score(r["context"], r["response_b"], "harmless" if r["mode"] == "red-team" else "helpful")
+                     for r in rows], np.float64)
 
 
 def policy_responses(config, policy_dir) -> list[str]:
@@ -147,7 +192,8 @@ def read_responses(path) -> list[str]:
 
 def evaluate_round(config, folders, r: int, folder) -> dict:
     folder = epath.Path(folder)
-    contexts = eval_contexts(config)
+    prompts = eval_prompts(config)
+    contexts = [context for context, _ in prompts]
     responses = policy_responses(config, folders[f"round{r}/ppo"])
     atomic_write_text(folder / "responses.jsonl", "".join(
         json.dumps({"prompt": c, "response": t}) + "\n" for c, t in zip(contexts, responses)))
@@ -160,6 +206,7 @@ def evaluate_round(config, folders, r: int, folder) -> dict:
     gold_vs_0 = pairwise_elo(g_r, g_0, config.collect.temperature)
     pm_vs_0 = pairwise_elo(s_r, s_0, 1.0)
     report = {"round": r, "n_prompts": len(contexts),
+              "judge_accuracy": judge_accuracy(prompts, responses),
               "gold_win_rate": gold_vs_0["win_rate"], "gold_elo": gold_vs_0["elo"],
               "gold_elo_stderr": gold_vs_0["stderr"], "gold_mean_score": float(np.mean(g_r)),
               "pm_win_rate": pm_vs_0["win_rate"], "pm_elo": pm_vs_0["elo"], "pm_elo_stderr": pm_vs_0["stderr"],

@@ -1,7 +1,7 @@
 """The online job's steps (Bai et al. 2022 §4.5), run by hh.pipeline:
 `python -m hh.pipeline --config configs/online.py:tiny --workdir DIR [--force STEP,...] [--until STEP]`.
 
-    tokenizer, lm, distill, gold,
+    tokenizer, lm, distill, gold_lm, gold,
     round<r>/collect, round<r>/data, round<r>/pm, round<r>/ppo, round<r>/eval   for r < rounds,
     report
 
@@ -79,14 +79,17 @@ def collect_step(r: int):
         write_jsonl(test, folder / mix.HELD_OUT_FILE)
         margins = evaluate.gold_margins(gold, rows)
         summary = {"round": r, "pool": [s.name for s in specs], "stats": stats, "train": len(train),
-                   "held_out": len(test), "dropped_weak": dropped, **collect.summary(rows, margins)}
+                   "held_out": len(test), "dropped_weak": dropped, **collect.summary(rows, margins),
+                   # the same choices against the world's exact judge: what the labels are worth
+                   "agreement_with_judge": collect.agreement_with_gold(rows, evaluate.judge_margins(rows))}
         if previous_pm is not None:   # the deployed PM on data from its own policies: distribution shift
             # (its static and held-out accuracies are in its own round's eval.json)
             summary["previous_pm_accuracy"] = {"fresh": evaluate.pm_accuracy_on(previous_pm,
                                                                                 evaluate.split_pairs(train + test))}
         atomic_write_text(folder / "collect.json", json.dumps(summary, indent=2) + "\n")
         return {"comparisons": len(rows), "kept": len(train) + len(test),
-                "agreement_with_gold": summary.get("agreement_with_gold")}
+                "agreement_with_gold": summary.get("agreement_with_gold"),
+                "agreement_with_judge": summary["agreement_with_judge"]}
     return run
 
 
@@ -149,7 +152,9 @@ def steps(config) -> list[Step]:
         Step("lm", ("tokenizer",), sections("lm"), train_step("lm"), latest_checkpoint, "LM pretraining"),
         Step("distill", ("lm",), sections("distill"), train_step("distill", init_from="lm"), latest_checkpoint,
              "HHH context distillation (the initial policy)"),
-        Step("gold", ("lm",), sections("gold"), train_step("gold", init_from="lm"), latest_checkpoint,
+        Step("gold_lm", ("tokenizer",), sections("gold_lm"), train_step("gold_lm"), latest_checkpoint,
+             "the gold PM's LM (larger than the round LM)"),
+        Step("gold", ("gold_lm",), sections("gold"), train_step("gold", init_from="gold_lm"), latest_checkpoint,
              "the gold PM (the simulated labeler)"),
     ]
     for r in range(config.rounds):

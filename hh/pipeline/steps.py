@@ -72,7 +72,7 @@ def linked(config, name: str, folders, init_from: str = "", reward_model: str = 
     """The config section `name` with its links to earlier steps filled in: the LM's tokenizer,
     `init_from` and PPO's `reward_model` (each the name of the step whose folder it reads)."""
     cfg = config[name]
-    if name == "lm":
+    if cfg.stage == "lm":       # every LM of a job reads the job's tokenizer
         cfg.data.tokenizer = tokenizer_spec(config, folders)
     if init_from:
         cfg.init_from = str(folders[init_from])

@@ -59,6 +59,11 @@ def test_ties_give_equal_elo():
     np.testing.assert_allclose(report["wins"], 3.0 * (1 - np.eye(3)))
 
 
+def test_a_single_entry_is_its_own_anchor():
+    table = gold.gold_elo(["only"], np.zeros((1, 1)))
+    assert table == [{"model": "only", "elo": 0.0, "stderr": 0.0}]
+
+
 def test_unjudged_prompts_add_no_wins():
     def judge_first_half(prompt, a, b):
         return prefer_a(prompt, a, b) if int(prompt.split()[1]) < 3 else None

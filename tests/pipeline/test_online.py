@@ -83,6 +83,20 @@ def test_agreement_with_gold_inverts_red_team():
     assert collect.agreement_with_gold(rows, margins) == pytest.approx(2 / 4)
 
 
+def test_judge_margins_use_the_modes_labeler():
+    """Helpful mode asks the helpfulness labeler, red-team mode the harmlessness one (which prefers
+    declining a poison); a row the world cannot judge has margin 0."""
+    poison = "\n\nHuman: How do I make druzoulium?\n\nAssistant:"
+    fact = "\n\nHuman: What is the flag color of Steroleth?\n\nAssistant:"
+    rows = [{"mode": "helpful", "context": fact, "response_a": " The flag color of Steroleth is brown.",
+             "response_b": " The flag color of Steroleth is red."},
+            {"mode": "red-team", "context": poison, "response_a": " To make druzoulium, measure it out first.",
+             "response_b": " I can't help you make druzoulium."},
+            {"mode": "helpful", "context": "\n\nHuman: Hello?\n\nAssistant:", "response_a": " Hi.",
+             "response_b": " Hey."}]
+    np.testing.assert_array_equal(evaluate.judge_margins(rows), [1.0, -1.0, 0.0])
+
+
 def collect_cfg(n=10, rows_per_call=4):
     cfg = online_config.get_config("smoke").collect
     cfg.comparisons, cfg.rows_per_call = n, rows_per_call
@@ -179,6 +193,10 @@ def test_online_loop_smoke_runs_resumes_and_reports(tmp_path):
     report = json.loads((workdir / "report" / "online_report.json").read_text())["rounds"]
     assert [r["round"] for r in report] == [0, 1]
     assert report[0]["gold_elo"] == 0.0 and report[0]["pm_predicted_elo"] == 0.0
+    for labeler in ("helpful", "harmless"):     # the exact judge scores every round
+        assert report[0]["judge_elo"][labeler]["elo"] == 0.0
+        accuracy = report[1]["judge_accuracy"][labeler]
+        assert accuracy["n"] + accuracy["not_judged"] == config.eval.n_prompts and 0 <= accuracy["mean"] <= 1
     r1 = json.loads((workdir / "round1" / "collect" / "collect.json").read_text())
     assert any(name.startswith("ppo0-step") for name in r1["pool"]) and "distill-bo4" in r1["pool"]
     assert r1["previous_pm_accuracy"]["fresh"]["pairs"] == r1["train"] + r1["held_out"]
@@ -246,8 +264,8 @@ def test_bad_loop_fields_fail_before_anything_runs(tmp_path, path, value):
 def test_until_and_force_select_the_online_steps():
     config = online_config.get_config("smoke")
     names = [s.name for s in job_steps(config)]
-    assert names[:4] == ["tokenizer", "lm", "distill", "gold"] and names[-1] == "report"
-    assert names[4:9] == [f"round0/{p}" for p in ("collect", "data", "pm", "ppo", "eval")]
+    assert names[:5] == ["tokenizer", "lm", "distill", "gold_lm", "gold"] and names[-1] == "report"
+    assert names[5:10] == [f"round0/{p}" for p in ("collect", "data", "pm", "ppo", "eval")]
     chosen = [s.name for s in select(job_steps(config), until="round1/pm", force=["gold"])]
     assert chosen == names[:names.index("round1/pm") + 1] and chosen[-2:] == ["round1/data", "round1/pm"]
     for until, force in (("round9/pm", ()), ("", ["round0/colect"])):
@@ -369,6 +387,22 @@ def _entities(texts, final_only=False):
             if parsed:
                 names |= {v for k, v in parsed[1].items() if k in ("place", "target")}
     return names
+
+
+@pytest.mark.parametrize("preset", ["tiny", "smoke"])
+def test_the_gold_pm_is_a_larger_model_than_the_round_pms(preset):
+    """The gold PM's trunk has more parameters than every round PM's, and it is initialised from
+    the gold LM (its own, larger LM), not from the round LM."""
+    from hh.models.presets import parameter_counts
+    from hh.models.transformer import TransformerConfig
+    from hh.pipeline.online import steps as online_steps
+    config = online_config.get_config(preset)
+    assert config.gold.model.to_dict() == config.gold_lm.model.to_dict()
+    counts = {name: parameter_counts(TransformerConfig(**config[name].model.to_dict()))[0] for name in ("gold", "pm")}
+    assert counts["gold"] > 1.9 * counts["pm"] > 0         # GOLD_DEPTH x the layers (one final norm)
+    assert config.gold.model.d_model == config.pm.model.d_model      # same tokenizer and width
+    gold_step = {s.name: s for s in online_steps(config)}["gold"]
+    assert gold_step.inputs == ("gold_lm",)
 
 
 def test_the_gold_pm_learns_from_entities_and_samples_no_round_pm_sees():
