@@ -70,12 +70,12 @@ SHORTENED = {
 # its ridge directions (the relative score then ranks exactly as the plain one).
 EVAL_SHAPES = {
     "tiny": dict(n_prompts=32, max_new_tokens=32, ks=[1, 4, 16], elo_ks=[4], ood_fit=1024, ood_test=128,
-                 n_arithmetic=48),
+                 n_arithmetic=48, tension_pairs=400),
     "smoke": dict(n_prompts=8, max_new_tokens=16, ks=[1, 4], elo_ks=[4], ood_fit=160, ood_test=24,
-                  n_arithmetic=8),
+                  n_arithmetic=8, tension_pairs=64),
 }
 PAPER_EVAL = dict(n_prompts=512, max_new_tokens=128, ks=[1, 4, 16, 64], elo_ks=[4, 16, 64],
-                  ood_fit=16384, ood_test=1024, n_arithmetic=48)
+                  ood_fit=16384, ood_test=1024, n_arithmetic=48, tension_pairs=1000)
 
 
 def set_path(config, path: str, value):
@@ -109,6 +109,13 @@ def get_config(arg="tiny"):
 
     # PM accuracy and calibration on the PM's own held-out sets (hh.eval.pm_eval).
     config.pm_eval = ml_collections.ConfigDict(dict(test_sources=[], n_bins=10))
+    # The helpful-vs-harmless tension (Bai et al. §4.4, §5.1 Fig 19): one PM per helpful fraction,
+    # each the main PM's recipe and pair count from the PMP checkpoint, scored beside the main PM on
+    # test_sources and on each set's conflicting pairs (where the two labelers disagree). Empty
+    # test_sources: `fresh_pairs` unseen pairs of each synthetic tranche about its training
+    # entities (rows past any PM's), where the labelers' conflict shows.
+    config.tension = ml_collections.ConfigDict(dict(helpful_fractions=[0.0, 1.0], test_sources=[],
+                                                    fresh_pairs=shape["tension_pairs"]))
     # Rejection sampling from the PPO run's initial policy (the distilled LM), Bai et al. §2.3.
     config.best_of = ml_collections.ConfigDict(dict(
         policy="distill", ks=list(shape["ks"]), prompts="synthetic-helpful:test",

@@ -23,6 +23,7 @@ from hh.train.provenance import code_version
 
 PLOTS = {  # name in the report folder: (step, file)
     "pm_calibration.png": ("pm_eval", "reliability.png"),
+    "pm_cross_matrix.png": ("tension", "cross_matrix.png"),
     "reward_vs_sqrt_kl.png": ("ppo", "reward_vs_sqrt_kl.png"),
     "best_of.png": ("best_of", "best_of.png"),
     "elo.png": ("elo", "elo.png"),
@@ -46,6 +47,8 @@ def _f(v, digits=3):
 def copy_plots(folders, out: epath.Path) -> dict:
     copied = {}
     for name, (step, file) in PLOTS.items():
+        if step not in folders:
+            continue
         src = folders[step] / file
         if src.exists():
             shutil.copyfile(str(src), str(out / name))
@@ -110,6 +113,7 @@ def headlines(folders) -> dict:
         "pm_ece": pm.get("all", {}).get("calibration", {}).get("ece"),
         "adversary_accuracy": {name: row["test"]["accuracy"]
                                for name, row in (_json(folders["pm_eval"] / "adversaries.json") or {}).items()},
+        "tension": tension_headlines(_json(folders["tension"] / "cross_matrix.json") if "tension" in folders else None),
         "ppo_reward_first5": mean_rows(ppo, "train/reward", first=5),
         "ppo_reward_last5": mean_rows(ppo, "train/reward", last=5),
         "ppo_kl_last5": mean_rows(ppo, "train/kl", last=5),
@@ -120,6 +124,42 @@ def headlines(folders) -> dict:
         "ood_novelty_auroc": None if best_ood is None else ood.get("novelty_auroc", {}).get(best_ood[0]),
         **gold_headlines(elo, gold_by_step(ppo_samples(folders))),
     }
+
+
+def _tranche(spec: str) -> str:
+    return spec.split(":")[0].removeprefix("synthetic-")
+
+
+def tension_headlines(matrix) -> dict | None:
+    """Each single-tranche PM's accuracy on the OTHER tranche's conflicting pairs (Bai et al. §4.4:
+    below chance), from the tension step's cross matrix: {"helpful_only_on_harmless_conflicts",
+    "harmless_only_on_helpful_conflicts"}, None where not measured."""
+    if not matrix:
+        return None
+    rows = dict(zip(matrix["helpful_fraction"], matrix["conflict_accuracy"]))
+    tranches = [_tranche(spec) for spec in matrix["test_sets"]]
+
+    def on(fraction, tranche):
+        values = [v for t, v in zip(tranches, rows.get(fraction, [])) if t == tranche and v is not None]
+        return values[0] if values else None
+    return {"helpful_only_on_harmless_conflicts": on(1.0, "harmless"),
+            "harmless_only_on_helpful_conflicts": on(0.0, "helpful")}
+
+
+def tension_section(folders) -> list:
+    matrix = _json(folders["tension"] / "cross_matrix.json") if "tension" in folders else None
+    if not matrix:
+        return []
+    head = " | ".join(f"{_tranche(s)}: all | {_tranche(s)}: conflicting" for s in matrix["test_sets"])
+    lines = ["## Helpful vs harmless (Bai et al. §4.4, §5.1)", "",
+             "PMs trained on one tranche only (the main PM's recipe and pair count) beside the main PM, on "
+             "fresh pairs about the training entities; *conflicting* pairs are the dual-use requests, "
+             "where the two labelers disagree. Chance is 0.5.", "",
+             f"| PM (helpful fraction) | {head} |", "|---|" + "---|---|" * len(matrix["test_sets"])]
+    for fraction, accs, conflicts in zip(matrix["helpful_fraction"], matrix["accuracy"], matrix["conflict_accuracy"]):
+        cells = " | ".join(f"{_f(a)} | {_f(c)}" for a, c in zip(accs, conflicts))
+        lines.append(f"| {fraction:.2f} | {cells} |")
+    return lines + ["", "![cross matrix](pm_cross_matrix.png)", ""]
 
 
 def pm_section(folders) -> list:
@@ -290,6 +330,11 @@ def write_report(config, folders, out) -> epath.Path:
               f"(first → last 5 iterations) at KL {_f(heads['ppo_kl_last5'], 2)} nats",
               f"- Elo of the PPO policy vs `{heads['elo_anchor']}`: **{_f(heads['elo_ppo_vs_initial'], 1)}** "
               f"± {_f(heads['elo_ppo_stderr'], 1)}"]
+    tension = heads.get("tension")
+    if tension:
+        lines.append(f"- Tension: the helpful-only PM ranks **{_f(tension['helpful_only_on_harmless_conflicts'])}** "
+                     f"of the harmless tranche's conflicting pairs right, the harmless-only PM "
+                     f"**{_f(tension['harmless_only_on_helpful_conflicts'])}** of the helpful tranche's (chance 0.5)")
     lines += gold_headline_lines(heads)
     if heads["best_ood"]:
         b = heads["best_ood"]
@@ -297,7 +342,7 @@ def write_report(config, folders, out) -> epath.Path:
                      f"{b['layer']}, {b['set']}); lexical novelty on the same prompts: "
                      f"{_f(heads.get('ood_novelty_auroc'))}")
     lines += ["", "## Steps", ""] + stage_table(folders) + [""]
-    for section in (pm_section, ppo_section, best_of_section, elo_section, alignment_tax_section,
+    for section in (pm_section, tension_section, ppo_section, best_of_section, elo_section, alignment_tax_section,
                     ood_section):
         lines += section(folders)
     path = out / "report.md"

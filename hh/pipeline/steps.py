@@ -10,19 +10,21 @@ The tokenizer step and the step helpers (`train_step`, `report_step`, `files`,
 `latest_checkpoint`) are also the online job's (hh/pipeline/online.py).
 """
 
+import copy
 import json
 import sys
 
 from etils import epath
 
 from hh import main
+from hh.config import ConfigError
 from hh.data import pm_sources, synthetic
 from hh.data.sources import lm_documents, run_tokenizer, TOKENIZER_DIR
 from hh.eval import mc
 from hh.eval.adversaries import evaluate_adversaries, novelty_auroc
 from hh.eval.gold import accuracy_judge
 from hh.eval.ood_study import ood_study, prompt_texts, write_study
-from hh.eval.pm_eval import evaluate_pm
+from hh.eval.pm_eval import cross_matrix, evaluate_pm
 from hh.eval.policy_elo import Entry, policy_elo, write_elo
 from hh.io import atomic_write_text
 from hh.parallel import distributed
@@ -81,20 +83,25 @@ def linked(config, name: str, folders, init_from: str = "", reward_model: str = 
     return cfg
 
 
+def run_stage(cfg, folder) -> None:
+    """hh.main.run of one stage; a preempted stage exits with the preemption status (the
+    checkpoint is saved: rerunning the same command resumes it)."""
+    result = main.run(cfg, str(folder))
+    if getattr(result, "preempted", False):
+        print(f"{folder} was preempted at step {result.step}; rerun the same command to resume",
+              file=sys.stderr, flush=True)
+        sys.exit(distributed.EXIT_PREEMPTED)
+
+
 def train_step(name: str, init_from: str = "", reward_model: str = "", link_data=None):
     """A step that trains the stage of config section `name` with hh.main.run, linked to earlier
     steps as `linked` says; `link_data(cfg, folders)`, when given, also points the section's data
-    at an earlier step's output. A preempted stage exits with the preemption status (the
-    checkpoint is saved: rerunning the same command resumes it)."""
+    at an earlier step's output."""
     def run(config, folder, folders):
         cfg = linked(config, name, folders, init_from, reward_model)
         if link_data is not None:
             link_data(cfg, folders)
-        result = main.run(cfg, str(folder))
-        if getattr(result, "preempted", False):
-            print(f"{folder} was preempted at step {result.step}; rerun the same command to resume",
-                  file=sys.stderr, flush=True)
-            sys.exit(distributed.EXIT_PREEMPTED)
+        run_stage(cfg, folder)
         return STAGE_HEADLINES[cfg.stage](folder)
     return run
 
@@ -117,6 +124,38 @@ def pm_baselines(pm_cfg) -> dict:
     train = pm_sources.train_source(pm_cfg.data, pm_cfg.train)
     test = pm_sources.eval_source(pm_cfg.data)
     return evaluate_adversaries([train[i] for i in range(len(train))], [test[i] for i in range(len(test))])
+
+
+def tension_tests(config) -> list:
+    """The tension step's test sets: config.tension.test_sources, or fresh pairs of each synthetic
+    tranche about its training entities, past the rows any of the step's PMs trains on."""
+    if config.tension.test_sources:
+        return list(config.tension.test_sources)
+    start, n = config.pm.data.train_pairs, config.tension.fresh_pairs
+    if start + n > config.pm.data.synthetic_comparisons:
+        raise ConfigError(f"tension.fresh_pairs={n}: pm.data.train_pairs ({start}) + fresh_pairs is more than "
+                          f"pm.data.synthetic_comparisons ({config.pm.data.synthetic_comparisons})")
+    return [f"synthetic-{kind}:train[{start}:{start + n}]" for kind in ("helpful", "harmless")]
+
+
+def run_tension(config, folder, folders):
+    """Trains a PM per tension.helpful_fractions (the main PM's recipe and pair count, from the
+    PMP checkpoint) and scores them with the main PM on the tension tests (hh.eval.pm_eval.
+    cross_matrix); the headline: each single-tranche PM on the other tranche's conflicting pairs."""
+    workdirs = [folders["pm"]]
+    for fraction in config.tension.helpful_fractions:
+        cfg = copy.deepcopy(linked(config, "pm", folders, init_from="pmp"))
+        cfg.data.helpful_fraction = float(fraction)
+        run_stage(cfg, folder / f"helpful-{fraction:.2f}")
+        workdirs.append(folder / f"helpful-{fraction:.2f}")
+    tests = tension_tests(config)
+    result = cross_matrix(workdirs, tests, folder)
+    heads = {}
+    for fraction, conflicts in zip(result["helpful_fraction"], result["conflict_accuracy"]):
+        for spec, value in zip(tests, conflicts):
+            if value is not None:
+                heads[f"h{fraction:.2f}/{pm_sources.parse_spec(spec, 'train')[0]}/conflict"] = value
+    return heads
 
 
 def run_best_of(config, folder, folders):
@@ -219,6 +258,9 @@ def steps(config):
              "PM on helpful + harmless comparisons"),
         Step("pm_eval", ("pm",), sec("pm_eval"), run_pm_eval, files("pm_eval.json", "adversaries.json"),
              "PM accuracy and calibration"),
+        Step("tension", ("pmp", "pm"), lambda c: {"pm": c.pm.to_dict(), "tension": c.tension.to_dict()},
+             run_tension, files("cross_matrix.json", "cross_matrix.png"),
+             "single-tranche PMs beside the mixture: the helpful-vs-harmless tension"),
         Step("distill", ("lm",), sec("distill"), train_step("distill", init_from="lm"), latest_checkpoint,
              "HHH context distillation"),
         Step("ppo", ("distill", "pm"), sec("ppo"), train_step("ppo", init_from="distill", reward_model="pm"),
@@ -231,7 +273,7 @@ def steps(config):
              "multiple-choice evals of the LM and the PPO policy"),
         Step("ood", (config.ood.model,), sec("ood"), run_ood, files("ood.json"),
              "OOD detection of harmful requests"),
-        Step("report", ("pm_eval", "ppo", "best_of", "elo", "alignment_tax", "ood"),
+        Step("report", ("pm_eval", "tension", "ppo", "best_of", "elo", "alignment_tax", "ood"),
              lambda c: {"preset": c.preset},
              report_step(write_report), files("report.md"), "report.md"),
     ]

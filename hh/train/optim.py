@@ -39,7 +39,7 @@ def decay_mask(params):
 
 def parameter_path(path) -> str:
     """'trunk/stack/layer_0/mlp/up/kernel': the path a `frozen` regex is matched against."""
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+    return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def freeze(pattern: str) -> optax.GradientTransformation:

@@ -14,7 +14,10 @@ from etils import epath
 from configs import pipeline as pipeline_config
 from conftest import SMOKE_PIPELINE
 from hh.data import sources, synthetic
+from hh.config import ConfigError
+from hh.pipeline import report as report_module
 from hh.pipeline import runner
+from hh.pipeline import steps as steps_module
 from hh.pipeline.jobs import job_steps
 from hh.pipeline.runner import Step, run_steps, tree_digest
 
@@ -154,6 +157,27 @@ def test_tiny_preset_fits_the_synthetic_comparisons():
     assert config.ood.n_fit > 2 * config.lm.model.d_model   # a non-singular covariance
 
 
+def test_tension_tests_are_fresh_rows_past_every_pms_pairs():
+    config = pipeline_config.get_config("tiny")
+    n, m = config.pm.data.train_pairs, config.tension.fresh_pairs
+    assert steps_module.tension_tests(config) == [f"synthetic-helpful:train[{n}:{n + m}]",
+                                                  f"synthetic-harmless:train[{n}:{n + m}]"]
+    config.tension.fresh_pairs = config.pm.data.synthetic_comparisons
+    with pytest.raises(ConfigError, match="tension.fresh_pairs"):
+        steps_module.tension_tests(config)
+    config.tension.test_sources = ["synthetic-helpful:test"]
+    assert steps_module.tension_tests(config) == ["synthetic-helpful:test"]
+
+
+def test_tension_headlines_read_each_single_tranche_pm_on_the_other_tranches_conflicts():
+    matrix = {"test_sets": ["synthetic-helpful:train[10:20]", "synthetic-harmless:train[10:20]"],
+              "helpful_fraction": [0.0, 0.5, 1.0],
+              "conflict_accuracy": [[0.1, 0.9], [0.5, 0.5], [0.95, 0.05]]}
+    assert report_module.tension_headlines(matrix) == {"helpful_only_on_harmless_conflicts": 0.05,
+                                                       "harmless_only_on_helpful_conflicts": 0.1}
+    assert report_module.tension_headlines(None) is None
+
+
 def test_set_path_names_a_misspelt_field():
     config = pipeline_config.get_config("smoke")
     pipeline_config.set_path(config, "ppo.loop.steps", 3)
@@ -167,12 +191,16 @@ def test_smoke_pipeline_end_to_end_then_skips_everything(smoke_pipeline, tmp_pat
     workdir, _ = smoke_pipeline
     cmd = [sys.executable, *SMOKE_PIPELINE, "--workdir", str(workdir)]
     report = (workdir / "report" / "report.md").read_text()
-    for png in ("pm_calibration.png", "reward_vs_sqrt_kl.png", "best_of.png", "elo.png",
+    for png in ("pm_calibration.png", "pm_cross_matrix.png", "reward_vs_sqrt_kl.png", "best_of.png", "elo.png",
                 "ood_auroc_by_layer.png"):
         assert (workdir / "report" / png).stat().st_size > 1000, png
         assert f"({png})" in report
     assert "## Alignment tax" in report and "jsonl/world_questions" in report
+    assert "## Helpful vs harmless" in report
     heads = json.loads((workdir / "report" / "headlines.json").read_text())
+    matrix = json.loads((workdir / "tension" / "cross_matrix.json").read_text())
+    assert matrix["helpful_fraction"] == [0.0, 0.5, 1.0]     # harmless-only, the main PM, helpful-only
+    assert set(heads["tension"]) == {"helpful_only_on_harmless_conflicts", "harmless_only_on_helpful_conflicts"}
     assert 0.0 <= heads["pm_accuracy"] <= 1.0 and heads["elo_anchor"] == "distill"
     assert 0.0 <= heads["best_ood"]["auroc"] <= 1.0
     ood = json.loads((workdir / "ood" / "ood.json").read_text())["sets"]["synthetic-redteam"]
@@ -180,7 +208,7 @@ def test_smoke_pipeline_end_to_end_then_skips_everything(smoke_pipeline, tmp_pat
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     progress = [line for line in again.stdout.splitlines() if line.startswith("[")]
-    assert len(progress) == 12 and all("skipped" in line for line in progress), again.stdout
+    assert len(progress) == 13 and all("skipped" in line for line in progress), again.stdout
     # a changed PPO field reruns PPO and everything that reads it, nothing before it (on a copy:
     # the session's pipeline stays as it finished; the skip keys do not depend on the folder)
     copy = tmp_path / "copy"
