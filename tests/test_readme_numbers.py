@@ -26,6 +26,8 @@ def test_readme_headlines_equal_the_committed_run():
         f"against {_f(heads['ood_novelty_auroc'], 2)} for lexical novelty",
         f"{_f(heads['adversary_accuracy']['lookup'], 2)} (lookup) and "
         f"{_f(heads['adversary_accuracy']['logistic'], 2)} (n-gram regression)",
+        f"a helpful-only PM ranks {_f(heads['tension']['helpful_only_on_harmless_conflicts'], 2)} of the harmless",
+        f"a harmless-only PM {_f(heads['tension']['harmless_only_on_helpful_conflicts'], 2)} of the helpful",
     ]
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README.md lacks the committed run's numbers: {missing}"

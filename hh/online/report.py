@@ -62,7 +62,7 @@ def plot_elo(rows, path) -> None:
     x = [r["round"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.errorbar(x, [r["gold_elo"] for r in rows], yerr=[r["gold_elo_stderr"] for r in rows], marker="o",
-                capsize=3, label="gold PM (the labeler)")
+                capsize=3, label="gold PM")
     ax.errorbar(x, [r["pm_predicted_elo"] for r in rows], yerr=[r["pm_predicted_elo_stderr"] for r in rows],
                 marker="s", capsize=3, label="PM-predicted (the round's own PM)")
     for labeler, marker in (("helpful", "^"), ("harmless", "v")):
