@@ -48,9 +48,9 @@ def quickstart(smoke_pipeline, tmp_path_factory):
 def test_quickstart_runs_the_pipeline_and_shows_the_report(quickstart):
     workdir, nb = quickstart
     printed = "".join(out.get("text", "") for c in nb.cells for out in c.get("outputs", []))
-    assert printed.count("skipped") == 12, printed[-2000:]   # the session's run, found finished
+    assert printed.count("skipped") == 13, printed[-2000:]   # the session's run, found finished
     assert json.loads((workdir / "report" / "headlines.json").read_text())["elo_anchor"] == "distill"
-    assert images(nb) == len(list((workdir / "report").glob("*.png"))) == 5
+    assert images(nb) == len(list((workdir / "report").glob("*.png"))) == 6
 
 
 @pytest.mark.slow
