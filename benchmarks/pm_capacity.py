@@ -47,7 +47,6 @@ PAIR_FACTORS = (0.25, 1.0, 4.0)
 EVAL_PAIRS = 400               # per tranche and split
 EVAL_SEED = 7                  # the eval pairs' sampling seed (the PM trains on seed `data.seed`)
 PARTIAL_PAIRS = (2000, 3840)     # --partial: PMP and PM pairs (3× the main job's PM pairs)
-PM_TAG = ""                    # "-<tag>" in PMP/PM workdir names: a second PM recipe over the same LMs
 
 
 def trunk(cfg, size: str):
@@ -67,9 +66,6 @@ def non_embedding_params(size: str) -> int:
     return n_layers * 12 * d_model * d_model
 
 
-PM_RECIPE = {}
-
-
 def base_config(args):
     c = pipeline.get_config("tiny")
     for stage in ("lm", "pmp", "pm"):
@@ -86,10 +82,19 @@ def base_config(args):
     if args.partial:   # trunk() turns the frozen pattern into each size's own lower half
         c.pmp.optimizer.frozen = c.pm.optimizer.frozen = pipeline.lower_half(2)
         c.pmp.data.train_pairs, c.pm.data.train_pairs = PARTIAL_PAIRS
-    PM_RECIPE.update(pairs=c.pm.data.train_pairs, steps=c.pm.loop.steps, epochs=c.pm.train.epochs,
-                     learning_rate=c.pm.optimizer.learning_rate, frozen=c.pm.optimizer.frozen,
-                     batch=c.pm.train.global_batch_size)
     return c
+
+
+def pm_recipe(c) -> dict:
+    """What the JSON records of the PM recipe every size shares."""
+    return dict(pairs=c.pm.data.train_pairs, steps=c.pm.loop.steps, epochs=c.pm.train.epochs,
+                learning_rate=c.pm.optimizer.learning_rate, frozen=c.pm.optimizer.frozen,
+                batch=c.pm.train.global_batch_size)
+
+
+def workdir_tag(args) -> str:
+    """"-<tag>" in PMP/PM workdir and result names: a second PM recipe over the same LMs."""
+    return f"-{args.tag}" if args.tag else ""
 
 
 def tokenizer_dir(c, root) -> str:
@@ -115,18 +120,18 @@ def train_lm(c, root, size, seed, tokenizer, seconds) -> str:
     return workdir
 
 
-def train_pm(c, root, name, size, seed, init_from, pairs, seconds, pmp=False) -> str:
+def train_pm(c, root, name, size, seed, init_from, pairs, seconds, pmp=False, tag="") -> str:
     if pmp:
         cfg = c.pmp.copy_and_resolve_references()
         cfg.seed, cfg.init_from = seed, init_from
         trunk(cfg, size)
-        init_from = os.path.join(root, f"pmp{PM_TAG}-{name}")
+        init_from = os.path.join(root, f"pmp{tag}-{name}")
         timed(cfg, init_from, seconds)
     cfg = c.pm.copy_and_resolve_references()
     cfg.seed, cfg.init_from, cfg.data.train_pairs = seed, init_from, pairs
     cfg.data.synthetic_comparisons = max(cfg.data.synthetic_comparisons, pairs)
     trunk(cfg, size)
-    workdir = os.path.join(root, f"pm{PM_TAG}-{name}")
+    workdir = os.path.join(root, f"pm{tag}-{name}")
     timed(cfg, workdir, seconds)
     return workdir
 
@@ -202,8 +207,7 @@ def loglinear_fit(per_size: dict, rng_seed: int = 0, draws: int = 2000) -> dict:
 
 
 def run(args):
-    global PM_TAG
-    PM_TAG = f"-{args.tag}" if args.tag else ""
+    tag = workdir_tag(args)
     root = os.path.abspath(args.root)
     os.makedirs(root, exist_ok=True)
     c = base_config(args)
@@ -219,7 +223,8 @@ def run(args):
     for size in sizes:
         for seed in seeds:
             lms[size, seed] = train_lm(c, root, size, seed, tokenizer, seconds)
-            pm = train_pm(c, root, f"{size}-s{seed}", size, seed, lms[size, seed], main_pairs, seconds)
+            pm = train_pm(c, root, f"{size}-s{seed}", size, seed, lms[size, seed], main_pairs, seconds,
+                          tag=tag)
             runs.append({"axis": "size", "size": size, "params": non_embedding_params(size), "seed": seed,
                          "pairs": main_pairs, "pmp": False, "lm_knowledge": lm_knowledge(lms[size, seed], root, args.world),
                          **likelihood_accuracy(lms[size, seed], rows), **pm_accuracy(pm, rows)})
@@ -231,27 +236,28 @@ def run(args):
         for seed in seeds:
             if factor == 1.0:
                 continue   # the size axis's run
-            pm = train_pm(c, root, f"{data_size}-p{pairs}-s{seed}", data_size, seed, lms[data_size, seed], pairs, seconds)
+            pm = train_pm(c, root, f"{data_size}-p{pairs}-s{seed}", data_size, seed, lms[data_size, seed], pairs, seconds,
+                          tag=tag)
             runs.append({"axis": "pairs", "size": data_size, "params": non_embedding_params(data_size), "seed": seed,
                          "pairs": pairs, "pmp": False, **pm_accuracy(pm, rows)})
             print(json.dumps(runs[-1]), flush=True)
     pmp_pairs = int(main_pairs * min(factors)) if factors else main_pairs
     for seed in seeds:
         pm = train_pm(c, root, f"{data_size}-p{pmp_pairs}-pmp-s{seed}", data_size, seed, lms[data_size, seed],
-                      pmp_pairs, seconds, pmp=True)
+                      pmp_pairs, seconds, pmp=True, tag=tag)
         runs.append({"axis": "pmp", "size": data_size, "params": non_embedding_params(data_size), "seed": seed,
                      "pairs": pmp_pairs, "pmp": True, **pm_accuracy(pm, rows)})
         print(json.dumps(runs[-1]), flush=True)
-    result = summarise(runs, sizes, data_size, main_pairs, pmp_pairs, args)
+    result = summarise(runs, sizes, data_size, main_pairs, pmp_pairs, args, pm_recipe(c))
     result["seconds"] = seconds
-    with open(os.path.join(root, f"pm_capacity{PM_TAG}.json"), "w") as f:
+    with open(os.path.join(root, f"pm_capacity{tag}.json"), "w") as f:
         json.dump(result, f, indent=2)
-    plot(result, os.path.join(root, f"pm_capacity{PM_TAG}.png"))
+    plot(result, os.path.join(root, f"pm_capacity{tag}.png"))
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs", "seconds")}, indent=2))
     return result
 
 
-def summarise(runs, sizes, data_size, main_pairs, pmp_pairs, args) -> dict:
+def summarise(runs, sizes, data_size, main_pairs, pmp_pairs, args, recipe: dict) -> dict:
     size_runs = [r for r in runs if r["axis"] == "size"]
     by_size = {s: [r for r in size_runs if r["size"] == s] for s in sizes}
     per_size = {s: {"params": non_embedding_params(s),
@@ -265,7 +271,7 @@ def summarise(runs, sizes, data_size, main_pairs, pmp_pairs, args) -> dict:
     with_pmp = [r["test"] for r in runs if r["pmp"]]
     return {
         "world": args.world, "seeds": args.seeds, "quick": bool(args.quick), "tag": args.tag,
-        "pm_recipe": {k: v for k, v in PM_RECIPE.items()},
+        "pm_recipe": recipe,
         "recipe": "configs/pipeline.py tiny: LM, PMP and PM stage configs; trunk shape varied",
         "per_size": per_size,
         "fit_test": loglinear_fit({s: [r["test"] for r in rs] for s, rs in by_size.items()}),

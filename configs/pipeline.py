@@ -116,6 +116,9 @@ def get_config(arg="tiny"):
     # entities (rows past any PM's), where the labelers' conflict shows.
     config.tension = ml_collections.ConfigDict(dict(helpful_fractions=[0.0, 1.0], test_sources=[],
                                                     fresh_pairs=shape["tension_pairs"]))
+    # room for them past the PM's pairs (the first rows of a larger draw are the same rows)
+    config.pm.data.synthetic_comparisons = max(config.pm.data.synthetic_comparisons,
+                                               config.pm.data.train_pairs + config.tension.fresh_pairs)
     # Rejection sampling from the PPO run's initial policy (the distilled LM), Bai et al. §2.3.
     config.best_of = ml_collections.ConfigDict(dict(
         policy="distill", ks=list(shape["ks"]), prompts="synthetic-helpful:test",

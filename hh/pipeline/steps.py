@@ -248,6 +248,7 @@ def tokenizer_step() -> Step:
 def steps(config):
     """The main job's steps, in order (the names are folders under the workdir)."""
     sec = lambda name: (lambda c: c[name])   # noqa: E731
+    tension_tests(config)     # a tension field that does not fit fails before anything runs
     elo_inputs = tuple(dict.fromkeys(parse_entry(e)[1] for e in config.elo.entries)) + ("pm",)
     return [
         tokenizer_step(),
