@@ -79,9 +79,13 @@ def base_config(args):
         c.lm.loop.eval_every = 0
     for stage in ("lm", "pmp", "pm"):
         c[stage].loop.eval_every = 0
+    if args.lm_documents:
+        c.lm.data.synthetic_documents = args.lm_documents
     if args.partial:   # trunk() turns the frozen pattern into each size's own lower half
         c.pmp.optimizer.frozen = c.pm.optimizer.frozen = pipeline.lower_half(2)
         c.pmp.data.train_pairs, c.pm.data.train_pairs = PARTIAL_PAIRS
+    if args.pm_pairs:
+        c.pm.data.train_pairs = args.pm_pairs
     return c
 
 
@@ -367,6 +371,10 @@ def parse(argv=None):
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--lm_steps", type=int, default=0, help="LM steps (0: the main job's)")
+    parser.add_argument("--lm_documents", type=int, default=0,
+                        help="LM pretraining documents (0: the main job's); a larger world needs more")
+    parser.add_argument("--pm_pairs", type=int, default=0,
+                        help="PM pairs at factor 1, one epoch (0: the recipe's: the main job's, or --partial's)")
     parser.add_argument("--pair_factors", default=",".join(map(str, PAIR_FACTORS)),
                         help="the comparisons axis: multiples of the main job's PM pairs")
     parser.add_argument("--partial", action="store_true",
