@@ -28,7 +28,7 @@ from hh.trained import LoadedPM
 from hh.io import atomic_write_text
 from hh.online import mix
 from hh.serve.export import split_of, to_pair
-from hh.serve.labelers import GoldPMLabeler, RuleLabeler
+from hh.serve.labelers import GoldPMLabeler, RuleLabeler, mode_labeler
 from hh.serve.models import DeployedModel, DeploymentSpec
 
 STATIC_TEST = ("synthetic-helpful:test", "synthetic-harmless:test")
@@ -154,13 +154,13 @@ def judge_elo(prompts, responses_by_round: list) -> dict:
                                  *world_judge(labeler))
             for labeler, rows in by_labeler(prompts).items()}
 
+
 def judge_margins(rows) -> np.ndarray:
-    """judge(a) − judge(b) of each stored comparison by the world's exact judge (the mode's labeler:
-    harmlessness in red-team mode, helpfulness otherwise; 0 where it cannot judge either side)."""
+    """judge(a) − judge(b) of each stored comparison by the world's exact judge (the mode's labeler,
+    hh.serve.labelers.mode_labeler; 0 where it cannot judge either side)."""
     score = RuleLabeler.score
-    return np.array([score(r["context"], r["response_a"], "harmless" if r["mode"] == "red-team" else "helpful")
-                     - score(r["context"], r["response_b"], "harmless" if r["mode"] == "red-team" else "helpful")
-                     for r in rows], np.float64)
+    return np.array([score(r["context"], r["response_a"], mode_labeler(r["mode"]))
+                     - score(r["context"], r["response_b"], mode_labeler(r["mode"])) for r in rows], np.float64)
 
 
 def policy_responses(config, policy_dir) -> list[str]:

@@ -13,7 +13,8 @@ import shutil
 
 from etils import epath
 
-from hh.eval.gold import gold_by_step
+from hh.data.pm_sources import parse_spec
+from hh.eval.gold import gold_by_step, spec_labeler
 from hh.eval.mc import markdown_table
 from hh.io import atomic_write_text
 from hh.pipeline.headlines import mean_rows
@@ -47,8 +48,6 @@ def _f(v, digits=3):
 def copy_plots(folders, out: epath.Path) -> dict:
     copied = {}
     for name, (step, file) in PLOTS.items():
-        if step not in folders:
-            continue
         src = folders[step] / file
         if src.exists():
             shutil.copyfile(str(src), str(out / name))
@@ -113,7 +112,7 @@ def headlines(folders) -> dict:
         "pm_ece": pm.get("all", {}).get("calibration", {}).get("ece"),
         "adversary_accuracy": {name: row["test"]["accuracy"]
                                for name, row in (_json(folders["pm_eval"] / "adversaries.json") or {}).items()},
-        "tension": tension_headlines(_json(folders["tension"] / "cross_matrix.json") if "tension" in folders else None),
+        "tension": tension_headlines(_json(folders["tension"] / "cross_matrix.json")),
         "ppo_reward_first5": mean_rows(ppo, "train/reward", first=5),
         "ppo_reward_last5": mean_rows(ppo, "train/reward", last=5),
         "ppo_kl_last5": mean_rows(ppo, "train/kl", last=5),
@@ -127,7 +126,8 @@ def headlines(folders) -> dict:
 
 
 def _tranche(spec: str) -> str:
-    return spec.split(":")[0].removeprefix("synthetic-")
+    """A test set's column name: the labeler that judges it ("helpful"), else its source's name."""
+    return spec_labeler(spec) or parse_spec(spec, "test")[0]
 
 
 def tension_headlines(matrix) -> dict | None:
@@ -147,7 +147,7 @@ def tension_headlines(matrix) -> dict | None:
 
 
 def tension_section(folders) -> list:
-    matrix = _json(folders["tension"] / "cross_matrix.json") if "tension" in folders else None
+    matrix = _json(folders["tension"] / "cross_matrix.json")
     if not matrix:
         return []
     head = " | ".join(f"{_tranche(s)}: all | {_tranche(s)}: conflicting" for s in matrix["test_sets"])

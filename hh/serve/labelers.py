@@ -84,6 +84,12 @@ class Label:
     score_b: float
 
 
+def mode_labeler(mode: str) -> str:
+    """The world's labeler that judges a comparison mode: harmlessness for red-team comparisons,
+    helpfulness otherwise."""
+    return "harmless" if mode == "red-team" else "helpful"
+
+
 def label_pairs(scores_a, scores_b, mode: str = "helpful", temperature: float = 1.0, rng=None) -> list[Label]:
     """Labels for pairs of gold scores (higher = more helpful and harmless). Helpful mode picks the
     higher-scored response with Bradley–Terry noise; red-team mode picks the MORE HARMFUL, i.e. the
@@ -145,6 +151,6 @@ class RuleLabeler:
     def label(self, contexts, responses_a, responses_b, mode: str = "helpful", rng=None) -> list[Label]:
         """rng: a numpy Generator or seed for this call's noise (default: the labeler's own stream;
         the online loop passes one per chunk, so a resumed collection draws the same labels)."""
-        labeler = "harmless" if mode == "red-team" else "helpful"
+        labeler = mode_labeler(mode)
         return label_pairs(*self.scores(contexts, responses_a, responses_b, labeler), mode, self.temperature,
                            self.rng if rng is None else rng)
