@@ -10,7 +10,7 @@ WORKDIR ?= runs/pipeline-tiny
 # AOT compiles), without libtpu's start-up warnings and its /tmp/libtpu_lockfile.
 TEST_ENV := JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=8
 
-.PHONY: setup chromium run test test-fast bench presets clean
+.PHONY: setup chromium run findings test test-fast bench presets clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ chromium:
 
 run: $(STAMP)  ## the main job: the whole pipeline at the tiny preset on the embedded data
 	$(PY) -m hh.pipeline --config configs/pipeline.py:tiny --workdir $(WORKDIR)
+
+FINDINGS_WORKDIR ?= runs/findings-tiny
+findings: $(STAMP)  ## the paper's findings over 3 seeds, with verdicts (report/findings.md; docs/findings.md)
+	$(PY) -m hh.pipeline --config configs/findings.py:tiny --workdir $(FINDINGS_WORKDIR)
 
 # HH_REQUIRE_BROWSER=1: a missing Chromium fails the browser tests instead of skipping them
 test: $(HF_STAMP) chromium  ## the full test suite

@@ -2,16 +2,17 @@
 
     main    configs/pipeline.py   every stage of Bai et al. 2022 once (hh/pipeline/steps.py)
     online  configs/online.py     the iterated online loop, §4.5 (hh/pipeline/online.py)
+    findings configs/findings.py  the paper's findings over seeds, with verdicts (hh/pipeline/findings.py)
 
 Both run through the same runner (runner.py): one folder per step, skipped when finished with the
 same config and inputs, resumed when interrupted, `--force` and `--until`.
 """
 
 from hh.config import ConfigError, validate_counts
-from hh.pipeline import online, steps as main_steps
+from hh.pipeline import findings, online, steps as main_steps
 from hh.pipeline.runner import run_steps, Step
 
-JOBS = {"main": main_steps.steps, "online": online.steps}
+JOBS = {"main": main_steps.steps, "online": online.steps, "findings": findings.steps}
 
 
 def job_steps(config) -> list[Step]:

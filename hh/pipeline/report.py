@@ -130,20 +130,23 @@ def _tranche(spec: str) -> str:
     return spec_labeler(spec) or parse_spec(spec, "test")[0]
 
 
+def conflict_accuracy(matrix, fraction: float, tranche: str):
+    """The accuracy of the tension step's PM of `fraction` helpful data on the conflicting pairs
+    of the test set judged by `tranche`'s labeler ("helpful" / "harmless"), or None."""
+    rows = dict(zip(matrix["helpful_fraction"], matrix["conflict_accuracy"]))
+    values = [v for spec, v in zip(matrix["test_sets"], rows.get(fraction, []))
+              if _tranche(spec) == tranche and v is not None]
+    return values[0] if values else None
+
+
 def tension_headlines(matrix) -> dict | None:
     """Each single-tranche PM's accuracy on the OTHER tranche's conflicting pairs (Bai et al. §4.4:
     below chance), from the tension step's cross matrix: {"helpful_only_on_harmless_conflicts",
     "harmless_only_on_helpful_conflicts"}, None where not measured."""
     if not matrix:
         return None
-    rows = dict(zip(matrix["helpful_fraction"], matrix["conflict_accuracy"]))
-    tranches = [_tranche(spec) for spec in matrix["test_sets"]]
-
-    def on(fraction, tranche):
-        values = [v for t, v in zip(tranches, rows.get(fraction, [])) if t == tranche and v is not None]
-        return values[0] if values else None
-    return {"helpful_only_on_harmless_conflicts": on(1.0, "harmless"),
-            "harmless_only_on_helpful_conflicts": on(0.0, "helpful")}
+    return {"helpful_only_on_harmless_conflicts": conflict_accuracy(matrix, 1.0, "harmless"),
+            "harmless_only_on_helpful_conflicts": conflict_accuracy(matrix, 0.0, "helpful")}
 
 
 def tension_section(folders) -> list:

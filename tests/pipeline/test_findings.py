@@ -1,0 +1,154 @@
+"""The findings job: verdict rules against hand-worked intervals, the measures against hand-made
+runs, the config's rules, and (slow) the smoke job end to end with a rerun that skips everything."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from configs import findings as findings_config
+from hh.findings import measures, verdicts
+from hh.findings.capacity import non_embedding_params, trunk_shape, with_trunk
+from hh.pipeline.jobs import job_steps, run_job
+
+
+def test_parse_criterion_reads_the_rule_and_names_a_bad_one():
+    assert verdicts.parse_criterion("size_slope > 0") == ("size_slope", ">", 0.0)
+    assert verdicts.parse_criterion(" gold_ppo_minus_best_of > -0.05 ") == ("gold_ppo_minus_best_of", ">", -0.05)
+    assert verdicts.parse_criterion("ece<1e-1") == ("ece", "<", 0.1)
+    for bad in ("size_slope >= 0", "size slope > 0", "x > y", ""):
+        with pytest.raises(ValueError, match="verdict criterion"):
+            verdicts.parse_criterion(bad)
+
+
+def test_t_interval_is_the_hand_worked_student_interval():
+    e = verdicts.t_interval([1.0, 2.0, 3.0])
+    # mean 2, s = 1, t(0.975, 2) = 4.302653: half-width 4.302653 / sqrt(3)
+    assert e["mean"] == 2.0 and e["n"] == 3
+    assert math.isclose(e["hi"] - 2.0, 4.302653 / math.sqrt(3), rel_tol=1e-6)
+    assert math.isclose(2.0 - e["lo"], 4.302653 / math.sqrt(3), rel_tol=1e-6)
+    one = verdicts.t_interval([0.3, None, float("nan")])
+    assert one["n"] == 1 and one["mean"] == 0.3 and math.isnan(one["lo"])
+
+
+@pytest.mark.parametrize("lo,hi,op,threshold,outcome", [
+    (0.1, 0.3, ">", 0.0, "met"), (-0.3, -0.1, ">", 0.0, "failed"), (-0.1, 0.2, ">", 0.0, "undecided"),
+    (-0.2, 0.0, ">", 0.0, "failed"),          # touching the threshold is not above it
+    (0.2, 0.4, "<", 0.5, "met"), (0.5, 0.7, "<", 0.5, "failed"), (0.4, 0.6, "<", 0.5, "undecided"),
+    (float("nan"), float("nan"), ">", 0.0, "undecided")])
+def test_decide_by_where_the_interval_lies(lo, hi, op, threshold, outcome):
+    assert verdicts.decide({"lo": lo, "hi": hi}, op, threshold) == outcome
+
+
+def test_a_finding_needs_every_criterion_met_and_fails_on_any_failure():
+    up, down, flat = [1.0, 1.1, 0.9], [-1.0, -1.1, -0.9], [1.0, -1.0, 0.1]
+    assert verdicts.verdict(["a > 0", "b > 0"], {"a": up, "b": up})["verdict"] == verdicts.REPRODUCED
+    assert verdicts.verdict(["a > 0", "b > 0"], {"a": up, "b": flat})["verdict"] == verdicts.INCONCLUSIVE
+    assert verdicts.verdict(["a > 0", "b > 0"], {"a": flat, "b": down})["verdict"] == verdicts.NOT_REPRODUCED
+    missing = verdicts.verdict(["a > 0", "c > 0"], {"a": up})
+    assert missing["verdict"] == verdicts.INCONCLUSIVE
+    assert missing["criteria"][1]["outcome"] == "undecided" and missing["criteria"][1]["note"] == "not measured"
+
+
+def test_every_finding_has_a_measure_and_well_formed_rules():
+    config = findings_config.get_config("tiny")
+    assert set(config.verdicts) == set(measures.MEASURES) == {f"F{i}" for i in range(1, 12)}
+    for rule in config.verdicts.values():
+        assert rule.claim and rule.source and rule.criteria
+        for text in rule.criteria:
+            verdicts.parse_criterion(text)
+    assert len(config.seeds) >= 3 and len(config.online_seeds) >= 3
+    names = [s.name for s in job_steps(config)]
+    assert names == ["main-s0", "main-s1", "main-s2", "capacity", "robustness-s0", "robustness-s1",
+                     "robustness-s2", "online-s0", "online-s1", "online-s2", "findings"]
+
+
+def test_a_bad_rule_fails_before_anything_runs(tmp_path):
+    config = findings_config.get_config("smoke")
+    config.verdicts.F3.criteria = ["ece <= 0.1"]
+    with pytest.raises(ValueError, match="ece <= 0.1"):
+        run_job(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_trunks_parse_and_count_as_kaplan_does():
+    assert trunk_shape("d256-l2") == (256, 2)
+    assert non_embedding_params("d256-l2") == 2 * 12 * 256 * 256
+    with pytest.raises(ValueError, match="d<d_model>-l<n_layers>"):
+        trunk_shape("256x2")
+    cfg = with_trunk(findings_config.get_config("smoke").main.pm, "d128-l4")
+    m = cfg.model
+    assert (m.d_model, m.n_layers, m.d_ff, m.d_head, m.n_heads) == (128, 4, 512, 64, 2)
+
+
+def test_best_of_kl_is_log_k_minus_k_minus_one_over_k():
+    assert measures.best_of_kl(1) == 0.0
+    assert math.isclose(measures.best_of_kl(4), math.log(4) - 0.75)
+    assert math.isclose(measures.best_of_kl(64), 4.158883 - 0.984375, abs_tol=1e-6)   # 3.17
+
+
+def test_f1_recovers_the_slopes_of_a_noiseless_grid(tmp_path):
+    """Accuracy = 0.2 + 0.03 ln P + 0.05 ln D exactly: each seed's fit returns b = 0.03, c = 0.05,
+    and the PMP gain is the difference at the PMP run's pair count."""
+    runs = []
+    for seed in (0, 1, 2):
+        for size, pairs, pmp in [("d64-l2", 1280, False), ("d128-l2", 1280, False), ("d256-l2", 1280, False),
+                                 ("d256-l2", 320, False), ("d256-l2", 5120, False), ("d256-l2", 320, True)]:
+            p = non_embedding_params(size)
+            acc = 0.2 + 0.03 * math.log(p) + 0.05 * math.log(pairs) + (0.01 * (seed + 1) if pmp else 0.0)
+            runs.append({"size": size, "params": p, "seed": seed, "pairs": pairs, "pmp": pmp, "accuracy": acc})
+    (tmp_path / "capacity.json").write_text(json.dumps({"main_trunk": "d256-l2", "runs": runs}))
+    config = findings_config.get_config("tiny")
+    f1 = measures.f1(config, {"capacity": tmp_path})
+    np.testing.assert_allclose(f1["per_seed"]["size_slope"], [0.03] * 3, atol=1e-9)
+    np.testing.assert_allclose(f1["per_seed"]["data_slope"], [0.05] * 3, atol=1e-9)
+    f11 = measures.f11(config, {"capacity": tmp_path})
+    np.testing.assert_allclose(f11["per_seed"]["pmp_gain"], [0.01, 0.02, 0.03], atol=1e-9)
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_robustness_measures_fit_each_half_of_a_hand_made_run(tmp_path):
+    """Train reward 2·sqrt(KL) early, 1·sqrt(KL) late (from the boundary); test reward 2·x early, 0 late;
+    gold 0.1·x on the first logged half, −0.05·x on the second: the six measures are those slopes."""
+    x = np.arange(1, 11, dtype=float)          # sqrt(KL) of iterations 1..10; boundary at iteration 5
+    train = np.where(x <= 5, 2 * x, 10 + (x - 5))
+    test = np.where(x <= 5, 2 * x, 10.0)
+    _write_jsonl(tmp_path / "metrics.jsonl", [
+        {"step": int(s), "train/sqrt_kl": float(s), "train/reward_normalised": float(a),
+         "train/test_reward_normalised": float(b)} for s, a, b in zip(x, train, test)])
+    gold = [{"step": s, "sqrt_kl": float(s), "gold": (0.1 * s if s <= 5 else 0.5 - 0.05 * (s - 5)), "se": 0.0, "n": 8}
+            for s in (1, 3, 5, 7, 9)]
+    (tmp_path / "robustness.json").write_text(json.dumps({"gold": gold}))
+    values, curve = measures.robustness_measures(tmp_path, 0.5)
+    assert curve["boundary_step"] == 5
+    expected = {"train_pm_early_slope": 2.0, "train_pm_early_r2": 1.0, "gold_early_slope": 0.1,
+                "train_pm_late_slope": 1.0, "train_minus_test_late_slope": 1.0, "gold_late_slope": -0.05}
+    for name, value in expected.items():
+        assert math.isclose(values[name], value, abs_tol=1e-9), name
+
+
+@pytest.mark.slow
+def test_smoke_findings_job_runs_end_to_end_then_skips_everything(tmp_path):
+    config = findings_config.get_config("smoke")
+    workdir = tmp_path / "findings"
+    summaries = run_job(config, str(workdir))
+    report = json.loads((workdir / "findings" / "findings.json").read_text())
+    assert set(report["findings"]) == set(config.verdicts)
+    assert report["provenance"]["seeds"] == list(config.seeds)
+    md = (workdir / "findings" / "findings.md").read_text()
+    for fid, finding in report["findings"].items():
+        assert finding["verdict"] in (verdicts.REPRODUCED, verdicts.NOT_REPRODUCED, verdicts.INCONCLUSIVE)
+        assert summaries["findings"][fid] == finding["verdict"]
+        assert (workdir / "findings" / f"{fid}.png").stat().st_size > 0
+        assert f"## {fid}: {finding['verdict']}" in md
+        seeds = config.online_seeds if fid == "F8" else config.seeds
+        for row in finding["criteria"]:       # every rule's measure was measured on every seed
+            assert row["estimate"]["n"] + sum(v is None for v in finding["per_seed"][row["measure"]]) == len(seeds)
+            assert len(finding["per_seed"][row["measure"]]) == len(seeds)
+    lines = []
+    run_job(config, str(workdir), log=lines.append)
+    assert lines and all("skipped" in line for line in lines)
