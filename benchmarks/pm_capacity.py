@@ -37,11 +37,12 @@ from configs import pipeline
 from hh import main
 from hh.data import synthetic
 from hh.data.sources import lm_documents, run_tokenizer
+from hh.findings.capacity import non_embedding_params, trunk_shape, with_trunk
 from hh.eval import mc
 from hh.trained import LoadedLM, LoadedPM
 
-# name: (d_model, n_layers); heads of 64 (32 below d_model 128), d_ff = 4·d_model
-SIZES = {"d64-l2": (64, 2), "d128-l2": (128, 2), "d256-l2": (256, 2), "d256-l4": (256, 4)}
+# the trunks of the grid (hh.findings.capacity.with_trunk: heads of 64, 32 below d_model 128, d_ff 4·d)
+SIZES = ("d64-l2", "d128-l2", "d256-l2", "d256-l4")
 MAIN_SIZE = "d256-l2"          # the main job's tiny trunk
 PAIR_FACTORS = (0.25, 1.0, 4.0)
 EVAL_PAIRS = 400               # per tranche and split
@@ -50,20 +51,13 @@ PARTIAL_PAIRS = (2000, 3840)     # --partial: PMP and PM pairs (3× the main job
 
 
 def trunk(cfg, size: str):
-    """The stage config `cfg` at trunk shape `size`; a frozen lower half stays the lower half."""
-    model_cfg = cfg.model
-    d_model, n_layers = SIZES[size]
+    """The stage config `cfg` at trunk shape `size` (in place); a frozen lower half stays the lower half."""
+    shaped = with_trunk(cfg, size).model
+    for field in ("d_model", "n_layers", "d_ff", "d_head", "n_heads"):
+        cfg.model[field] = shaped[field]
     if cfg.optimizer.frozen:
-        cfg.optimizer.frozen = pipeline.lower_half(n_layers)
-    d_head = 64 if d_model >= 128 else 32
-    model_cfg.d_model, model_cfg.n_layers, model_cfg.d_ff = d_model, n_layers, 4 * d_model
-    model_cfg.d_head, model_cfg.n_heads = d_head, d_model // d_head
-
-
-def non_embedding_params(size: str) -> int:
-    """Attention (4·d²) and MLP (2·d·4d) weights per layer, as Kaplan et al. count N."""
-    d_model, n_layers = SIZES[size]
-    return n_layers * 12 * d_model * d_model
+        cfg.optimizer.frozen = pipeline.lower_half(trunk_shape(size)[1])
+    return cfg
 
 
 def base_config(args):

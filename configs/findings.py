@@ -73,7 +73,9 @@ VERDICTS = {
 SHAPES = {
     "tiny": dict(seeds=[0, 1, 2], online_seeds=[0, 1, 2], sizes=["d64-l2", "d128-l2", "d256-l2"],
                  pair_factors=[0.25, 1.0, 4.0], robustness_ppo_steps=40, eval_pairs=400),
-    "smoke": dict(seeds=[0, 1], online_seeds=[0], sizes=["d32-l2", "d64-l2"], pair_factors=[0.5, 1.0, 2.0],
+    # smoke: no online seed (F8 is then "not measured"); tests/pipeline/test_online.py measures F8 on
+    # the online loop's own smoke run, so the slow suite does not train the loop a second time
+    "smoke": dict(seeds=[0, 1], online_seeds=[], sizes=["d32-l2", "d64-l2"], pair_factors=[0.5, 1.0, 2.0],
                   robustness_ppo_steps=4, eval_pairs=32),
 }
 

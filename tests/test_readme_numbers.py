@@ -31,3 +31,17 @@ def test_readme_headlines_equal_the_committed_run():
     ]
     missing = [e for e in expected if e not in readme]
     assert not missing, f"README.md lacks the committed run's numbers: {missing}"
+
+
+def test_readme_findings_table_is_the_committed_findings_run():
+    """The "What hh reproduces" table is `python -m hh.findings.report docs/img/findings/findings.json`,
+    from a run at a recorded, clean commit."""
+    from hh.findings.report import readme_table
+    report = json.loads((ROOT / "docs" / "img" / "findings" / "findings.json").read_text())
+    assert report["provenance"]["git_commit"] and report["provenance"]["git_dirty"] is False
+    assert readme_table(report) in (ROOT / "README.md").read_text()
+
+
+def test_the_committed_headlines_record_their_commit():
+    heads = json.loads((ROOT / "docs" / "img" / "pipeline" / "headlines.json").read_text())
+    assert len(heads["git_commit"]) == 40 and heads["git_dirty"] is False

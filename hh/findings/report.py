@@ -20,23 +20,80 @@ def estimate_text(e: dict) -> str:
     return f"{_f(e['mean'])} [{_f(e['lo'])}, {_f(e['hi'])}] (n = {e['n']})"
 
 
+def _forest(ax, row) -> None:
+    """Per-seed values (dots), the mean with its 95% interval (bar) and the threshold (dashed)."""
+    e = row["estimate"]
+    _, op, threshold = parse_criterion(row["rule"])
+    ax.scatter([0] * len(e["values"]), e["values"], color="tab:gray", s=14, zorder=3, label="seeds")
+    if math.isfinite(e["lo"]):
+        ax.errorbar([0.25], [e["mean"]], yerr=[[e["mean"] - e["lo"]], [e["hi"] - e["mean"]]], fmt="o",
+                    color="tab:blue", capsize=4, label="mean, 95% CI")
+    ax.axhline(threshold, ls="--", color="tab:red", lw=1, label=f"{op} {threshold:g}")
+    ax.set_xlim(-0.5, 0.75), ax.set_xticks([])
+    ax.set_title(f"{row['measure']}\n{row['outcome']}", fontsize=8)
+    ax.legend(fontsize=6, loc="best")
+
+
+def _scaling(ax, detail) -> None:
+    for seed, d in detail.items():
+        runs = d.get("runs", [])
+        if not runs:
+            continue
+        pairs = max(set(r["pairs"] for r in runs), key=[r["pairs"] for r in runs].count)
+        points = sorted((r["params"], r["accuracy"]) for r in runs if r["pairs"] == pairs)
+        ax.plot(*zip(*points), "o-", ms=4, label=f"seed {seed}, {pairs} pairs")
+    ax.set_xscale("log"), ax.set_xlabel("non-embedding parameters"), ax.set_ylabel("held-out accuracy")
+    ax.axhline(0.5, ls=":", color="gray"), ax.legend(fontsize=6)
+
+
+def _curves(ax, detail) -> None:
+    twin = ax.twinx()
+    for i, (seed, c) in enumerate(detail.items()):
+        colour = f"C{i}"
+        ax.plot(c["sqrt_kl"], c["train"], "-", color=colour, lw=1, label=f"train PM, seed {seed}")
+        ax.plot(c["sqrt_kl"], c["test"], ":", color=colour, lw=1, label=f"test PM, seed {seed}")
+        twin.plot([g["sqrt_kl"] for g in c["gold"]], [g["gold"] for g in c["gold"]], "s--", color=colour, ms=3)
+    ax.set_xlabel("sqrt(KL)"), ax.set_ylabel("normalised PM reward")
+    twin.set_ylabel("gold accuracy (squares)"), twin.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=5)
+
+
+def _best_of(ax, detail) -> None:
+    for i, (seed, d) in enumerate(detail.items()):
+        if not d:
+            continue
+        ax.plot([b["kl"] for b in d["best_of"]], [b["gold"] for b in d["best_of"]], "o-", color=f"C{i}", ms=4,
+                label=f"best-of-k, seed {seed}")
+        ax.plot([p["kl"] for p in d["ppo"]], [p["gold"] for p in d["ppo"]], "s--", color=f"C{i}", ms=4,
+                label=f"PPO, seed {seed}")
+    ax.set_xscale("symlog"), ax.set_xlabel("KL to the distilled policy (nats)"), ax.set_ylabel("gold accuracy")
+    ax.legend(fontsize=6)
+
+
+def _rounds(ax, detail) -> None:
+    for i, (seed, d) in enumerate(detail.items()):
+        for labeler, marker in (("helpful", "o-"), ("harmless", "s--")):
+            ax.plot([r[labeler]["elo"] for r in d["judge_elo"]], marker, color=f"C{i}", ms=4,
+                    label=f"{labeler}, seed {seed}")
+    ax.set_xlabel("round"), ax.set_ylabel("exact-judge Elo"), ax.legend(fontsize=6)
+
+
+# the findings whose PNG also shows the data behind the measures
+DETAIL_PLOTS = {"F1": _scaling, "F4": _curves, "F5": _curves, "F7": _best_of, "F8": _rounds}
+
+
 def plot_finding(fid: str, finding: dict, path) -> None:
-    """One panel per criterion: per-seed values (dots), the mean with its 95% interval (bar) and the
-    threshold (dashed); the title carries the verdict."""
+    """One panel per criterion (_forest), and for the findings of DETAIL_PLOTS a first panel with
+    their curves; the title carries the verdict."""
     plt = pyplot()
-    rows = finding["criteria"]
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.2), squeeze=False)
-    for ax, row in zip(axes[0], rows):
-        e = row["estimate"]
-        _, op, threshold = parse_criterion(row["rule"])
-        ax.scatter([0] * len(e["values"]), e["values"], color="tab:gray", s=14, zorder=3, label="seeds")
-        if math.isfinite(e["lo"]):
-            ax.errorbar([0.25], [e["mean"]], yerr=[[e["mean"] - e["lo"]], [e["hi"] - e["mean"]]], fmt="o",
-                        color="tab:blue", capsize=4, label="mean, 95% CI")
-        ax.axhline(threshold, ls="--", color="tab:red", lw=1, label=f"{op} {threshold:g}")
-        ax.set_xlim(-0.5, 0.75), ax.set_xticks([])
-        ax.set_title(f"{row['measure']}\n{row['outcome']}", fontsize=8)
-        ax.legend(fontsize=6, loc="best")
+    rows, detail = finding["criteria"], DETAIL_PLOTS.get(fid) if finding.get("detail") else None
+    n = len(rows) + (detail is not None)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + (1.5 if detail else 0), 3.2), squeeze=False)
+    panels = list(axes[0])
+    if detail is not None:
+        detail(panels.pop(0), finding["detail"])
+    for ax, row in zip(panels, rows):
+        _forest(ax, row)
     fig.suptitle(f"{fid}: {finding['verdict']}", fontsize=10)
     fig.tight_layout()
     with epath.Path(path).open("wb") as f:
@@ -80,3 +137,31 @@ def write_findings(findings: dict, provenance: dict, out) -> epath.Path:
                                                         indent=2, default=str) + "\n")
     atomic_write_text(out / "findings.md", markdown(findings, provenance))
     return out / "findings.md"
+
+
+def readme_table(report: dict) -> str:
+    """The README's "What hh reproduces" table from a findings.json: per finding its claim, the
+    paper's figure or section, the verdict and its first criterion's estimate."""
+    p = report["provenance"]
+    lines = ["| | claim | paper | verdict | estimate (mean [95% CI], seeds) |", "|---|---|---|---|---|"]
+    for fid, f in report["findings"].items():
+        first = f["criteria"][0]
+        e = first["estimate"]
+        lines.append(f"| {fid} | {f['claim']} | {f['source']} | **{f['verdict']}** | "
+                     f"{first['measure']} {_f(e['mean'])} [{_f(e['lo'])}, {_f(e['hi'])}], {e['n']} |")
+    lines += ["", f"From `make findings` at commit {(p.get('git_commit') or 'unknown')[:10]} (preset `{p['preset']}`, "
+                  f"seeds {p['seeds']}; the online loop {p['online_seeds']})."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """`python -m hh.findings.report FINDINGS_JSON`: prints the README table of a findings.json."""
+    import sys
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m hh.findings.report FINDINGS_JSON")
+    print(readme_table(json.loads(epath.Path(args[0]).read_text())))
+
+
+if __name__ == "__main__":
+    main()

@@ -129,7 +129,7 @@ def steps(config):
     robust = [Step(f"robustness-s{k}", (f"main-s{k}",), lambda c: c.robustness.to_dict(), run_robustness(k),
                    lambda folder: [folder / "ppo" / "robustness.json"], f"train PM vs test PM vs gold, seed {k}")
               for k in seeds]
-    first = f"online-s{online_seeds[0]}"
+    first = f"online-s{online_seeds[0]}" if online_seeds else ""
     online = [Step(f"online-s{k}", () if i == 0 else (first,), lambda c, k=k: online_config(c, k).to_dict(),
                    sub_job(online_config, online_job.steps, k,
                            reuse=None if i == 0 else (lambda folders: (folders[first], SHARED_ONLINE_STEPS))),

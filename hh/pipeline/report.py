@@ -319,10 +319,10 @@ def write_report(config, folders, out) -> epath.Path:
     out = epath.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     copy_plots(folders, out)
-    heads = headlines(folders)
+    version = code_version()
+    heads = {**headlines(folders), **version}     # the commit the numbers came from, and if it was dirty
     atomic_write_text(out / "headlines.json", json.dumps(heads, indent=2) + "\n")
     total = sum((read_stamp(f) or {}).get("seconds", 0.0) for n, f in folders.items() if n != "report")
-    version = code_version()
     lines = [f"# hh main job: preset `{config.preset}`", "",
              f"Written {datetime.datetime.now().isoformat(timespec='seconds')}, git "
              f"{(version['git_commit'] or 'unknown')[:10]}{' (dirty)' if version['git_dirty'] else ''}; "

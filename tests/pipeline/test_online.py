@@ -13,6 +13,7 @@ import pytest
 
 from configs import online as online_config
 from hh.config import ConfigError
+from hh.findings import measures
 from hh.online import collect, evaluate, mix
 from hh.pipeline.online import data_step
 from hh.pipeline.jobs import job_steps, run_job, select
@@ -209,6 +210,10 @@ def test_online_loop_smoke_runs_resumes_and_reports(tmp_path):
     assert models <= set(r1["pool"]) and len(models) >= 2
     mixed = json.loads((workdir / "round1" / "data" / "mix.json").read_text())
     assert mixed["pairs"] == config.mix.train_pairs and set(mixed["sources"]) == {"round0", "round1", "static"}
+    # the findings job's F8 reads this report: round 1's judge Elo over round 0's, the labelers' mean
+    f8 = measures.f8(ml_collections.ConfigDict({"online_seeds": [0]}), {"online-s0": workdir})
+    gain = np.mean([report[1]["judge_elo"][k]["elo"] - report[0]["judge_elo"][k]["elo"] for k in ("helpful", "harmless")])
+    assert f8["per_seed"]["judge_elo_last_minus_first"] == [pytest.approx(gain)]
 
 
 def test_human_collection_serves_the_pool_until_enough_comparisons(tmp_path):
