@@ -186,6 +186,19 @@ def _halves(rows, key, fit_fraction):
     return (x[:n_fit], y[:n_fit]), (x[n_fit - 1:], y[n_fit - 1:]), rows[n_fit - 1]["step"] if rows else 0
 
 
+def parting_point(sqrt_kl, train, test, n_early: int):
+    """The sqrt(KL) from which the train PM's lead over the test PM (train − test, both normalised)
+    stays above its early-half mean + 2 standard deviations to the end of the run; None if it
+    never does (Bai et al. 2022 §4.2: the two agree early, then part)."""
+    gap = np.asarray(train) - np.asarray(test)
+    bar = gap[:n_early].mean() + 2 * gap[:n_early].std()
+    above = gap > bar
+    for i in range(len(gap)):
+        if above[i:].all():
+            return float(sqrt_kl[i])
+    return None
+
+
 def robustness_measures(ppo_dir, fit_fraction: float) -> tuple[dict, dict]:
     """Early (the first fit_fraction of iterations) and late (the rest, from the boundary on) linear
     fits against sqrt(KL) of the train PM's and the test PM's mean-normalised rewards and of the
@@ -204,7 +217,9 @@ def robustness_measures(ppo_dir, fit_fraction: float) -> tuple[dict, dict]:
     values = {"train_pm_early_slope": early["slope"], "train_pm_early_r2": early["r2"],
               "gold_early_slope": gold_early["slope"], "train_pm_late_slope": late["slope"],
               "train_minus_test_late_slope": late["slope"] - test_late["slope"],
-              "gold_late_slope": gold_late["slope"]}
+              "gold_late_slope": gold_late["slope"],
+              "parting_sqrt_kl": parting_point(np.concatenate([tx, lx[1:]]), np.concatenate([ty, ly[1:]]),
+                                               np.concatenate([ety, lty[1:]]), len(tx))}
     curve = {"sqrt_kl": np.concatenate([tx, lx[1:]]).tolist(), "train": np.concatenate([ty, ly[1:]]).tolist(),
              "test": np.concatenate([ety, lty[1:]]).tolist(), "gold": gold, "boundary_step": boundary,
              "fits": {"train_early": early, "train_late": late, "test_early": test_early, "test_late": test_late,
@@ -227,8 +242,10 @@ def f4(config, folders) -> dict:
 
 
 def f5(config, folders) -> dict:
-    """Late in PPO: the train PM's slope, its excess over the test PM's, and the gold accuracy's slope."""
-    return _robustness(config, folders, ("train_pm_late_slope", "train_minus_test_late_slope", "gold_late_slope"))
+    """Late in PPO: the train PM's slope, its excess over the test PM's, and the gold accuracy's slope;
+    reported beside them, where the two PMs part (parting_point)."""
+    return _robustness(config, folders, ("train_pm_late_slope", "train_minus_test_late_slope", "gold_late_slope",
+                                         "parting_sqrt_kl"))
 
 
 # --- F8: the online loop ---------------------------------------------------------------------------

@@ -72,7 +72,8 @@ def sub_job(make_config, job_steps, seed: int, reuse=None):
     def run(config, folder, folders):
         cfg = make_config(config, seed)
         if reuse is not None:
-            reuse_finished(*reuse(folders), folder)
+            source, names = reuse(folders)
+            reuse_finished(source, folder, names)
         summaries = run_steps(job_steps(cfg), cfg, folder, log=lambda line: print(f"  {folder.name} {line}", flush=True))
         return {"steps": len(summaries)}
     return run

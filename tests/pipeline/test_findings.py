@@ -12,7 +12,7 @@ from etils import epath
 from configs import findings as findings_config
 from hh.findings import measures, verdicts
 from hh.findings.capacity import non_embedding_params, trunk_shape, with_trunk
-from hh.pipeline.findings import reuse_finished
+from hh.pipeline.findings import reuse_finished, sub_job
 from hh.pipeline.jobs import job_steps, run_job
 from hh.pipeline.runner import Step, run_steps
 
@@ -133,6 +133,16 @@ def test_robustness_measures_fit_each_half_of_a_hand_made_run(tmp_path):
                 "train_pm_late_slope": 1.0, "train_minus_test_late_slope": 1.0, "gold_late_slope": -0.05}
     for name, value in expected.items():
         assert math.isclose(values[name], value, abs_tol=1e-9), name
+    # the gap is 0 for iterations 1-5 (mean 0, sd 0), then 1, 2, 3, 4, 5 from iteration 6 on
+    assert values["parting_sqrt_kl"] == 6.0
+
+
+def test_parting_point_is_where_the_gap_stays_above_its_early_band():
+    x = np.arange(8, dtype=float)
+    train, test = np.array([0, 1, 0, 1, 3, 1, 3, 4.0]), np.zeros(8)
+    # early band (first 4): mean 0.5 + 2 × 0.5 = 1.5; above from index 6 on (index 4 dips back at 5)
+    assert measures.parting_point(x, train, test, 4) == 6.0
+    assert measures.parting_point(x, np.zeros(8), test, 4) is None
 
 
 def test_a_later_online_seed_reuses_the_first_seeds_judge(tmp_path):
@@ -148,10 +158,15 @@ def test_a_later_online_seed_reuses_the_first_seeds_judge(tmp_path):
         return Step(name, inputs, lambda c, n=name: {n: c[n]}, run, lambda folder: [folder / "out.txt"])
     job = [step("judge"), step("policy", ("judge",))]
     run_steps(job, {"judge": 1, "policy": 0}, tmp_path / "s0", log=lambda _: None)
-    reuse_finished(epath.Path(tmp_path / "s0"), epath.Path(tmp_path / "s1"), ["judge", "policy"][:1])
+    reuse_finished(epath.Path(tmp_path / "s0"), epath.Path(tmp_path / "s1"), ["judge"])
     run_steps(job, {"judge": 1, "policy": 1}, tmp_path / "s1", log=lambda _: None)
     assert calls == [("s0", "judge"), ("s0", "policy"), ("s1", "policy")]
     assert (tmp_path / "s1" / "judge" / "out.txt").read_text() == "judge 1"
+    # the same through a findings step: sub_job copies the first seed's judge in, then runs its job
+    run = sub_job(lambda config, seed: {"judge": 1, "policy": seed}, lambda config: job, 2,
+                  reuse=lambda folders: (folders["s0"], ["judge"]))
+    run({}, epath.Path(tmp_path / "s2"), {"s0": epath.Path(tmp_path / "s0")})
+    assert calls[3:] == [("s2", "policy")]
 
 
 @pytest.mark.slow
