@@ -16,6 +16,13 @@ def _f(v, digits=3):
     return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}g}"
 
 
+def deciding(finding: dict) -> dict:
+    """The criterion that decided the verdict: the first failed one of a finding not reproduced,
+    the first undecided one of an inconclusive finding, the first one of a reproduced finding."""
+    want = {"not reproduced": "failed", "inconclusive": "undecided"}.get(finding["verdict"])
+    return next((r for r in finding["criteria"] if r["outcome"] == want), finding["criteria"][0])
+
+
 def estimate_text(e: dict) -> str:
     return f"{_f(e['mean'])} [{_f(e['lo'])}, {_f(e['hi'])}] (n = {e['n']})"
 
@@ -108,11 +115,11 @@ def markdown(findings: dict, provenance: dict) -> str:
              f"(online loop: {provenance.get('online_seeds')}). Each verdict is computed from the measures by "
              "the rule in configs/findings.py: a criterion is met when its 95% t-interval over seeds lies "
              "wholly on the claimed side of the threshold, failed when wholly on the other side.", "",
-             "| | claim | paper | verdict | estimate |", "|---|---|---|---|---|"]
+             "| | claim | paper | verdict | the deciding criterion: estimate |", "|---|---|---|---|---|"]
     for fid, f in findings.items():
-        first = f["criteria"][0]
+        row = deciding(f)
         lines.append(f"| {fid} | {f['claim']} | {f['source']} | **{f['verdict']}** | "
-                     f"{first['measure']} = {estimate_text(first['estimate'])} |")
+                     f"`{row['rule']}`: {estimate_text(row['estimate'])} |")
     for fid, f in findings.items():
         lines += ["", f"## {fid}: {f['verdict']}", "", f"{f['claim']} ({f['source']}).", "",
                   "| rule | estimate (mean [95% CI]) | per seed | outcome |", "|---|---|---|---|"]
@@ -141,14 +148,14 @@ def write_findings(findings: dict, provenance: dict, out) -> epath.Path:
 
 def readme_table(report: dict) -> str:
     """The README's "What hh reproduces" table from a findings.json: per finding its claim, the
-    paper's figure or section, the verdict and its first criterion's estimate."""
+    paper's figure or section, the verdict and the estimate of the criterion that decided it."""
     p = report["provenance"]
-    lines = ["| | claim | paper | verdict | estimate (mean [95% CI], seeds) |", "|---|---|---|---|---|"]
+    lines = ["| | claim | paper | verdict | deciding criterion: mean [95% CI] over seeds |", "|---|---|---|---|---|"]
     for fid, f in report["findings"].items():
-        first = f["criteria"][0]
-        e = first["estimate"]
+        row = deciding(f)
+        e = row["estimate"]
         lines.append(f"| {fid} | {f['claim']} | {f['source']} | **{f['verdict']}** | "
-                     f"{first['measure']} {_f(e['mean'])} [{_f(e['lo'])}, {_f(e['hi'])}], {e['n']} |")
+                     f"`{row['rule']}`: {_f(e['mean'])} [{_f(e['lo'])}, {_f(e['hi'])}] |")
     lines += ["", f"From `make findings` at commit {(p.get('git_commit') or 'unknown')[:10]} (preset `{p['preset']}`, "
                   f"seeds {p['seeds']}; the online loop {p['online_seeds']})."]
     return "\n".join(lines)

@@ -55,6 +55,14 @@ def test_a_finding_needs_every_criterion_met_and_fails_on_any_failure():
     assert missing["criteria"][1]["outcome"] == "undecided" and missing["criteria"][1]["note"] == "not measured"
 
 
+def test_the_deciding_criterion_is_the_one_that_set_the_verdict():
+    from hh.findings.report import deciding
+    rows = [{"outcome": "met", "id": 0}, {"outcome": "undecided", "id": 1}, {"outcome": "failed", "id": 2}]
+    assert deciding({"verdict": verdicts.NOT_REPRODUCED, "criteria": rows})["id"] == 2
+    assert deciding({"verdict": verdicts.INCONCLUSIVE, "criteria": rows})["id"] == 1
+    assert deciding({"verdict": verdicts.REPRODUCED, "criteria": rows[:1]})["id"] == 0
+
+
 def test_every_finding_has_a_measure_and_well_formed_rules():
     config = findings_config.get_config("tiny")
     assert set(config.verdicts) == set(measures.MEASURES) == {f"F{i}" for i in range(1, 12)}
