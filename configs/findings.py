@@ -71,11 +71,11 @@ VERDICTS = {
 
 # Per preset: seeds per multi-seed experiment, the capacity grid, and the robustness study's PPO.
 SHAPES = {
-    "tiny": dict(seeds=[0, 1, 2], online_seeds=[0, 1, 2], sizes=["d64-l2", "d128-l2", "d256-l2"],
+    "tiny": dict(seeds=[0, 1, 2], online_seeds=[0, 1, 2], capacity_seeds=[0, 1, 2], sizes=["d64-l2", "d128-l2", "d256-l2"],
                  pair_factors=[0.25, 1.0, 4.0], robustness_ppo_steps=40, eval_pairs=400),
     # smoke: no online seed (F8 is then "not measured"); tests/pipeline/test_online.py measures F8 on
     # the online loop's own smoke run, so the slow suite does not train the loop a second time
-    "smoke": dict(seeds=[0, 1], online_seeds=[], sizes=["d32-l2", "d64-l2"], pair_factors=[0.5, 1.0, 2.0],
+    "smoke": dict(seeds=[0, 1], online_seeds=[], capacity_seeds=[0], sizes=["d32-l2", "d64-l2"], pair_factors=[0.5, 1.0, 2.0],
                   robustness_ppo_steps=4, eval_pairs=32),
 }
 
@@ -96,6 +96,7 @@ def get_config(arg="tiny"):
     # job's PM recipe from each (no PMP: Askell et al.'s size scans finetune the LM directly), on
     # the main PM's pairs × each factor at the main trunk, and at the smallest factor with PMP first.
     config.capacity = ml_collections.ConfigDict(dict(
+        seeds=list(shape["capacity_seeds"]),      # a subset of `seeds`: each reuses that seed's main LM
         sizes=list(shape["sizes"]), pair_factors=list(shape["pair_factors"]), eval_pairs=shape["eval_pairs"],
         eval_seed=7))
     # The robustness study (F4, F5): hh.eval.robustness from each seed's LM, the main PM's recipe

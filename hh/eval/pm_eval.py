@@ -14,8 +14,9 @@ from absl import app, flags, logging
 from etils import epath
 
 from hh.data.pm_data import as_text
-from hh.data.pm_sources import spec_source
+from hh.data.pm_sources import parse_spec, spec_source
 from hh.eval.calibration import calibration_bins, reliability_diagram
+from hh.eval.gold import spec_labeler
 from hh.io import atomic_write_text
 from hh.plots import pyplot
 from hh.trained import LoadedPM
@@ -128,6 +129,20 @@ def cross_matrix(workdirs, test_specs, out_dir) -> dict:
     atomic_write_text(out_dir / "cross_matrix.json", json.dumps(result, indent=2))
     _plot_matrix(result, out_dir / "cross_matrix.png")
     return result
+
+
+def tranche_of(spec: str) -> str:
+    """A test set's column name: the labeler that judges it ("helpful"), else its source's name."""
+    return spec_labeler(spec) or parse_spec(spec, "test")[0]
+
+
+def conflict_accuracy(matrix, fraction: float, tranche: str):
+    """The accuracy of the tension step's PM of `fraction` helpful data on the conflicting pairs
+    of the test set judged by `tranche`'s labeler ("helpful" / "harmless"), or None."""
+    rows = dict(zip(matrix["helpful_fraction"], matrix["conflict_accuracy"]))
+    values = [v for spec, v in zip(matrix["test_sets"], rows.get(fraction, []))
+              if tranche_of(spec) == tranche and v is not None]
+    return values[0] if values else None
 
 
 def _plot_matrix(result, path):

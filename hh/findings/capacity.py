@@ -17,6 +17,7 @@ from etils import epath
 
 from hh import main
 from hh.data import synthetic
+from hh.data.sources import TOKENIZER_DIR
 from hh.io import atomic_write_text
 from hh.trained import LoadedPM
 
@@ -82,7 +83,7 @@ def run_capacity(config, folder, folders) -> dict:
         runs.append({"size": size, "params": non_embedding_params(size), "seed": seed, "pairs": pairs,
                      "pmp": pmp_from is not None, "accuracy": held_out_accuracy(folder / name, rows)})
 
-    for seed in config.seeds:
+    for seed in c.seeds:
         seed_main = folders[f"main-s{seed}"]
         lms = {}
         for size in c.sizes:
@@ -90,7 +91,7 @@ def run_capacity(config, folder, folders) -> dict:
                 lms[size] = seed_main / "lm"
                 continue
             cfg = with_trunk(m.lm, size)
-            cfg.seed, cfg.data.tokenizer = seed, str(seed_main / "tokenizer" / "tokenizer")
+            cfg.seed, cfg.data.tokenizer = seed, str(seed_main / "tokenizer" / TOKENIZER_DIR)   # the seed's own
             main.run(cfg, str(folder / f"lm-{size}-s{seed}"))
             lms[size] = folder / f"lm-{size}-s{seed}"
         for size in c.sizes:

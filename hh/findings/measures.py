@@ -14,7 +14,7 @@ from etils import epath
 
 from hh.eval.gold import gold_by_step
 from hh.eval.scaling import fit_scaling
-from hh.pipeline.report import conflict_accuracy
+from hh.eval.pm_eval import conflict_accuracy
 from hh.rl.curves import SQRT_KL, TEST_NORMALISED, TRAIN_NORMALISED, gold_against_sqrt_kl, linear_fit
 from hh.train.metrics import log_rows, read_metrics
 
@@ -54,7 +54,7 @@ def f1(config, folders) -> dict:
         except ValueError as e:          # too few runs to fit: the seed is left out, and says why
             return {"size_slope": None, "data_slope": None}, {"error": str(e), "runs": runs}
         return {"size_slope": fit["b"], "data_slope": fit["c"]}, {"fit": fit, "runs": runs}
-    return _collect(config.seeds, one)
+    return _collect(config.capacity.seeds, one)
 
 
 def f11(config, folders) -> dict:
@@ -70,7 +70,7 @@ def f11(config, folders) -> dict:
             return {"pmp_gain": None}, {}
         return ({"pmp_gain": with_pmp[0]["accuracy"] - without[0]["accuracy"]},
                 {"pairs": pairs, "with_pmp": with_pmp[0]["accuracy"], "without": without[0]["accuracy"]})
-    return _collect(config.seeds, one)
+    return _collect(config.capacity.seeds, one)
 
 
 # --- the main job per seed -------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Each experiment step runs an existing job or study in its folder: the main job a
 loop through their own step runners (so a rerun skips their finished steps and resumes an
 interrupted one), the capacity grid and the robustness study through hh.main.run (a finished
 stage resumes at its end). The `findings` step only reads: it measures (hh/findings/measures.py),
-decides each verdict by the config's rule (hh/findings/verdicts.py) and writes report/findings.md.
+decides each verdict by the config's rule (hh/findings/verdicts.py) and writes findings/findings.md,
+findings.json and one PNG per finding (hh/findings/report.py).
 """
 
 import copy
@@ -80,6 +81,7 @@ def sub_job(make_config, job_steps, seed: int, reuse=None):
 
 
 def run_robustness(seed: int):
+    """A step running the robustness study (hh.eval.robustness) from the seed's main-job LM."""
     def run(config, folder, folders):
         r = config.robustness
         ppo = copy.deepcopy(r.ppo)
@@ -92,6 +94,8 @@ def run_robustness(seed: int):
 
 
 def run_findings(config, folder, folders):
+    """Measures every finding of config.verdicts from the experiment steps' folders, decides its
+    verdict by its criteria, and writes the report with the code version it was decided at."""
     findings = {}
     for fid, rule in sorted(config.verdicts.items(), key=lambda item: int(item[0][1:])):
         measured = MEASURES[fid](config, folders)
@@ -110,6 +114,9 @@ def check_config(config) -> None:
     validate_counts(config.online, "config.online")
     main_job.tension_tests(config.main)
     online_job.steps(config.online)
+    if not set(config.capacity.seeds) <= set(config.seeds):
+        raise ValueError(f"config.capacity.seeds={list(config.capacity.seeds)}: each must be one of config.seeds "
+                         f"{list(config.seeds)} (the grid reuses that seed's main-job LM)")
     for fid, rule in config.verdicts.items():
         if fid not in MEASURES:
             raise ValueError(f"config.verdicts.{fid}: no such finding (known: {', '.join(MEASURES)})")
@@ -124,8 +131,8 @@ def steps(config):
     mains = [Step(f"main-s{k}", (), lambda c, k=k: main_config(c, k).to_dict(),
                   sub_job(main_config, main_job.steps, k), lambda folder: [folder / "report"],
                   f"the main job at seed {k}") for k in seeds]
-    capacity = Step("capacity", tuple(f"main-s{k}" for k in seeds),
-                    lambda c: {"capacity": c.capacity.to_dict(), "main": c.main.to_dict(), "seeds": list(c.seeds)},
+    capacity = Step("capacity", tuple(f"main-s{k}" for k in config.capacity.seeds),
+                    lambda c: {"capacity": c.capacity.to_dict(), "main": c.main.to_dict()},
                     run_capacity, lambda folder: [folder / "capacity.json"], "PM accuracy by size, pairs and PMP")
     robust = [Step(f"robustness-s{k}", (f"main-s{k}",), lambda c: c.robustness.to_dict(), run_robustness(k),
                    lambda folder: [folder / "ppo" / "robustness.json"], f"train PM vs test PM vs gold, seed {k}")

@@ -13,9 +13,9 @@ import shutil
 
 from etils import epath
 
-from hh.data.pm_sources import parse_spec
-from hh.eval.gold import gold_by_step, spec_labeler
+from hh.eval.gold import gold_by_step
 from hh.eval.mc import markdown_table
+from hh.eval.pm_eval import conflict_accuracy, tranche_of
 from hh.io import atomic_write_text
 from hh.pipeline.headlines import mean_rows
 from hh.pipeline.runner import read_stamp
@@ -125,20 +125,6 @@ def headlines(folders) -> dict:
     }
 
 
-def _tranche(spec: str) -> str:
-    """A test set's column name: the labeler that judges it ("helpful"), else its source's name."""
-    return spec_labeler(spec) or parse_spec(spec, "test")[0]
-
-
-def conflict_accuracy(matrix, fraction: float, tranche: str):
-    """The accuracy of the tension step's PM of `fraction` helpful data on the conflicting pairs
-    of the test set judged by `tranche`'s labeler ("helpful" / "harmless"), or None."""
-    rows = dict(zip(matrix["helpful_fraction"], matrix["conflict_accuracy"]))
-    values = [v for spec, v in zip(matrix["test_sets"], rows.get(fraction, []))
-              if _tranche(spec) == tranche and v is not None]
-    return values[0] if values else None
-
-
 def tension_headlines(matrix) -> dict | None:
     """Each single-tranche PM's accuracy on the OTHER tranche's conflicting pairs (Bai et al. §4.4:
     below chance), from the tension step's cross matrix: {"helpful_only_on_harmless_conflicts",
@@ -153,7 +139,7 @@ def tension_section(folders) -> list:
     matrix = _json(folders["tension"] / "cross_matrix.json")
     if not matrix:
         return []
-    head = " | ".join(f"{_tranche(s)}: all | {_tranche(s)}: conflicting" for s in matrix["test_sets"])
+    head = " | ".join(f"{tranche_of(s)}: all | {tranche_of(s)}: conflicting" for s in matrix["test_sets"])
     lines = ["## Helpful vs harmless (Bai et al. §4.4, §5.1)", "",
              "PMs trained on one tranche only (the main PM's recipe and pair count) beside the main PM, on "
              "fresh pairs about the training entities; *conflicting* pairs are the dual-use requests, "
