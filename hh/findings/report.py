@@ -120,6 +120,13 @@ def markdown(findings: dict, provenance: dict) -> str:
         row = deciding(f)
         lines.append(f"| {fid} | {f['claim']} | {f['source']} | **{f['verdict']}** | "
                      f"`{row['rule']}`: {estimate_text(row['estimate'])} |")
+    failed = {fid: f for fid, f in findings.items() if f["verdict"] == "not reproduced"}
+    if failed:
+        lines += ["", "## Not reproduced, and the criteria that failed", ""]
+        lines += [f"- **{fid}**: " + "; ".join(f"`{r['rule']}` measured {estimate_text(r['estimate'])}"
+                                               for r in f["criteria"] if r["outcome"] == "failed")
+                  for fid, f in failed.items()]
+        lines += ["", "What each failure says about the scale and the world: docs/findings.md."]
     for fid, f in findings.items():
         lines += ["", f"## {fid}: {f['verdict']}", "", f"{f['claim']} ({f['source']}).", "",
                   "| rule | estimate (mean [95% CI]) | per seed | outcome |", "|---|---|---|---|"]

@@ -200,6 +200,10 @@ def test_smoke_findings_job_runs_end_to_end_then_skips_everything(smoke_pipeline
         for row in finding["criteria"]:       # every rule's measure was measured on every seed
             assert row["estimate"]["n"] + sum(v is None for v in finding["per_seed"][row["measure"]]) == len(seeds)
             assert len(finding["per_seed"][row["measure"]]) == len(seeds)
+    for fid, finding in report["findings"].items():     # each failure is listed with its failed rules
+        if finding["verdict"] == verdicts.NOT_REPRODUCED:
+            listed = next(line for line in md.splitlines() if line.startswith(f"- **{fid}**"))
+            assert all(r["rule"] in listed for r in finding["criteria"] if r["outcome"] == "failed")
     lines = []
     run_job(config, str(workdir), log=lines.append)
     assert lines and all("skipped" in line for line in lines)
