@@ -15,7 +15,7 @@ from etils import epath
 from hh.eval.gold import gold_by_step
 from hh.eval.scaling import fit_scaling
 from hh.eval.pm_eval import conflict_accuracy
-from hh.rl.curves import SQRT_KL, TEST_NORMALISED, TRAIN_NORMALISED, gold_against_sqrt_kl, linear_fit
+from hh.rl.curves import TEST_NORMALISED, TRAIN_NORMALISED, gold_against_sqrt_kl, linear_fit, series
 from hh.train.metrics import log_rows, read_metrics
 
 
@@ -180,10 +180,11 @@ def f10(config, folders) -> dict:
 # --- F4, F5: the robustness study ------------------------------------------------------------------
 
 def _halves(rows, key, fit_fraction):
-    rows = sorted((r for r in rows if key in r and SQRT_KL in r), key=lambda r: r["step"])
-    n_fit = max(2, math.ceil(fit_fraction * len(rows)))
-    x, y = np.array([float(r[SQRT_KL]) for r in rows]), np.array([float(r[key]) for r in rows])
-    return (x[:n_fit], y[:n_fit]), (x[n_fit - 1:], y[n_fit - 1:]), rows[n_fit - 1]["step"] if rows else 0
+    """(early x, y), (late x, y) of `key` against sqrt(KL), split as robustness_summary splits, and
+    the boundary iteration (shared by both halves, so each fit reaches it)."""
+    steps, x, y = series(rows, key)
+    n_fit = max(2, math.ceil(fit_fraction * len(steps)))
+    return (x[:n_fit], y[:n_fit]), (x[n_fit - 1:], y[n_fit - 1:]), int(steps[n_fit - 1]) if len(steps) else 0
 
 
 def parting_point(sqrt_kl, train, test, n_early: int):

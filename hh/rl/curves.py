@@ -71,7 +71,8 @@ def write_reward_curves(workdir, fit_fraction: float = 0.5) -> dict:
 TRAIN_NORMALISED, TEST_NORMALISED = "train/reward_normalised", "train/test_reward_normalised"
 
 
-def _series(rows, key):
+def series(rows, key):
+    """-> (steps, sqrt_kl, values of `key`) of the rows that log both, in step order."""
     rows = sorted((r for r in rows if key in r and SQRT_KL in r), key=lambda r: r["step"])
     return (np.array([r["step"] for r in rows]), np.array([float(r[SQRT_KL]) for r in rows]),
             np.array([float(r[key]) for r in rows]))
@@ -81,8 +82,8 @@ def robustness_summary(rows, fit_fraction: float = 0.5, tail_fraction: float = 0
     """Train-PM vs test-PM rewards (each mean-normalised) against sqrt(KL): a line fitted to each
     over the first `fit_fraction` of iterations, and the train − test gap averaged over the last
     `tail_fraction` (Bai et al. 2022 §4.2: they agree early, then the train PM runs ahead)."""
-    steps, sqrt_kl, train = _series(rows, TRAIN_NORMALISED)
-    _, _, test = _series(rows, TEST_NORMALISED)
+    steps, sqrt_kl, train = series(rows, TRAIN_NORMALISED)
+    _, _, test = series(rows, TEST_NORMALISED)
     if len(steps) < 2 or len(test) != len(train):
         raise ValueError("metrics.jsonl has no train/test normalised rewards: run PPO with "
                          "config.test_reward_model set")
@@ -114,8 +115,8 @@ def write_robustness_curves(workdir, fit_fraction: float = 0.5, gold_by_step: li
     workdir = epath.Path(workdir)
     rows = read_metrics(workdir)
     summary = robustness_summary(rows, fit_fraction)
-    _, sqrt_kl, train = _series(rows, TRAIN_NORMALISED)
-    _, _, test = _series(rows, TEST_NORMALISED)
+    _, sqrt_kl, train = series(rows, TRAIN_NORMALISED)
+    _, _, test = series(rows, TEST_NORMALISED)
     gold = gold_against_sqrt_kl(rows, gold_by_step or [])
     if gold:
         summary.update(gold=gold, gold_start=gold[0]["gold"], gold_end=gold[-1]["gold"])
