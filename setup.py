@@ -13,6 +13,9 @@ CORE = [
     "sentencepiece>=0.2.3",
     "tensorflow-datasets>=4.9.10",
     "array-record>=0.8.6",
+    # the input pipeline (hh.data.sampler): index-based global shuffle, prefetch, worker processes.
+    # Pinned: the shuffle's permutation is part of a run's data order (resume, reproducibility).
+    "grain==0.2.18",
     "importlib_resources>=6.0",  # tensorflow-datasets imports it without declaring it
     "etils>=1.15.0",
     "absl-py>=2.1.0",

@@ -31,7 +31,12 @@ SHARDING_RULES = (
 def data(seq_len, tokenizer="sentencepiece", source="synthetic"):
     """Text source and tokenizer. The synthetic world is the embedded default (offline)."""
     return ml_collections.ConfigDict(dict(
-        source=source,                  # "synthetic" | "default_corpus" (Python docs prose)
+        # "synthetic" | "default_corpus" (Python docs prose) | "files:GLOB" | "tfds:NAME[/CONFIG]
+        # [:VERSION]" (text, read into memory) | "array_record:GLOB" (`python -m hh.data.prepare`)
+        source=source,
+        text_field="text",              # files:/tfds: the JSON field or TFDS feature of a document
+        text_split="train",             # tfds: the split spec the documents come from
+        eval_rows=256,                  # array_record: the last rows, held out for eval
         tokenizer=tokenizer,            # "sentencepiece" (trained per run) | "bytes" | a directory
         tokenizer_vocab_size=512,       # SentencePiece pieces; presets' models keep 65,536
         seq_len=seq_len,
@@ -47,6 +52,11 @@ def data(seq_len, tokenizer="sentencepiece", source="synthetic"):
         # pmp-stackexchange/-reddit/-wikipedia rows: "binarized" (two GOOD/BAD rows per ranked
         # pair, Askell et al. 2021 §4.1) | "ranked" (one A > B row, which §4.1 finds transfers worse)
         pmp_form="binarized",
+        # Reading ahead of training (hh.data.sampler): threads, batches in flight, and grain
+        # worker processes (0: read in this process; >0 for large models' hosts).
+        read_threads=1,
+        prefetch=2,
+        workers=0,
     ))
 
 

@@ -1,5 +1,6 @@
-"""Packed LM batches: rows of `seq_len + 1` tokens (hh.data.packing) fed through the shared
-deterministic sampler (hh.data.sampler), so resumed runs see the same batches.
+"""Packed LM batches: rows of `seq_len + 1` tokens (hh.data.packing), in memory or read by index
+from ArrayRecord shards (hh.data.sources.ShardRows), fed through the shared deterministic grain
+sampler (hh.data.sampler), so resumed runs see the same batches.
 """
 
 import numpy as np
@@ -9,6 +10,9 @@ from hh.data.sampler import BatchSampler, Batches, sequential_batches
 
 
 def _rows_maker(rows):
+    if hasattr(rows, "take"):   # rows read by index (array_record shards)
+        return lambda indices: lm_example(rows.take(indices))
+
     def make(indices):
         picked = {k: v[np.maximum(indices, 0)] for k, v in rows.items()}
         padding = indices < 0
@@ -18,12 +22,17 @@ def _rows_maker(rows):
     return make
 
 
-def lm_batches(rows, global_batch_size, seed, row_range=None) -> Batches:
-    """Infinite, epoch-shuffled, resumable batches of packed rows."""
-    sampler = BatchSampler(len(rows["tokens"]), global_batch_size, seed)
-    return Batches(sampler, _rows_maker(rows), row_range)
+def n_rows(rows) -> int:
+    return len(rows) if hasattr(rows, "take") else len(rows["tokens"])
+
+
+def lm_batches(rows, global_batch_size, seed, row_range=None, **reading) -> Batches:
+    """Infinite, epoch-shuffled, resumable batches of packed rows (in-memory arrays or shard rows);
+    reading: Batches' read_threads / prefetch / workers."""
+    sampler = BatchSampler(n_rows(rows), global_batch_size, seed)
+    return Batches(sampler, _rows_maker(rows), row_range, **reading)
 
 
 def eval_batches(rows, batch_size, row_range=None):
     """One sequential pass over every row; the last batch is padded with empty (masked) rows."""
-    return sequential_batches(len(rows["tokens"]), batch_size, _rows_maker(rows), row_range)
+    return sequential_batches(n_rows(rows), batch_size, _rows_maker(rows), row_range)

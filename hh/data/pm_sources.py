@@ -2,7 +2,9 @@
 on at a fixed total (Bai et al. 2022 §5.1) with per-tranche loss weights, and its eval sources.
 
 A spec is a `hh.data.sources.comparison_source` name, optionally with a split and a row range:
-"synthetic-pmp", "hh_rlhf/harmless-base:test", "hh_rlhf/harmless-base:test[0:2000]". RL prompt
+"synthetic-pmp", "hh_rlhf/harmless-base:test", "hh_rlhf/harmless-base:test[0:2000]",
+"tfds:hh_rlhf/harmless-base:1.0.0:test[0:2000]", "array_record:pmp/train[0:100000]",
+"files:mine/*.jsonl" (a files: or array_record: source is one split: the split part is ignored). RL prompt
 sources (PPO, best-of-n, prompt generation, robustness, online evaluation) use the same specs.
 """
 
@@ -12,7 +14,9 @@ from hh.config import ConfigError
 from hh.data import sources
 from hh.data.pm_data import as_text
 
-_SPEC = re.compile(r"^(?P<name>[^:\[\]]+)(?::(?P<split>\w+))?(?:\[(?P<start>\d*):(?P<stop>\d*)\])?$")
+# name: a built-in name, files:GLOB / array_record:GLOB, or tfds:NAME[/CONFIG][:VERSION]
+_SPEC = re.compile(r"^(?P<name>(?:files:|array_record:)[^:\[\]]+|tfds:[^:\[\]]+(?::\d+\.\d+\.\d+)?|[^:\[\]]+)"
+                   r"(?::(?P<split>\w+))?(?:\[(?P<start>\d*):(?P<stop>\d*)\])?$")
 
 
 class Rows:

@@ -1,9 +1,13 @@
 """Where a run's text comes from: config.data -> documents, tokenizer and packed LM rows.
 
-Sources: "synthetic" (the embedded procedurally generated HH world, hh.data.synthetic: the
-default) and "default_corpus" (Python's reference docs, plain English prose). The tokenizer is
-"bytes", "sentencepiece" (trained on the run's training documents at the start and saved in
-the workdir, so the run is self-contained and a resume reloads the very same one), or a path to a
+LM sources (config.data.source): "synthetic" (the embedded procedurally generated HH world,
+hh.data.synthetic: the default), "default_corpus" (Python's reference docs, plain English prose),
+"files:GLOB" and "tfds:NAME[/CONFIG][:VERSION]" (text, hh.data.text_sources: read into memory,
+tokenized and packed at the start; fine for a corpus that fits in RAM), and "array_record:GLOB"
+(rows packed offline by `python -m hh.data.prepare`, read by index as training needs them:
+memory does not grow with the corpus). The tokenizer is "bytes", "sentencepiece" (trained on the
+run's training documents at the start and saved in the workdir, so the run is self-contained and
+a resume reloads the very same one; with array_record shards: the shards' own), or a path to a
 saved tokenizer directory.
 """
 
@@ -11,8 +15,10 @@ import jax
 import numpy as np
 from etils import epath
 
-from hh.data import corpus, synthetic
+from hh.config import ConfigError
+from hh.data import corpus, shards, synthetic, text_sources
 from hh.data.byte_tokenizer import ByteTokenizer
+from hh.data.errors import DataError
 from hh.data.packing import pack_documents
 from hh.data.pmp import dumps as pmp_dumps
 from hh.data.records import field, jsonl_records, number_field
@@ -35,7 +41,12 @@ def lm_documents(data_cfg):
         return train, held_out
     if data_cfg.source == "default_corpus":
         return corpus.split_documents(corpus.default_documents(), data_cfg.eval_fraction)
-    raise ValueError(f"config.data.source={data_cfg.source!r}: use 'synthetic' or 'default_corpus'")
+    if text_sources.prefix_of(data_cfg.source) in ("files", "tfds"):
+        documents = text_sources.documents(data_cfg.source, data_cfg.text_field, data_cfg.text_split,
+                                           data_cfg.tfds_data_dir, data_cfg.manual_dir)
+        return corpus.split_documents(list(documents), data_cfg.eval_fraction)
+    raise ConfigError(f"config.data.source={data_cfg.source!r}: use synthetic, default_corpus, "
+                      f"files:GLOB, tfds:NAME[/CONFIG][:VERSION] or array_record:GLOB")
 
 
 def run_tokenizer(data_cfg, documents, workdir=None):
@@ -73,10 +84,69 @@ def pack(documents, tokenizer, seq_len):
 
 
 def lm_rows(data_cfg, workdir=None):
-    """-> (train rows, eval rows, tokenizer) for LM pretraining."""
+    """-> (train rows, eval rows, tokenizer) for LM pretraining: rows are a dict of int32 arrays
+    [n, seq_len + 1] (in memory) or a ShardRows (array_record shards, read by index)."""
+    if text_sources.prefix_of(data_cfg.source) == "array_record":
+        return shard_rows(data_cfg, workdir)
     train_docs, eval_docs = lm_documents(data_cfg)
     tokenizer = run_tokenizer(data_cfg, train_docs, workdir)
     return pack(train_docs, tokenizer, data_cfg.seq_len), pack(eval_docs, tokenizer, data_cfg.seq_len), tokenizer
+
+
+class ShardRows:
+    """Rows [start, stop) of packed-row shards: `take(indices)` -> int32 arrays (index -1: an
+    empty padding row), `len()`; pickles without its open files (grain workers)."""
+
+    def __init__(self, source: shards.Shards, start: int = 0, stop: int | None = None):
+        self.source, self.start = source, start
+        self.stop = len(source) if stop is None else stop
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def take(self, indices) -> dict:
+        indices = np.asarray(indices)
+        return self.source.take_rows(np.where(indices >= 0, indices + self.start, -1))
+
+
+def shards_tokenizer(data_cfg, manifest_dir, manifest: dict, workdir=None):
+    """The run's tokenizer for shards: the shards' own (data.tokenizer="sentencepiece"), or the one
+    data.tokenizer names, which must be the one the shards were tokenized with."""
+    shards_dir = epath.Path(manifest_dir) / "tokenizer"
+    if data_cfg.tokenizer == "sentencepiece":
+        if not (shards_dir / "tokenizer.model").exists() and not (shards_dir / "tokenizer.json").exists():
+            raise DataError(shards_dir, "the shards carry no tokenizer: set config.data.tokenizer "
+                                        "to the one they were prepared with")
+        spec = str(shards_dir)
+    else:
+        spec = data_cfg.tokenizer
+    tokenizer = ByteTokenizer() if spec == "bytes" else load_tokenizer(spec)
+    if shards.tokenizer_identity(tokenizer) != manifest["tokenizer"]:
+        raise ConfigError(f"config.data.tokenizer={data_cfg.tokenizer!r} is {shards.tokenizer_identity(tokenizer)}, "
+                          f"but the shards in {manifest_dir} were tokenized with {manifest['tokenizer']}: "
+                          f"refusing to train on ids from another tokenizer")
+    saved = epath.Path(workdir) / TOKENIZER_DIR if workdir else None
+    if saved is not None and spec != "bytes" and not saved.exists() and jax.process_index() == 0:
+        tokenizer.save(saved)   # the workdir stays self-contained (export, serving)
+    return tokenizer
+
+
+def shard_rows(data_cfg, workdir=None):
+    """(train rows, eval rows, tokenizer) of array_record shards: the last data.eval_rows rows are
+    held out for eval."""
+    source = shards.Shards(data_cfg.source.removeprefix("array_record:"))
+    manifest = source.manifest
+    if source.kind != "lm_rows":
+        raise ConfigError(f"config.data.source={data_cfg.source!r} holds {source.kind}, not lm_rows")
+    if manifest["width"] != data_cfg.seq_len + 1:
+        raise ConfigError(f"the shards hold rows of {manifest['width'] - 1} tokens (+1), "
+                          f"config.data.seq_len={data_cfg.seq_len}: set it to {manifest['width'] - 1}")
+    n_eval = data_cfg.eval_rows
+    if not 0 < n_eval < len(source):
+        raise ConfigError(f"config.data.eval_rows={n_eval}: the shards hold {len(source)} rows")
+    tokenizer = shards_tokenizer(data_cfg, epath.Path(source.files[0]).parent, manifest, workdir)
+    cut = len(source) - n_eval
+    return ShardRows(source, 0, cut), ShardRows(source, cut), tokenizer
 
 
 class ConcatSource:
@@ -107,8 +177,10 @@ def comparison_source(name: str, split: str, data_cfg, fields=PROMPT_FIELDS):
     data_cfg.synthetic_comparisons / eval_comparisons), a TFDS dataset such as
     "hh_rlhf/harmless-base", built under data_cfg.tfds_data_dir from data_cfg.manual_dir,
     "pmp-stackexchange" | "pmp-reddit" | "pmp-wikipedia" (raw dumps under data_cfg.manual_dir, in
-    data_cfg.pmp_form: hh.data.pmp.dumps), or a FILE.jsonl whose rows must hold the string
-    `fields` (PAIR_FIELDS for a PM).
+    data_cfg.pmp_form: hh.data.pmp.dumps), a FILE.jsonl whose rows must hold the string
+    `fields` (PAIR_FIELDS for a PM), "files:GLOB" (JSON lines in hh's or hh-rlhf's layout),
+    "tfds:NAME[/CONFIG][:VERSION]" (the split `split`, under data_cfg.tfds_data_dir) or
+    "array_record:GLOB" (comparison shards from `python -m hh.data.prepare`, read by index).
     """
     # the gold split trains the gold PM: as many pairs as a train split
     n = data_cfg.synthetic_comparisons if split in ("train", "gold") else data_cfg.eval_comparisons
@@ -120,6 +192,17 @@ def comparison_source(name: str, split: str, data_cfg, fields=PROMPT_FIELDS):
         return synthetic.redteam_prompts(n, data_cfg.seed, split, data_cfg.world_size)
     if name in pmp_dumps.SOURCES:
         return pmp_dumps.comparisons(name, split, data_cfg)
+    prefix = text_sources.prefix_of(name)
+    if prefix == "files":
+        return checked_rows(text_sources.comparison_rows(name), name, fields)
+    if prefix == "tfds":
+        return TfdsComparisons(text_sources.tfds_source(name, split, data_cfg.tfds_data_dir,
+                                                        data_cfg.manual_dir), name)
+    if prefix == "array_record":
+        source = shards.Shards(name.removeprefix("array_record:"))
+        if source.kind != "comparisons":
+            raise ConfigError(f"comparison source {name!r} holds {source.kind}, not comparisons")
+        return source
     if name.endswith(".jsonl"):
         return jsonl_rows(name, fields)
     if name.startswith(("hh_rlhf/", "red_team_attempts")):
@@ -128,7 +211,30 @@ def comparison_source(name: str, split: str, data_cfg, fields=PROMPT_FIELDS):
         return builder.as_data_source(split=split)
     raise ValueError(f"unknown comparison source {name!r}: use synthetic-helpful, "
                      f"synthetic-harmless, synthetic-pmp, synthetic-redteam, hh_rlhf/<tranche>, "
-                     f"{', '.join(pmp_dumps.SOURCES)} or a FILE.jsonl")
+                     f"{', '.join(pmp_dumps.SOURCES)}, a FILE.jsonl, files:GLOB, "
+                     f"tfds:NAME[/CONFIG][:VERSION] or array_record:GLOB")
+
+
+def checked_rows(rows: list, where: str, fields) -> list:
+    """Rows of a files: source, each holding the string `fields` (prompts need only "prompt")."""
+    for i, row in enumerate(rows):
+        for name in fields:
+            if not isinstance(row.get(name), str):
+                raise DataError(where, f"comparison {i} has no string field {name!r}")
+    return rows
+
+
+class TfdsComparisons:
+    """Random access to a TFDS split's examples as comparison dicts (either layout, bytes decoded)."""
+
+    def __init__(self, source, name: str):
+        self.source, self.name = source, name
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, index):
+        return text_sources.comparison_row(dict(self.source[int(index)]), self.name, int(index))
 
 
 def jsonl_rows(path, fields=PROMPT_FIELDS) -> list:

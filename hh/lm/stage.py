@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from hh.checkpoints.pipeline import adopt_imported_architecture, init_from_hf
 from hh.config import ConfigError, validate
 from hh.data.lm_data import eval_batches, lm_batches
+from hh.data.sampler import reading_options
 from hh.data.sources import check_vocab, lm_rows
 from hh.lm.objective import lm_eval_sums, lm_eval_summary, lm_loss_terms
 from hh.models.transformer import TransformerLM
@@ -72,7 +73,8 @@ def build_task(config, mesh, rules, workdir=None, verbose=True) -> Task:
 
     return Task(
         abstract_state=abstract, init_state=fresh_state, train_step=steps["train_step"],
-        train_batches=lm_batches(train_rows, batch_size, config.seed, row_range=rows),
+        train_batches=lm_batches(train_rows, batch_size, config.seed, row_range=rows,
+                                 **reading_options(config.data)),
         batch_sharding=batch_sh, global_batch_size=batch_size, tokens_per_step=batch_size * seq,
         eval_step=steps["eval_step"], eval_summary=lm_eval_summary, eval_batch_size=eval_size,
         eval_batches=lambda: eval_batches(eval_rows, eval_size, row_range=eval_range))

@@ -61,19 +61,24 @@ def _log_skips(path, found: int, skips):
     logging.info("%s: %d ranked pairs; skipped: %s", path, found, dict(skips) or "none")
 
 
-def stackexchange_groups(folder, seed: int) -> Iterator[tuple[str, pairs.RankedPair]]:
-    """(group "<site>/<question id>", pair) for every site's Posts.xml under `folder`."""
+def stackexchange_units(folder) -> list[tuple]:
+    """[(site, Posts file)] under `folder`: one unit per site."""
     flat = _files(folder, "*.xml", "*.xml.gz")
     nested = _files(folder, "*/Posts.xml", "*/Posts.xml.gz")
-    for path in flat + nested:
-        site = path.parent.name if path in nested else _strip_suffixes(path.name, ".gz", ".xml")
-        found, skips = stackexchange.stackexchange_pairs(path, seed, site=site)
-        _log_skips(path, len(found), skips)
-        for pair in found:
-            yield f"{site}/{pair.metadata['question_id']}", pair
+    return ([(_strip_suffixes(p.name, ".gz", ".xml"), p) for p in flat]
+            + [(p.parent.name, p) for p in nested])
 
 
-def reddit_file_pairs(folder) -> list[tuple]:
+def stackexchange_unit_groups(unit, seed: int) -> Iterator[tuple[str, pairs.RankedPair]]:
+    """(group "<site>/<question id>", pair) of one site's Posts.xml."""
+    site, path = unit
+    found, skips = stackexchange.stackexchange_pairs(path, seed, site=site)
+    _log_skips(path, len(found), skips)
+    for pair in found:
+        yield f"{site}/{pair.metadata['question_id']}", pair
+
+
+def reddit_units(folder) -> list[tuple]:
     """[(submissions file, comments file)] matched by tag; a file without its partner is an error."""
     by_tag = {}
     for path in _files(folder, "R[SC]_*.jsonl", "R[SC]_*.jsonl.gz"):
@@ -87,28 +92,41 @@ def reddit_file_pairs(folder) -> list[tuple]:
     return [(found["RS"], found["RC"]) for _, found in sorted(by_tag.items())]
 
 
-def reddit_groups(folder, seed: int) -> Iterator[tuple[str, pairs.RankedPair]]:
-    """(group = submission id, pair) for every RS_/RC_ pair of files under `folder`. One pair of
-    files is held in memory at a time (reddit_pairs reads both whole)."""
-    for submissions, comments in reddit_file_pairs(folder):
-        found, skips = reddit.reddit_pairs(submissions, comments, seed=seed)
-        _log_skips(comments, len(found), skips)
-        for pair in found:
-            yield pair.metadata["submission_id"], pair
+def reddit_unit_groups(unit, seed: int) -> Iterator[tuple[str, pairs.RankedPair]]:
+    """(group = submission id, pair) of one RS_/RC_ pair of files, which reddit_pairs reads whole
+    (a comment's thread needs its parents): memory is one pair of files."""
+    submissions, comments = unit
+    found, skips = reddit.reddit_pairs(submissions, comments, seed=seed)
+    _log_skips(comments, len(found), skips)
+    for pair in found:
+        yield pair.metadata["submission_id"], pair
 
 
-def wikipedia_groups(folder, seed: int) -> Iterator[tuple[str, pairs.RankedPair]]:
-    """(group = page title, pair) for every reverts file under `folder`; no draw, so no seed."""
+def wikipedia_units(folder) -> list:
+    return _files(folder, "*.jsonl", "*.jsonl.gz")
+
+
+def wikipedia_unit_groups(path, seed: int) -> Iterator[tuple[str, pairs.RankedPair]]:
+    """(group = page title, pair) of one reverts file; no draw, so no seed."""
     del seed
-    for path in _files(folder, "*.jsonl", "*.jsonl.gz"):
-        found, skips = wikipedia.wikipedia_pairs(path)
-        _log_skips(path, len(found), skips)
-        for pair in found:
-            yield pair.metadata["page_title"], pair
+    found, skips = wikipedia.wikipedia_pairs(path)
+    _log_skips(path, len(found), skips)
+    for pair in found:
+        yield pair.metadata["page_title"], pair
 
 
-GROUPS = {"stackexchange": stackexchange_groups, "reddit": reddit_groups,
-          "wikipedia": wikipedia_groups}
+# source -> (the units under its folder, one unit's (group, pair)s): a unit is what one `prepare`
+# worker reads (hh.data.prepare), and the in-memory source reads the units in order.
+UNITS = {"stackexchange": (stackexchange_units, stackexchange_unit_groups),
+         "reddit": (reddit_units, reddit_unit_groups),
+         "wikipedia": (wikipedia_units, wikipedia_unit_groups)}
+
+
+def unit_rows(source: str, unit, split: str, form: str, seed: int) -> Iterator[dict]:
+    """The `split` comparison rows of one unit of `source` ("stackexchange", …), in `form`."""
+    for group, pair in UNITS[source][1](unit, seed):
+        if split_of(source, group) == split:
+            yield from rows_of(pair, form)
 
 
 def source_folder(source: str, manual_dir: str):
@@ -138,10 +156,8 @@ def comparisons(name: str, split: str, data_cfg) -> list[dict]:
         raise ConfigError(f"source {name!r} has no split {split!r}: use one of {SPLITS}")
     source = name.removeprefix("pmp-")
     folder = source_folder(source, data_cfg.manual_dir)
-    rows = []
-    for group, pair in GROUPS[source](folder, data_cfg.seed):
-        if split_of(source, group) == split:
-            rows.extend(rows_of(pair, data_cfg.pmp_form))
+    rows = [row for unit in UNITS[source][0](folder)
+            for row in unit_rows(source, unit, split, data_cfg.pmp_form, data_cfg.seed)]
     if not rows:
         raise DataError(folder, f"no {split} pairs for {name}: expected {LAYOUTS[source]} "
                                 f"holding pairs the parser keeps (its skip counts are logged)")
