@@ -88,10 +88,11 @@ def _pair_maker(source, tokenizer, seq_len):
     return make
 
 
-def pm_batches(source, tokenizer, seq_len, global_batch_size, seed, row_range=None) -> Batches:
-    """Infinite, shuffled, resumable batches of comparison pairs."""
+def pm_batches(source, tokenizer, seq_len, global_batch_size, seed, row_range=None, **reading) -> Batches:
+    """Infinite, shuffled, resumable batches of comparison pairs; reading: Batches' read_threads /
+    prefetch / workers."""
     sampler = BatchSampler(len(source), global_batch_size, seed)
-    return Batches(sampler, _pair_maker(source, tokenizer, seq_len), row_range)
+    return Batches(sampler, _pair_maker(source, tokenizer, seq_len), row_range, **reading)
 
 
 def pm_eval_batches(source, tokenizer, seq_len, batch_size, row_range=None):

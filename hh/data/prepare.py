@@ -21,6 +21,7 @@ written last. Rerunning into a directory prepared with other settings is refused
 import dataclasses
 import json
 import multiprocessing
+import multiprocessing.pool
 import shutil
 import sys
 import time
@@ -179,6 +180,19 @@ def run_tokenizer(spec: str, out, units, args) -> object:
     return tokenizer
 
 
+def finished_entries(out, units) -> dict:
+    """{index: the finished shard's entry, or None}; a finished shard made from another unit (the
+    glob now matches other files) is an error, not silently mixed in."""
+    entries = {}
+    for i, (label, _, _) in enumerate(units):
+        entry = shards.finished_entry(out, i)
+        if entry is not None and entry.get("unit") != label:
+            raise ConfigError(f"{out}/{shards.shard_name(i)} was made from {entry.get('unit')!r}, but "
+                              f"unit {i} of the source is now {label!r} (its files changed): use a new --out")
+        entries[i] = entry
+    return entries
+
+
 def check_settings(out, settings: Settings):
     path = out / SETTINGS
     wanted = dataclasses.asdict(settings)
@@ -206,7 +220,7 @@ def _progress(counters, results, total_units: int, done_units: int):
                             tok_s=f"{counters[1].value / elapsed:,.0f}", refresh=True)
             if finished == len(results):
                 return
-            time.sleep(0.5)
+            next(r for r in results if not r.ready()).wait(0.5)
     finally:
         bar.close()
 
@@ -230,24 +244,21 @@ def prepare(source: str, out, *, kind="lm_rows", field="text", split="train", da
         raise ConfigError(f"--kind={kind!r}: use one of {shards.KINDS}")
     settings = Settings(source, kind, field, split, seq_len, identity, pmp_form, seed)
     check_settings(out, settings)
-    entries = {i: shards.finished_entry(out, i) for i in range(len(units))}
+    entries = finished_entries(out, units)
     jobs = [(i, unit) for i, unit in enumerate(units) if entries[i] is None]
     options = dict(kind=kind, out=str(out), field=field, split=split, seq_len=seq_len, data_dir=data_dir,
                    manual_dir=manual_dir, token_dtype=str(dtype) if dtype else "", pmp_form=pmp_form, seed=seed)
     logging.info("%s: %d units, %d already done", out, len(units), len(units) - len(jobs))
     context = multiprocessing.get_context("spawn")
     counters = (context.Value("q", 0), context.Value("q", 0))
-    if jobs and workers > 1:
-        with context.Pool(min(workers, len(jobs)), _init_worker, (options, tok, counters)) as pool:
-            results = [pool.apply_async(write_unit, (job,)) for job in jobs]
-            _progress(counters, results, len(units), len(units) - len(jobs))
-            for (i, _), result in zip(jobs, results):
-                entries[i] = result.get()   # re-raises a worker's DataError here
-    elif jobs:
-        _init_worker(options, tok, counters)
-        for i, unit in jobs:
-            entries[i] = write_unit((i, unit))
-            logging.info("shard %d/%d: %s", i + 1, len(units), entries[i]["unit"])
+    # One worker runs in this process (a thread: the same code path, no start-up cost).
+    pool = (context.Pool(min(workers, len(jobs)), _init_worker, (options, tok, counters)) if workers > 1
+            else multiprocessing.pool.ThreadPool(1, _init_worker, (options, tok, counters)))
+    with pool:
+        results = [pool.apply_async(write_unit, (job,)) for job in jobs]
+        _progress(counters, results, len(units), len(units) - len(jobs))
+        for (i, _), result in zip(jobs, results):
+            entries[i] = result.get()   # re-raises a worker's DataError here
     manifest = {"format": shards.FORMAT, **dataclasses.asdict(settings), "shards": [entries[i] for i in range(len(units))]}
     if kind == "lm_rows":
         manifest.update(width=seq_len + 1, token_dtype=str(dtype))

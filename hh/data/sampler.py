@@ -16,12 +16,29 @@ Reading runs ahead of training: `read_threads` threads compute the next `prefetc
 with `workers` > 0 grain's worker processes do (the batch function must then be picklable).
 """
 
+import os
 import sys
+import threading
+import time
 from typing import Callable
 
 import grain
 import numpy as np
 from absl import flags
+
+
+def _exit_with_parent(worker_index: int, worker_count: int):
+    """A grain worker's init: exit when the trainer that started it is gone. A SIGKILLed trainer
+    cannot stop its workers, which would otherwise live on, holding their memory, until the
+    machine is recycled; the resumed run starts its own."""
+    del worker_index, worker_count
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 class _ProcessRows(grain.MapDataset):
@@ -106,7 +123,8 @@ class Batches:
             if not flags.FLAGS.is_parsed():
                 flags.FLAGS.mark_as_parsed()
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
-                                                             per_worker_buffer_size=max(self.prefetch, 1)))
+                                                             per_worker_buffer_size=max(self.prefetch, 1)),
+                                worker_init_fn=_exit_with_parent)
         return iter(ds)
 
     def __iter__(self):

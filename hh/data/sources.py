@@ -194,10 +194,10 @@ def comparison_source(name: str, split: str, data_cfg, fields=PROMPT_FIELDS):
         return pmp_dumps.comparisons(name, split, data_cfg)
     prefix = text_sources.prefix_of(name)
     if prefix == "files":
-        return checked_rows(text_sources.comparison_rows(name), name, fields)
+        return text_sources.comparison_rows(name, fields=fields)
     if prefix == "tfds":
         return TfdsComparisons(text_sources.tfds_source(name, split, data_cfg.tfds_data_dir,
-                                                        data_cfg.manual_dir), name)
+                                                        data_cfg.manual_dir), name, fields)
     if prefix == "array_record":
         source = shards.Shards(name.removeprefix("array_record:"))
         if source.kind != "comparisons":
@@ -215,26 +215,17 @@ def comparison_source(name: str, split: str, data_cfg, fields=PROMPT_FIELDS):
                      f"tfds:NAME[/CONFIG][:VERSION] or array_record:GLOB")
 
 
-def checked_rows(rows: list, where: str, fields) -> list:
-    """Rows of a files: source, each holding the string `fields` (prompts need only "prompt")."""
-    for i, row in enumerate(rows):
-        for name in fields:
-            if not isinstance(row.get(name), str):
-                raise DataError(where, f"comparison {i} has no string field {name!r}")
-    return rows
-
-
 class TfdsComparisons:
     """Random access to a TFDS split's examples as comparison dicts (either layout, bytes decoded)."""
 
-    def __init__(self, source, name: str):
-        self.source, self.name = source, name
+    def __init__(self, source, name: str, fields=PAIR_FIELDS):
+        self.source, self.name, self.fields = source, name, fields
 
     def __len__(self):
         return len(self.source)
 
     def __getitem__(self, index):
-        return text_sources.comparison_row(dict(self.source[int(index)]), self.name, int(index))
+        return text_sources.comparison_row(dict(self.source[int(index)]), self.name, int(index), self.fields)
 
 
 def jsonl_rows(path, fields=PROMPT_FIELDS) -> list:

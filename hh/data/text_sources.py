@@ -13,6 +13,7 @@ A bad line or record is a DataError naming the file (or dataset) and the line (o
 """
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterator
 
@@ -39,13 +40,15 @@ def prefix_of(spec: str):
 
 def glob_files(pattern: str) -> list:
     """Files matching a glob (`**` recurses; gs:// works), sorted; none is a ConfigError."""
-    path = epath.Path(pattern).expanduser()
-    anchor = next((i for i, part in enumerate(path.parts) if any(c in part for c in "*?[")), None)
-    if anchor is None:
+    pattern = os.path.expanduser(pattern)
+    wild = [pattern.find(c) for c in "*?[" if c in pattern]
+    if not wild:
+        path = epath.Path(pattern)
         found = [path] if path.is_file() else []
     else:
-        root = epath.Path(*path.parts[:anchor]) if anchor else epath.Path(".")
-        found = sorted(p for p in root.glob("/".join(path.parts[anchor:])) if p.is_file())
+        cut = pattern.rfind("/", 0, min(wild))   # the folder part before the first wildcard
+        root = epath.Path(pattern[:cut] or "/") if cut >= 0 else epath.Path(".")
+        found = sorted(p for p in root.glob(pattern[cut + 1:]) if p.is_file())
     if not found:
         raise ConfigError(f"{pattern!r} matches no file")
     return found
@@ -147,41 +150,47 @@ def documents(spec: str, field="text", split="train", data_dir="~/tensorflow_dat
 
 # ---- comparisons --------------------------------------------------------------------------------
 
-def comparison_row(record: dict, where, index: int) -> dict:
-    """A comparison dict (prompt, chosen, rejected[, weight]) from a record in either layout:
-    hh's own (prompt, chosen, rejected) or hh-rlhf's (chosen and rejected whole transcripts,
-    split at the last Assistant turn, hh.data.dialogue)."""
+PAIR_FIELDS = ("prompt", "chosen", "rejected")
+
+
+def comparison_row(record: dict, where, index: int, fields=PAIR_FIELDS) -> dict:
+    """A comparison dict from a record in either layout: hh's own (`prompt` plus the other
+    `fields`: an RL prompt source needs only the prompt) or hh-rlhf's (chosen and rejected whole
+    transcripts, split at the last Assistant turn, hh.data.dialogue). A "weight" must be a
+    number; other fields are kept (bytes decoded)."""
     from hh.data import dialogue
     from hh.data.records import number_field
-    record = {k: text_of(v, where, index, k) if isinstance(v, bytes) else v for k, v in record.items()}
-    for name in ("chosen", "rejected"):
-        json_field(record, name, str, where, index)
-    if "prompt" in record:
-        row = {"prompt": json_field(record, "prompt", str, where, index),
-               "chosen": record["chosen"], "rejected": record["rejected"]}
+    row = {k: v.decode("utf-8") if isinstance(v, bytes) else v for k, v in record.items()}
+    if "prompt" in row:
+        for name in fields:
+            json_field(row, name, str, where, index)
     else:
+        for name in ("chosen", "rejected"):
+            json_field(row, name, str, where, index)
         try:
-            split = dialogue.split_pair(record["chosen"], record["rejected"])
+            split = dialogue.split_pair(row["chosen"], row["rejected"])
         except ValueError as e:
             raise DataError(where, str(e), index) from None
-        row = {"prompt": split.prompt, "chosen": split.chosen, "rejected": split.rejected}
-    if "weight" in record:
-        row["weight"] = number_field(record, "weight", where, index)
+        row.update(prompt=split.prompt, chosen=split.chosen, rejected=split.rejected)
+    if "weight" in row:
+        row["weight"] = number_field(row, "weight", where, index)
     return row
 
 
-def unit_comparisons(unit: Unit, data_dir="~/tensorflow_datasets", manual_dir="") -> Iterator[dict]:
+def unit_comparisons(unit: Unit, data_dir="~/tensorflow_datasets", manual_dir="",
+                     fields=PAIR_FIELDS) -> Iterator[dict]:
     """The comparisons of one unit: JSON lines (either layout) or a TFDS split's examples."""
     if unit.path:
         for line, record in jsonl_records(unit.path):
-            yield comparison_row(record, unit.path, line)
+            yield comparison_row(record, unit.path, line, fields)
         return
     source = tfds_source(unit.spec, unit.split, data_dir, manual_dir)
     for i in range(unit.start, unit.stop):
-        yield comparison_row(dict(source[i]), unit.spec, i)
+        yield comparison_row(dict(source[i]), unit.spec, i, fields)
 
 
-def comparison_rows(spec: str, split="train", data_dir="~/tensorflow_datasets", manual_dir="") -> list[dict]:
+def comparison_rows(spec: str, split="train", data_dir="~/tensorflow_datasets", manual_dir="",
+                    fields=PAIR_FIELDS) -> list[dict]:
     """Every comparison of a files: or tfds: source, in memory (the stages' random access)."""
     return [row for unit in units(spec, split=split, data_dir=data_dir, manual_dir=manual_dir)
-            for row in unit_comparisons(unit, data_dir, manual_dir)]
+            for row in unit_comparisons(unit, data_dir, manual_dir, fields)]

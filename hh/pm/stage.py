@@ -14,6 +14,7 @@ import jax
 from hh.config import ConfigError, validate
 from hh.data import pm_sources
 from hh.data.pm_data import pm_batches, pm_eval_batches, truncation_report
+from hh.data.sampler import reading_options
 from hh.models.heads import PreferenceModel, init_pm_params
 from hh.parallel import sharding as shd
 from hh.pm.objective import pm_eval_sums, pm_loss_terms, pm_summary
@@ -65,7 +66,8 @@ def build_task(config, mesh, rules, train_source, eval_source, tokenizer, verbos
     seq, batch_size = config.data.seq_len, config.train.global_batch_size
     batch_sh = shd.batch_sharding(mesh, rules)
     rows = shd.process_row_range(batch_sh, batch_size)
-    train_batches = pm_batches(train_source, tokenizer, seq, batch_size, config.seed, row_range=rows)
+    train_batches = pm_batches(train_source, tokenizer, seq, batch_size, config.seed, row_range=rows,
+                               **reading_options(config.data))
     steps = build_steps(config, mesh, rules, tokenizer.eoc_id, train_batches.batch(0), verbose)
     model, optimizer, init_fn = steps["model"], steps["optimizer"], steps["init_fn"]
     abstract, shardings = steps["abstract"], steps["shardings"]

@@ -191,6 +191,7 @@ def train_loop(task: Task, loop_cfg, workdir, meta: dict) -> LoopResult:
                 bar.write(f"SIGTERM: saved a checkpoint at step {step}; exiting")
                 break
     finally:
+        getattr(task.train_batches, "close", lambda: None)()   # prefetch threads, worker processes
         ckpt.wait()   # lets an in-flight async save finish, so the last good checkpoint is whole
         ckpt.close()
         stop.restore()

@@ -152,3 +152,29 @@ def test_local_sweep_of_three_runs_with_one_preempted(tmp_path, reference):
     rerun = subprocess.run([sys.executable, "-m", "launch.sweep", *LM, "--root", str(root), "--backend",
                             "local", "--sweep", "seed=0,1,2"], cwd=ROOT, capture_output=True, text=True)
     assert rerun.returncode == 0 and "starting" not in rerun.stdout   # all done: nothing reruns
+
+
+def test_two_processes_on_shards_read_disjoint_rows_that_make_the_global_batch(tmp_path):
+    """Two processes × 4 devices each read only their rows of every global batch from ArrayRecord
+    shards (hh.data.prepare), and train exactly like one process × 8 devices reading all rows:
+    the per-process row ranges partition the global batch."""
+    from hh.data import synthetic
+    from hh.data.prepare import prepare
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    docs = synthetic.pretraining_documents(1500, 0, "tiny")
+    (corpus / "part.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    prepare(f"files:{corpus}/*.jsonl", tmp_path / "shards", tokenizer="bytes", seq_len=64)
+    data = ["--set", f"data.source=array_record:{tmp_path / 'shards'}", "--set", "data.eval_rows=16"]
+    short = ["--set", "loop.steps=10"]
+    one = subprocess.run([sys.executable, "-m", "launch.sweep", *LM, *data, *short, "--root", str(tmp_path / "one")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "launch.sweep", *LM, *data, *short, "--root", str(tmp_path / "two"),
+                          "--backend", "local-multihost", "--processes", "2", "--devices_per_process", "4"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    runs = [Path(_manifest(tmp_path / r)["runs"]["run"]["workdir"]) for r in ("one", "two")]
+    ref, got = _losses(runs[0]), _losses(runs[1])
+    assert sorted(got) == sorted(ref) == list(range(1, 11))
+    np.testing.assert_allclose([got[s] for s in sorted(got)], [ref[s] for s in sorted(ref)], rtol=1e-5, atol=1e-6)
