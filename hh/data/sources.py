@@ -17,7 +17,7 @@ from etils import epath
 
 from hh.config import ConfigError
 from hh.data import corpus, shards, synthetic, text_sources
-from hh.data.byte_tokenizer import ByteTokenizer
+from hh.data.byte_tokenizer import ByteTokenizer, padded_vocab_size
 from hh.data.errors import DataError
 from hh.data.packing import pack_documents
 from hh.data.pmp import dumps as pmp_dumps
@@ -74,7 +74,8 @@ def run_tokenizer(data_cfg, documents, workdir=None):
 def check_vocab(tokenizer, model_vocab_size: int):
     if tokenizer.vocab_size > model_vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but config.model.vocab_size"
-                         f"={model_vocab_size}: raise the model's vocabulary")
+                         f"={model_vocab_size}: raise the model's vocabulary (e.g. "
+                         f"--config.model.vocab_size={padded_vocab_size(tokenizer.vocab_size)})")
 
 
 def pack(documents, tokenizer, seq_len):
