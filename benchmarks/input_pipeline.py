@@ -81,7 +81,7 @@ def per_host_demand(path=FIT_TABLE, stage="lm", preset="52B") -> dict:
 
     Several fitting runs on that slice (mesh variants) share the batch and implied step time; all
     are listed, the demand is the largest (shortest step)."""
-    runs = [r for r in json.load(open(path))["runs"]
+    runs = [r for r in read_json(path)["runs"]
             if r["stage"] == stage and r["preset"] == preset and r["fits"]]
     if not runs:
         raise SystemExit(f"{path}: no fitting {stage} {preset} run")
@@ -192,9 +192,11 @@ def ensure_corpus(directory, n_files, docs_per_file) -> dict:
                 f.write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
         built += 1
+    generate_s = time.perf_counter() - start if built else None
     if built:
-        print(f"generated {built} corpus files in {time.perf_counter() - start:.1f} s", flush=True)
-    return {"files": n_files, "documents": n_files * docs_per_file,
+        print(f"generated {built} corpus files in {generate_s:.1f} s", flush=True)
+    return {"files": n_files, "files_generated": built, "generate_s": generate_s,
+            "documents": n_files * docs_per_file,
             "gzip_bytes": sum(os.path.getsize(corpus_file(directory, i)) for i in range(n_files))}
 
 
@@ -210,18 +212,22 @@ def text_bytes(manifest_dir) -> int:
 # ----------------------------------------------------------------------------- prepare
 
 
-def load_json(path, default):
-    return json.load(open(path)) if os.path.exists(path) else default
+def read_json(path, default=None):
+    if default is not None and not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
 
 
 def run_prepare(name, source, out, tokenizer, vocab_size, tokenizer_sample, timings_path) -> dict:
     """prepare(workers=2) once; its wall time (and tokenizer training time) are kept in
     timings_path, so a rerun reuses the shards and reports the first run's times."""
-    from hh.data import prepare, tokenizer as tokenizer_module
-    timings = load_json(timings_path, {})
+    from hh.data import prepare
+    from hh.data import tokenizer as tokenizer_module
+    timings = read_json(timings_path, {})
     manifest_path = os.path.join(out, "manifest.json")
     if name in timings and os.path.exists(manifest_path):
-        return {**timings[name], "manifest": json.load(open(manifest_path)), "reused": True}
+        return {**timings[name], "manifest": read_json(manifest_path), "reused": True}
     resumed = os.path.isdir(out) and any(f.endswith(".json") and f.startswith("shard-") for f in os.listdir(out))
     train_s = []
     original = tokenizer_module.train_sentencepiece
@@ -328,22 +334,22 @@ def time_shard_batches(shard_dir, rows_per_host, read_threads, workers, cold, pr
 # ----------------------------------------------------------------------------- (3) raw text
 
 
-def time_raw_text(path, tokenizer_dir, seconds) -> dict:
-    """Documents of one .jsonl.gz -> tokenize -> pack -> encoded rows, in this process, for about
-    `seconds` (or the whole file)."""
+def time_raw_text(paths, tokenizer_dir, seconds) -> dict:
+    """Documents of .jsonl.gz files, one after the other -> tokenize -> pack -> encoded rows, in
+    this process, for about `seconds` (or all the files)."""
     from hh.data import shards, text_sources
     from hh.data.prepare import lm_records
     from hh.data.tokenizer import load_tokenizer
     tokenizer = load_tokenizer(tokenizer_dir)
     counts = {"documents": 0, "tokens": 0, "rows": 0}
-    records = lm_records(text_sources.file_documents(path, "text"), tokenizer, SEQ_LEN,
-                         shards.token_dtype(tokenizer.vocab_size), counts)
+    documents = (doc for path in paths for doc in text_sources.file_documents(path, "text"))
+    records = lm_records(documents, tokenizer, SEQ_LEN, shards.token_dtype(tokenizer.vocab_size), counts)
     cpu0, start = time.process_time(), time.perf_counter()
     for _ in records:
         if time.perf_counter() - start >= seconds:
             break
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    return {"file": path, "seconds": elapsed, **counts,
+    return {"files": len(paths), "seconds": elapsed, **counts,
             "tokens_per_s": counts["tokens"] / elapsed,             # document tokens encoded
             "row_tokens_per_s": counts["rows"] * SEQ_LEN / elapsed,  # packed rows out (as (2) counts)
             "process_cores": cpu / elapsed}
@@ -352,29 +358,41 @@ def time_raw_text(path, tokenizer_dir, seconds) -> dict:
 # ----------------------------------------------------------------------------- (4) memory
 
 
+def vm_hwm_kb(pid="self") -> int:
+    """Peak RSS of a process's address space (VmHWM). Not ru_maxrss: Linux carries a process's
+    max RSS across execve, so a child forked from this (large) benchmark process would report the
+    parent's RSS at fork."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
 def rss_child(shard_dir, rows_per_host, workers, n_batches):
-    """In a fresh process: RSS after the imports (jax, grain, hh), then after reading n_batches;
-    the peak (ru_maxrss) includes the imports' own transient peak."""
+    """In a fresh process: RSS after the imports (jax, grain, hh), after reading n_batches, and the
+    peak (which includes the imports' own transient peak)."""
     import psutil
-    from hh.data.lm_data import lm_batches  # noqa: F401: the imports count in the baseline
+
+    # imported before the baseline is taken: the imports are not the reading's memory
+    from hh.data.lm_data import lm_batches  # noqa: F401
     from hh.data.shards import Shards
     me = psutil.Process()
-    rss_imports = me.memory_info().rss
+    rss_imports, hwm_imports = me.memory_info().rss, vm_hwm_kb()
     batches = open_batches(shard_dir, rows_per_host, 1, workers, 2)
     for _ in range(n_batches):
         next(batches)
     rss_read = me.memory_info().rss
-    workers_rss = sum(c.memory_info().rss for c in me.children(recursive=True))
+    children = me.children(recursive=True)
+    workers_rss = sum(c.memory_info().rss for c in children)
+    workers_hwm = sum(vm_hwm_kb(c.pid) for c in children)
     touched = np.concatenate([batches.sampler.indices(k)[:rows_per_host] for k in range(n_batches)])
     shards_touched = len(set(np.searchsorted(Shards(shard_dir).offsets, touched, side="right").tolist()))
+    peak = vm_hwm_kb()
     batches.close()
     print(json.dumps({
-        "workers": workers, "batches": n_batches,
-        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "workers": workers, "batches": n_batches, "peak_rss_kb": peak, "peak_rss_after_imports_kb": hwm_imports,
         "rss_after_imports_kb": rss_imports // 1024, "rss_after_reading_kb": rss_read // 1024,
-        "workers_rss_kb": workers_rss // 1024,    # all worker processes, summed, before close
-        "workers_peak_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,   # the largest one
-        "rows_read": int(len(touched)), "row_index_min": int(touched.min()),
+        "workers_rss_kb": workers_rss // 1024, "workers_peak_rss_kb": workers_hwm,   # summed over workers
+        "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,   # see vm_hwm_kb
+        "rows_read": len(touched), "row_index_min": int(touched.min()),
         "row_index_max": int(touched.max()), "shards_touched": shards_touched}))
 
 
@@ -399,16 +417,16 @@ def versions() -> dict:
 
 
 def git_state() -> dict:
-    run = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    def run(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
     dirty = run("status", "--porcelain", "--untracked-files=no")
     return {"commit": run("rev-parse", "HEAD"), "dirty": bool(dirty),
             "untracked": run("status", "--porcelain").count("??")}
 
 
 def cpu_model() -> str:
-    with contextlib.suppress(OSError, StopIteration):
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
+        return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     return platform.processor()
 
 
@@ -418,12 +436,13 @@ def mb(n):
 
 def tables(result) -> str:
     demand = result["demand"]["tokens_per_s_per_host"]
-    lines = ["| source | settings | startup | tokens/s | × per-host demand |", "|---|---|---|---|---|"]
+    lines = ["| source | settings | startup / close | tokens/s | × per-host demand |", "|---|---|---|---|---|"]
     for r in result["array_record"]:
         setting = f"read_threads={r['read_threads']}, workers={r['workers']}, prefetch={r['prefetch']}"
         setting += ", cold page cache" if r["cold_cache"] else ""
         lines.append(f"| ArrayRecord shards ({result['array_record_corpus']}) | {setting} | "
-                     f"{r['startup_s']:.2f} s | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / demand:,.1f}× |")
+                     f"{r['startup_s']:.2f} / {r['close_s']:.2f} s | {r['tokens_per_s']:,.0f} | "
+                     f"{r['tokens_per_s'] / demand:,.1f}× |")
     raw = result["raw_text"]
     lines.append(f"| raw .jsonl.gz, tokenize + pack | 1 process ({raw['process_cores']:.1f} cores busy) | – | "
                  f"{raw['row_tokens_per_s']:,.0f} | {raw['row_tokens_per_s'] / demand:,.1f}× |")
@@ -431,14 +450,14 @@ def tables(result) -> str:
         lines.append(f"| prepare, 2 workers ({name}, {mb(c['text_bytes'])}) | wall {c['prepare_wall_s']:.0f} s "
                      f"(tokenizer {c['tokenizer_train_s']:.0f} s) | – | {c['prepare_row_tokens_per_s']:,.0f} | "
                      f"{c['prepare_row_tokens_per_s'] / demand:,.1f}× |")
-    lines += ["", "| corpus | text | shards | shard bytes | rows | workers | peak RSS | RSS after imports "
-                  "-> after reading | workers' RSS (sum) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", ("| corpus | text | shards | shard bytes | rows | workers | peak RSS | RSS after imports "
+                   "-> after reading | workers' peak RSS (sum) |"), "|---|---|---|---|---|---|---|---|---|"]
     for m in result["memory"]:
         c = result["corpora"][m["corpus"]]
         lines.append(f"| {m['corpus']} | {mb(c['text_bytes'])} | {c['shards']} | {mb(c['shard_bytes'])} | "
                      f"{c['rows']:,} | {m['workers']} | {m['peak_rss_kb'] / 1024:,.1f} MiB | "
                      f"{m['rss_after_imports_kb'] / 1024:,.1f} -> {m['rss_after_reading_kb'] / 1024:,.1f} MiB | "
-                     f"{m['workers_rss_kb'] / 1024:,.1f} MiB |")
+                     f"{m['workers_peak_rss_kb'] / 1024:,.1f} MiB |")
     return "\n".join(lines)
 
 
@@ -451,7 +470,7 @@ def main(args):
     out_path = args.out or (os.path.join(root, "input_pipeline.json") if args.quick
                             else os.path.join(REPO, "benchmarks", "results", "input_pipeline.json"))
     t0 = time.perf_counter()
-    load0 = os.getloadavg()
+    load0, git = os.getloadavg(), git_state()   # the code that runs, should a commit land meanwhile
 
     demand = per_host_demand()
     rows_per_host = demand["rows_per_host"]
@@ -461,7 +480,7 @@ def main(args):
     text_dir = os.path.join(root, "text")
     n_large, per_file = SIZES[mode]["large"]
     n_small = SIZES[mode]["small"][0]
-    ensure_corpus(text_dir, n_large, per_file)
+    text = ensure_corpus(text_dir, n_large, per_file)
     # the small corpus is the first files of the large one: the same text, 10x less of it
     assert n_small <= 10, "the small corpus' glob names files 0-9"
     sources = {"small": f"files:{text_dir}/part-0000[0-{n_small - 1}].jsonl.gz",
@@ -485,7 +504,7 @@ def main(args):
               f"(startup {r['startup_s']:.2f} s)", flush=True)
         array_record.append(r)
 
-    raw = time_raw_text(corpus_file(text_dir, 0), tokenizer_dir, seconds)
+    raw = time_raw_text([corpus_file(text_dir, i) for i in range(n_large)], tokenizer_dir, seconds)
     print(f"raw text: {raw['tokens_per_s']:,.0f} document tokens/s, {raw['row_tokens_per_s']:,.0f} row tokens/s",
           flush=True)
 
@@ -499,11 +518,11 @@ def main(args):
     result = {
         "benchmark": "input_pipeline", "mode": mode, "seq_len": SEQ_LEN, "global_batch_size": GLOBAL_BATCH,
         "vocab_size": vocab, "tokenizer_sample": sample, "demand": demand,
-        "corpora": corpora, "array_record_corpus": "large", "array_record": array_record,
+        "text_files": text, "corpora": corpora, "array_record_corpus": "large", "array_record": array_record,
         "raw_text": raw, "memory": memory, "work_dir": args.work_dir,
         "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "loadavg_start": load0,
                     "loadavg_end": os.getloadavg(), **versions()},
-        "git": git_state(), "wall_s": time.perf_counter() - t0,
+        "git": git, "wall_s": time.perf_counter() - t0,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     os.makedirs(os.path.dirname(out_path), exist_ok=True)

@@ -138,6 +138,8 @@ STAGE_COUNTS = {
     "distill": (("data.distill_texts", "data.eval_texts", "data.synthetic_documents", "distill.text_len",
                  "distill.top_k", "distill.teacher_batch_size", "distill.shard_rows"),
                 ("distill.prompt_max_tokens",)),
+    "dpo": (("train.epochs", "data.train_pairs", "data.max_prompt_len", "data.max_response_len",
+             "dpo.beta", "dpo.tau"), ("dpo.label_smoothing",)),
     "ppo": (("data.max_prompt_len", "rollout.max_new_tokens", "rollout.samples_every", "ppo.epochs",
              "ppo.minibatches", "kl.horizon", "value_optimizer.learning_rate"),
             ("rollout.n_samples", "value_optimizer.warmup_steps")),

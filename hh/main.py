@@ -19,6 +19,7 @@ STAGES = {
     "pm": "hh.pm.stage",
     "distill": "hh.distill.stage",
     "ppo": "hh.rl.stage",
+    "dpo": "hh.dpo.stage",
 }
 
 

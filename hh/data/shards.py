@@ -241,7 +241,7 @@ class Shards:
                                       f"or rewritten (rerun prepare, or `--verify`)")
             try:
                 reader = ArrayRecordReader(path, READER_OPTIONS)
-            except Exception as e:   # noqa: BLE001: riegeli raises RuntimeError/ValueError/OSError
+            except Exception as e:   # noqa: BLE001 -- riegeli raises RuntimeError/ValueError/OSError
                 raise DataError(path, f"cannot open as ArrayRecord: {e}") from None
             if reader.num_records() != entry["records"]:
                 raise DataError(path, f"{reader.num_records()} records, the manifest says "
@@ -262,7 +262,7 @@ class Shards:
             return self._reader(shard).read([local])[0]
         except DataError:
             raise
-        except Exception as e:   # noqa: BLE001: riegeli's corruption errors are RuntimeErrors
+        except Exception as e:   # noqa: BLE001 -- riegeli's corruption errors are RuntimeErrors
             raise DataError(self.files[shard], f"record {local}: {e}") from None
 
     def __getitem__(self, index: int):

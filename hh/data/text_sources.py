@@ -91,7 +91,7 @@ def tfds_source(spec: str, split: str, data_dir, manual_dir=None):
         return builder.as_data_source(split=split)
     except DataError:
         raise
-    except Exception as e:   # noqa: BLE001: TFDS raises many kinds; name the source and split
+    except Exception as e:   # noqa: BLE001 -- TFDS raises many kinds; name the source and split
         raise DataError(f"tfds:{name}", f"split {split!r} under data_dir={data_dir}: "
                                         f"{type(e).__name__}: {e}") from None
 

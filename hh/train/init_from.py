@@ -17,8 +17,9 @@ from hh.train import resume
 from hh.train.checkpoint import ShapeMismatchError, absolute
 from hh.train.workdir import read_config, read_tokenizer, restore_params
 
-# Stages whose params are a bare TransformerLM tree (no score head): they fill a PM's "trunk".
-LM_STAGES = ("lm", "distill")
+# Stages whose params are a bare TransformerLM tree (no score head): they fill a PM's "trunk",
+# and any tool that loads a language model or policy (hh.trained) reads them.
+LM_STAGES = ("lm", "distill", "dpo")
 # Fields that fix parameter shapes: they must equal the source run's.
 SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "d_head", "d_ff", "n_kv_heads",
                 "use_bias", "tie_embeddings", "position", "norm", "activation", "scan_layers")

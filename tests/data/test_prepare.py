@@ -255,3 +255,20 @@ def test_lm_text_from_a_tfds_feature(tmp_path):
     assert len(docs) == 100 and all(d.startswith("\n\nHuman:") for d in docs)
     n_tokens = (train["segment_ids"] > 0).sum() + (held_out["segment_ids"] > 0).sum()
     assert n_tokens == sum(len(d.encode()) + 2 for d in docs)
+
+
+@pytest.mark.skipif(not (REAL / "harmless-base/test.jsonl.gz").exists(), reason="no hh-rlhf copy")
+def test_prepare_from_a_tfds_split_in_ranges(tmp_path):
+    """A TFDS split is cut into ranges of examples, one shard each, packed like the documents in
+    memory."""
+    cfg = _real_cfg(tmp_path)
+    spec, split = "tfds:hh_rlhf/harmless-base", "test[:250]"
+    units = text_sources.units(spec, split=split, data_dir=cfg.tfds_data_dir, manual_dir=cfg.manual_dir,
+                               tfds_unit_size=100)
+    assert [(u.start, u.stop) for u in units] == [(0, 100), (100, 200), (200, 250)]
+    manifest = prepare(spec, tmp_path / "out", field="prompt", split=split, data_dir=cfg.tfds_data_dir,
+                       manual_dir=cfg.manual_dir, tokenizer="bytes", seq_len=SEQ)
+    docs = list(text_sources.documents(spec, "prompt", split, cfg.tfds_data_dir, cfg.manual_dir))
+    expected = pack_documents(TOK.encode_batch(docs), SEQ, TOK.bos_id, TOK.eos_id, TOK.pad_id)
+    got = shards.Shards(str(tmp_path / "out")).take_rows(np.arange(manifest["total_rows"]))
+    np.testing.assert_array_equal(got["tokens"], expected["tokens"])   # one unit: 250 < 100,000
