@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from configs import lm as lm_config, pm as pm_config, ppo as ppo_config
+from configs import dpo as dpo_config, lm as lm_config, pm as pm_config, ppo as ppo_config
 from hh.models import presets
 from hh.tools import fit
 from hh.train import runtime
@@ -80,6 +80,20 @@ def test_ppo_flops_against_analytic(ppo_report):
     theta_old = phases["score"]["model_flops"]
     one_minibatch = theta_old + (phases["update"]["model_flops"] - theta_old) / minibatches
     assert 0.7 < phases["update"]["xla_flops"] / one_minibatch < 1.3
+
+
+def test_dpo_counts_the_policy_its_moments_and_the_frozen_reference():
+    pytest.importorskip("libtpu")
+    report = fit.fit_report(dpo_config.get_config("smoke"), TOPOLOGY)
+    _sane(report)
+    phases = report["phases"]
+    assert list(phases) == ["reference", "update"]
+    lm_params = presets.parameter_counts(runtime.model_config(dpo_config.get_config("smoke")))[1]
+    for name, phase in phases.items():   # float32 policy + 2 Adam moments + the reference
+        assert phase["total_bytes"] >= 4 * 4 * lm_params, name
+        assert phase["resident_other_bytes"] > 0, name
+    # one forward of both responses vs the update's forward + backward of both: about 1 : 3
+    assert 2.5 < phases["update"]["xla_flops"] / phases["reference"]["xla_flops"] < 3.6
 
 
 def test_cli_helpers():

@@ -209,15 +209,15 @@ def check_settings(out, settings: Settings):
 def _progress(counters, results, total_units: int, done_units: int):
     """A bar over units, with docs/s and tokens/s from the workers' shared counters."""
     import tqdm
-    bar = tqdm.tqdm(total=total_units, initial=done_units, unit="shard", dynamic_ncols=True)
+    bar = tqdm.tqdm(total=total_units, initial=done_units, unit="shard", dynamic_ncols=True, mininterval=2.0)
     start = time.perf_counter()
     try:
         while True:
             finished = sum(r.ready() for r in results)
             elapsed = max(time.perf_counter() - start, 1e-9)
-            bar.n = done_units + finished
             bar.set_postfix(docs_s=f"{counters[0].value / elapsed:,.0f}",
-                            tok_s=f"{counters[1].value / elapsed:,.0f}", refresh=True)
+                            tok_s=f"{counters[1].value / elapsed:,.0f}", refresh=False)
+            bar.update(done_units + finished - bar.n)   # redraws at most every mininterval
             if finished == len(results):
                 return
             next(r for r in results if not r.ready()).wait(0.5)

@@ -4,7 +4,8 @@ from a CPU, and reads the compiler's per-chip memory and FLOPs: nothing runs, no
 `python -m hh.tools.fit --config configs/ppo.py:52B --topology v5p:8x8x8 [--mesh data=1,fsdp=-1,
 tensor=4] [--config.model.attention=blockwise] [--json fit.json]`. Needs libtpu (`pip install
 -e .[tpu]`). The steps are the stages' own (hh.lm.stage.build_steps, hh.pm.stage.build_steps,
-hh.rl.iteration.build_phases); PPO compiles its rollout, scoring and update phases (docs/scale-out.md).
+hh.rl.iteration.build_phases, hh.dpo.stage.build_steps); PPO compiles its rollout, scoring and update
+phases, DPO its reference forward and update (docs/scale-out.md).
 """
 
 import json
@@ -23,9 +24,11 @@ from ml_collections import config_flags
 
 from hh.config import validate
 from hh.data.byte_tokenizer import ByteTokenizer
+from hh.data.dpo_data import dpo_batches
 from hh.data.packing import lm_example
 from hh.data.pm_data import pm_batches
 from hh.data.prompt_data import prompt_batches
+from hh.dpo import stage as dpo_stage
 from hh.lm import stage as lm_stage
 from hh.models import presets
 from hh.parallel import sharding as shd
@@ -96,6 +99,11 @@ def _validate(config, n_devices):
     if config.stage in ("pm", "pmp"):
         pm_stage.validate_pm(config)
         pm_stage.resolve_steps(config, config.data.train_pairs)   # one epoch over the configured pairs
+    if config.stage == "dpo":
+        checked = ml_collections.ConfigDict(config.to_dict())
+        checked.init_from = "(fit check)"   # no workdir is read
+        dpo_stage.validate_dpo(checked)
+        pm_stage.resolve_steps(config, config.data.train_pairs)
     return validate(config, n_devices)
 
 
@@ -215,7 +223,29 @@ def ppo_phases(config, mesh, rules):
     ]
 
 
-BUILDERS = {"lm": lm_phases, "pmp": pm_phases, "pm": pm_phases, "ppo": ppo_phases}
+def dpo_phases(config, mesh, rules):
+    """The frozen reference's forward, then the policy's update (hh.dpo.stage): the reference params
+    stay resident through the update, the policy state through the reference forward."""
+    seq, batch = config.data.seq_len, config.train.global_batch_size
+    tokenizer = StandInTokenizer(config.model.vocab_size)
+    zeros = {"chosen": np.zeros(1), "rejected": np.zeros(1)}
+    example = dpo_batches([{"prompt": "", "chosen": "", "rejected": ""}], tokenizer, config.data.max_prompt_len,
+                          config.data.max_response_len, 1, 0, reference=zeros).batch(0)
+    steps = dpo_stage.build_steps(config, mesh, rules, example, verbose=False)
+    pairs = abstract_batch(example, steps["batch_sharding"], batch)
+    inputs = {k: v for k, v in pairs.items() if not k.startswith("ref_")}
+    state = steps["abstract"]
+    reference = _compile(steps["reference"], mesh, rules, state.params, inputs)
+    update = _compile(steps["update"], mesh, rules, state, pairs)
+    cfg = steps["model"].cfg
+    return [
+        ("reference", reference, tree_bytes(state), _forward_flops(cfg, 2 * batch * seq, seq)),
+        ("update", update, tree_bytes(state.params),
+         model_flops.train_flops_per_token(cfg, seq) * 2 * batch * seq),
+    ]
+
+
+BUILDERS = {"lm": lm_phases, "pmp": pm_phases, "pm": pm_phases, "ppo": ppo_phases, "dpo": dpo_phases}
 
 
 # ----------------------------------------------------------------------------- the report
