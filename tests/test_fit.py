@@ -116,6 +116,7 @@ def test_default_slices_cover_every_preset_with_a_valid_mesh():
         # every stage's paper batch splits over the batch axes (PPO: per minibatch)
         assert lm_config.get_config(preset).train.global_batch_size % shards == 0, preset
         assert pm_config.get_config(preset).train.global_batch_size % shards == 0, preset
+        assert dpo_config.get_config(preset).train.global_batch_size % shards == 0, preset
         ppo = ppo_config.get_config(preset)
         assert ppo.train.global_batch_size % (ppo.ppo.minibatches * shards) == 0, preset
     with pytest.raises(KeyError, match="7B"):
