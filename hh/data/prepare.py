@@ -259,7 +259,8 @@ def prepare(source: str, out, *, kind="lm_rows", field="text", split="train", da
         _progress(counters, results, len(units), len(units) - len(jobs))
         for (i, _), result in zip(jobs, results):
             entries[i] = result.get()   # re-raises a worker's DataError here
-    manifest = {"format": shards.FORMAT, **dataclasses.asdict(settings), "shards": [entries[i] for i in range(len(units))]}
+    manifest = {"format": shards.FORMAT, **dataclasses.asdict(settings),
+                "shards": [entries[i] for i in range(len(units))]}
     if kind == "lm_rows":
         manifest.update(width=seq_len + 1, token_dtype=str(dtype))
     for key in ("documents", "tokens", "rows", "records", "bytes"):
@@ -269,22 +270,26 @@ def prepare(source: str, out, *, kind="lm_rows", field="text", split="train", da
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("source", None, "files:GLOB | tfds:NAME[/CONFIG][:VERSION] | pmp-stackexchange | "
-                    "pmp-reddit | pmp-wikipedia")
-flags.DEFINE_string("out", None, "the shard directory to write")
-flags.DEFINE_enum("kind", None, list(shards.KINDS), "lm_rows (default) or comparisons (default for pmp-*)")
-flags.DEFINE_string("field", "text", "the JSON field / TFDS feature holding a document")
-flags.DEFINE_string("split", "train", "TFDS split spec, or the PMP split (train|test)")
-flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data_dir (local or gs://)")
-flags.DEFINE_string("manual_dir", "", "where the PMP dumps (or a TFDS builder's raw files) are")
-flags.DEFINE_string("tokenizer", "train", "train | bytes | a tokenizer directory")
-flags.DEFINE_integer("vocab_size", 65536, "pieces of a trained tokenizer (the paper: 65,536)")
-flags.DEFINE_integer("tokenizer_sample", 100_000, "documents sampled to train the tokenizer")
-flags.DEFINE_integer("seq_len", 2048, "tokens per training row (rows hold seq_len + 1)")
-flags.DEFINE_integer("workers", 1, "worker processes (one shard each at a time)")
-flags.DEFINE_enum("pmp_form", "binarized", list(pmp_dumps.FORMS), "PMP rows: binarized or ranked")
-flags.DEFINE_integer("seed", 0, "the PMP parsers' draws")
-flags.DEFINE_string("verify", None, "check a shard directory's sha256s against its manifest and exit")
+
+
+def define_flags():
+    """The CLI's flags (defined only when run as a program: importing prepare() defines none)."""
+    flags.DEFINE_string("source", None, "files:GLOB | tfds:NAME[/CONFIG][:VERSION] | pmp-stackexchange | "
+                        "pmp-reddit | pmp-wikipedia")
+    flags.DEFINE_string("out", None, "the shard directory to write")
+    flags.DEFINE_enum("kind", None, list(shards.KINDS), "lm_rows (default) or comparisons (default for pmp-*)")
+    flags.DEFINE_string("field", "text", "the JSON field / TFDS feature holding a document")
+    flags.DEFINE_string("split", "train", "TFDS split spec, or the PMP split (train|test)")
+    flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "TFDS data_dir (local or gs://)")
+    flags.DEFINE_string("manual_dir", "", "where the PMP dumps (or a TFDS builder's raw files) are")
+    flags.DEFINE_string("tokenizer", "train", "train | bytes | a tokenizer directory")
+    flags.DEFINE_integer("vocab_size", 65536, "pieces of a trained tokenizer (the paper: 65,536)")
+    flags.DEFINE_integer("tokenizer_sample", 100_000, "documents sampled to train the tokenizer")
+    flags.DEFINE_integer("seq_len", 2048, "tokens per training row (rows hold seq_len + 1)")
+    flags.DEFINE_integer("workers", 1, "worker processes (one shard each at a time)")
+    flags.DEFINE_enum("pmp_form", "binarized", list(pmp_dumps.FORMS), "PMP rows: binarized or ranked")
+    flags.DEFINE_integer("seed", 0, "the PMP parsers' draws")
+    flags.DEFINE_string("verify", None, "check a shard directory's sha256s against its manifest and exit")
 
 
 def main(argv):
@@ -312,4 +317,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
