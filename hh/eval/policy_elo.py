@@ -23,7 +23,8 @@ from hh.eval.elo import elo_table, fit_elo, pm_soft_wins
 from hh.eval.gold import gold_report, gold_scores, spec_labeler, world_judge
 from hh.io import atomic_write_text
 from hh.plots import pyplot
-from hh.rl.best_of import best_samples
+from hh.rl.best_of import best_samples, kl_upper_bound
+from hh.train.checkpoint import absolute
 from hh.trained import LoadedLM, LoadedPM
 
 
@@ -96,17 +97,38 @@ def sample_rows(names, samples, labeler_of=spec_labeler, judge=world_judge) -> l
     return rows
 
 
-def policy_elo(entries, pm, prompt_specs, n_prompts: int, max_new_tokens: int, seed: int = 0) -> dict:
+def kl_section(entries, samples, specs, reference: str) -> dict:
+    """Each entry's KL to the reference policy on the prompts: for a sampled policy (k = 1) the
+    mean k1 estimate over its samples with its standard error; for best-of-k of the reference
+    itself, the analytic log k − (k−1)/k; otherwise unknown (None)."""
+    out = {}
+    for i, e in enumerate(entries):
+        if e.k == 1:
+            kl = np.concatenate([samples[spec][i]["kl"] for spec in specs])
+            out[e.name] = {"kl": float(kl.mean()), "stderr": float(kl.std(ddof=1) / np.sqrt(len(kl))) if len(kl) > 1
+                           else 0.0, "n": int(len(kl)), "how": "sampled: mean of log pi - log pi_ref"}
+        elif str(absolute(e.workdir)) == str(absolute(reference)):
+            out[e.name] = {"kl": kl_upper_bound(e.k), "stderr": 0.0, "n": 0, "how": "best-of-k bound"}
+        else:
+            out[e.name] = None
+    return out
+
+
+def policy_elo(entries, pm, prompt_specs, n_prompts: int, max_new_tokens: int, seed: int = 0,
+               reference: str | None = None) -> dict:
     """Samples each entry (LoadedLM per distinct workdir) on the first n_prompts of each prompt
     spec (one spec or a list), fits the PM-judged Elo over all of them and, per labeler of the
-    world, the gold Elo and gold accuracy ("gold": gold_sections). "samples": sample_rows."""
+    world, the gold Elo and gold accuracy ("gold": gold_sections). "samples": sample_rows.
+    reference: a policy workdir; each entry's KL to it goes in "kl_to_reference" (kl_section):
+    the x axis of a gold-score-against-KL frontier."""
     specs = [prompt_specs] if isinstance(prompt_specs, str) else list(prompt_specs)
     loaded = {}
-    for entry in entries:
-        if entry.workdir not in loaded:
-            loaded[entry.workdir] = LoadedLM(entry.workdir)
-    samples = {spec: [best_samples(loaded[e.workdir], pm, e.k, spec, n_prompts, max_new_tokens, seed=seed)
-                      for e in entries] for spec in specs}
+    for workdir in [e.workdir for e in entries] + ([reference] if reference else []):
+        if workdir not in loaded:
+            loaded[workdir] = LoadedLM(workdir)
+    ref = loaded[reference] if reference else None
+    samples = {spec: [best_samples(loaded[e.workdir], pm, e.k, spec, n_prompts, max_new_tokens, seed=seed,
+                                   reference=ref) for e in entries] for spec in specs}
     names = [e.name for e in entries]
     scores = np.stack([np.concatenate([samples[spec][i]["score"] for spec in specs])
                        for i in range(len(entries))])
@@ -114,6 +136,9 @@ def policy_elo(entries, pm, prompt_specs, n_prompts: int, max_new_tokens: int, s
     report.update(prompts=specs, reward_model=str(pm.workdir),
                   entries=[dataclasses.asdict(e) for e in entries],
                   gold=gold_sections(names, samples), samples=sample_rows(names, samples))
+    if reference:
+        report["reference"] = str(reference)
+        report["kl_to_reference"] = kl_section(entries, samples, specs, reference)
     return report
 
 
@@ -168,10 +193,12 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     entries = [parse_entry(p) for p in f.policy]
     report = policy_elo(entries, LoadedPM(f.reward_model), list(f.prompts), f.n_prompts,
-                        f.max_new_tokens, f.seed)
+                        f.max_new_tokens, f.seed, reference=f.reference or None)
     write_elo(report, f.out)
     for row in report["table"]:
-        print(f"{row['model']:>16}: PM Elo {row['elo']:+7.1f} ± {row['stderr']:.1f}")
+        kl = (report.get("kl_to_reference") or {}).get(row["model"])
+        kl_text = f", KL to reference {kl['kl']:.3f} ± {kl['stderr']:.3f} nats" if kl else ""
+        print(f"{row['model']:>16}: PM Elo {row['elo']:+7.1f} ± {row['stderr']:.1f}{kl_text}")
     for labeler, section in report["gold"].items():
         for row in section["table"]:
             print(f"{row['model']:>16}: gold {labeler} Elo {row['elo']:+7.1f} ± {row['stderr']:.1f}")
@@ -185,5 +212,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("max_new_tokens", 32, "response length limit")
     flags.DEFINE_integer("seed", 0, "sampling seed")
     flags.DEFINE_string("out", None, "output folder")
+    flags.DEFINE_string("reference", "", "a policy workdir: report each entry's KL to it (kl_to_reference)")
     flags.mark_flags_as_required(["policy", "reward_model", "out"])
     app.run(main)

@@ -24,6 +24,8 @@ from hh.data.sources import same_tokenizer
 from hh.trained import LoadedLM, LoadedPM   # the CLI's loaders; the library takes loaded models
 from hh.io import atomic_write_text
 from hh.models.sampling import Samples, generate
+from hh.models.transformer import TransformerLM
+from hh.rl.logprobs import response_logprobs, response_mask
 from hh.rl.rollout import sampling_config
 from hh.rl.scoring import pm_scores
 
@@ -93,13 +95,38 @@ def response_texts(samples: Samples, tokenizer, rows) -> list:
     return [tokenizer.decode(tokens[i, :lengths[i]].tolist()) for i in np.flatnonzero(rows)]
 
 
+def sequence_kl(policy_params, reference_params, prompts, samples: Samples, *, model_cfg, temperature: float):
+    """Σ_t [log π(y_t|x, y_<t) − log π_ref(y_t|x, y_<t)] over each sampled response's tokens (eos
+    included): the k1 estimate of KL(π ‖ π_ref) per sequence, unbiased over samples y ~ π. Both
+    log-probs come from the same training forward (hh.rl.logprobs), π at the sampling temperature
+    (the distribution that drew y), π_ref at T = 1. -> [b]."""
+    model = TransformerLM(model_cfg)
+    mask = response_mask(samples.lengths, samples.tokens.shape[1])
+    logp, _ = response_logprobs(policy_params, model, prompts, samples.tokens, mask, temperature)
+    ref, _ = response_logprobs(reference_params, model, prompts, samples.tokens, mask, 1.0)
+    return jnp.sum((logp - ref) * mask, axis=1)
+
+
+_jitted_kl = jax.jit(sequence_kl, static_argnames=("model_cfg", "temperature"))
+
+
+def check_reference(policy, reference):
+    """The reference must read the policy's tokens with the policy's architecture."""
+    if not same_tokenizer(policy.tokenizer, reference.tokenizer) or policy.model.cfg != reference.model.cfg:
+        raise ConfigError(f"the reference {reference.workdir} is not the architecture and tokenizer of "
+                          f"the policy {policy.workdir}: a KL between them is undefined here")
+
+
 def best_samples(policy, pm, k: int, prompt_spec: str, n_prompts: int, max_new_tokens: int,
-                 temperature: float = 1.0, batch: int = 0, seed: int = 0) -> dict:
+                 temperature: float = 1.0, batch: int = 0, seed: int = 0, reference=None) -> dict:
     """The best of k samples per prompt of `prompt_spec` (its first n_prompts, in order) ->
     {"prompt": [text], "response": [the best sample's text], "score": [n] its PM score,
     "first_score": [n] the first sample's} (scores float64). The texts are what a gold judge reads
     (hh.eval.gold). The same seed (and k) draws the same keys for every policy. batch: prompts
-    per call (0: prompts_per_call). policy: hh.trained.LoadedLM; pm: hh.trained.LoadedPM."""
+    per call (0: prompts_per_call). policy: hh.trained.LoadedLM; pm: hh.trained.LoadedPM.
+    reference: a LoadedLM; with k = 1, "kl": [n] the sequence_kl of each sample to it."""
+    if reference is not None:
+        check_reference(policy, reference)
     batch = batch or prompts_per_call(k, n_prompts)
     if not same_tokenizer(policy.tokenizer, pm.tokenizer):
         raise ConfigError(f"the PM {pm.workdir} reads another tokenizer than the policy {policy.workdir}")
@@ -107,7 +134,7 @@ def best_samples(policy, pm, k: int, prompt_spec: str, n_prompts: int, max_new_t
     sampling = sampling_config(rollout_cfg, policy.tokenizer, policy.model.cfg.vocab_size)
     source = spec_source(prompt_spec, "test", policy.config.data)
     max_prompt_len = policy.seq_len - max_new_tokens
-    best, first, responses = [], [], []
+    best, first, responses, kl = [], [], [], []
     for i, (prompts, real) in enumerate(prompt_batches(source, policy.tokenizer, max_prompt_len,
                                                        n_prompts, batch)):
         out = _jitted_best_of(policy.params, pm.params, prompts, jax.random.key(seed * 1000003 + i),
@@ -115,9 +142,15 @@ def best_samples(policy, pm, k: int, prompt_spec: str, n_prompts: int, max_new_t
         best.append(np.asarray(out["score"])[real])
         first.append(np.asarray(out["scores"])[real, 0])
         responses += response_texts(out["samples"], policy.tokenizer, real)
-    return {"prompt": [as_text(source[i]["prompt"]) for i in range(len(responses))], "response": responses,
-            "score": np.concatenate(best).astype(np.float64),
-            "first_score": np.concatenate(first).astype(np.float64)}
+        if reference is not None and k == 1:
+            kl.append(np.asarray(_jitted_kl(policy.params, reference.params, prompts, out["samples"],
+                                            model_cfg=policy.model.cfg, temperature=float(temperature)))[real])
+    result = {"prompt": [as_text(source[i]["prompt"]) for i in range(len(responses))], "response": responses,
+              "score": np.concatenate(best).astype(np.float64),
+              "first_score": np.concatenate(first).astype(np.float64)}
+    if kl:
+        result["kl"] = np.concatenate(kl).astype(np.float64)
+    return result
 
 
 _jitted_best_of = jax.jit(best_of_k, static_argnames=("model_cfg", "pm_model", "sampling", "k"))

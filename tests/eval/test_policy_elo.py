@@ -33,7 +33,7 @@ def test_policy_elo_on_the_smoke_chain(pm_chain):
     from hh.trained import LoadedPM
     entries = [Entry("lm", str(pm_chain["lm"])), Entry("lm-best-of-4", str(pm_chain["lm"]), 4)]
     report = policy_elo(entries, LoadedPM(pm_chain["pm"]), "synthetic-helpful:test", n_prompts=8,
-                        max_new_tokens=8)
+                        max_new_tokens=8, reference=str(pm_chain["lm"]))
     table = {r["model"]: r for r in report["table"]}
     assert table["lm"]["elo"] == 0.0 and report["n_prompts"] == 8
     wins = np.array(report["soft_wins"])
@@ -45,3 +45,7 @@ def test_policy_elo_on_the_smoke_chain(pm_chain):
     assert set(report["gold"]) == {"helpful"} and gold["n_prompts"] == 8
     assert all(acc["n"] + acc["not_judged"] == 8 for acc in gold["accuracy"].values())
     assert len(report["samples"]) == 16 and {r["entry"] for r in report["samples"]} == {"lm", "lm-best-of-4"}
+    # KL to the reference: the policy itself samples at 0 nats, its best-of-4 at the bound
+    kl = report["kl_to_reference"]
+    assert kl["lm"]["kl"] == 0.0 and kl["lm"]["n"] == 8
+    assert kl["lm-best-of-4"]["kl"] == pytest.approx(np.log(4) - 3 / 4)

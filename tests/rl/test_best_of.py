@@ -114,3 +114,27 @@ def test_evaluate_best_of_on_the_smoke_chain(pm_chain):
     # the best of 4 includes the first draw, so it can only be at least as good
     assert four["mean_best_score"] >= four["mean_single_score"]
     assert four["kl_upper_bound"] == pytest.approx(kl_upper_bound(4))
+
+
+def test_sequence_kl_is_the_sum_of_log_ratios_over_each_response():
+    """Against a row-by-row computation of Σ_t log π − log π_ref from the models' own log-probs;
+    exactly 0 when the reference is the policy."""
+    from hh.models.sampling import Samples
+    from hh.rl.best_of import sequence_kl
+    from hh.rl.logprobs import response_logprobs
+    from rl_fixtures import prompts_and_responses, smoke_models, smoke_params
+    cfg, policy, value = smoke_models()
+    a, b = smoke_params(policy, value, seed=0)["policy"], smoke_params(policy, value, seed=3)["policy"]
+    prompts, tokens, mask = prompts_and_responses()
+    lengths = jnp.sum(mask, axis=1).astype(jnp.int32)
+    samples = Samples(tokens=tokens, logprobs=jnp.zeros_like(mask), lengths=lengths,
+                      stop_lengths=jnp.zeros_like(lengths), finished=jnp.ones_like(lengths, bool))
+    kl = jax.jit(sequence_kl, static_argnames=("model_cfg", "temperature"))
+    got = np.asarray(kl(a, b, prompts, samples, model_cfg=cfg, temperature=0.8))
+    logp_a = np.asarray(response_logprobs(a, policy, prompts, tokens, mask, 0.8)[0], np.float64)
+    logp_b = np.asarray(response_logprobs(b, policy, prompts, tokens, mask, 1.0)[0], np.float64)
+    for i in range(len(got)):
+        n = int(lengths[i])
+        assert got[i] == pytest.approx(logp_a[i, :n].sum() - logp_b[i, :n].sum(), rel=1e-4, abs=1e-4)
+    assert np.abs(got).max() > 0.1   # two different models: not trivially 0
+    np.testing.assert_array_equal(np.asarray(kl(a, a, prompts, samples, model_cfg=cfg, temperature=1.0)), 0.0)
