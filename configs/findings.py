@@ -11,6 +11,8 @@ What runs (hh/pipeline/findings.py), each in its own folder under the workdir, r
   robustness-s<k>  a train PM and a test PM on halves of the comparisons, PPO against the train
                    PM from main-s<k>'s LM, gold-judged logged samples: F4, F5
   online-s<k>      the iterated online loop (configs/online.py) at seed k: F8
+  frontier-s<k>    PPO, DPO, IPO and best-of-k from main-s<k>'s LM at several strengths, gold
+                   accuracy and gold Elo against KL (hh/findings/frontier.py): F12
   findings         findings.json, findings.md and one PNG per finding (hh/findings/)
 
 Seeds change every training stage's `seed` (initialisation and data order); the world, the data
@@ -26,7 +28,7 @@ written from the papers' claims before the first run and are not to be tuned aft
 
 import ml_collections
 
-from configs import common, online, pipeline, ppo
+from configs import common, dpo, online, pipeline, ppo
 
 # id: (the paper's claim, where the paper makes it, the criteria)
 VERDICTS = {
@@ -67,16 +69,29 @@ VERDICTS = {
     "F11": ("PMP improves PM accuracy at small comparison counts",
             "Askell et al. 2021 §5, Fig. 10",
             ["pmp_gain > 0"]),
+    # Written before F12's first run. The frontier value of a method is the best gold accuracy
+    # (mean of the two labelers) among the initial policy and the method's runs whose KL to the
+    # initial policy is within frontier.kl_budget nats (hh/findings/measures.py f12).
+    "F12": ("At equal KL to the initial policy, DPO reaches a higher gold score than PPO",
+            "Rafailov et al. 2023 §6.1, Fig. 2",
+            ["frontier_dpo_minus_ppo > 0"]),
 }
+
+# The main PM's data fields that decide which comparisons it trains on: F12's DPO and IPO copy them.
+PM_PAIR_FIELDS = ("helpful_sources", "harmless_sources", "helpful_fraction", "train_pairs", "world_size",
+                  "synthetic_comparisons", "source", "seed", "tokenizer")
 
 # Per preset: seeds per multi-seed experiment, the capacity grid, and the robustness study's PPO.
 SHAPES = {
     "tiny": dict(seeds=[0, 1, 2], online_seeds=[0, 1, 2], capacity_seeds=[0, 1, 2], sizes=["d64-l2", "d128-l2", "d256-l2"],
-                 pair_factors=[0.25, 1.0, 4.0], robustness_ppo_steps=40, eval_pairs=400),
+                 pair_factors=[0.25, 1.0, 4.0], robustness_ppo_steps=40, eval_pairs=400,
+                 frontier=dict(ppo_kl_coefs=[0.001, 0.01, 0.1], dpo_betas=[0.03, 0.1, 0.3], ipo_taus=[0.03, 0.1, 0.3],
+                               best_of_ks=[4, 16], n_prompts=64)),
     # smoke: no online seed (F8 is then "not measured"); tests/pipeline/test_online.py measures F8 on
     # the online loop's own smoke run, so the slow suite does not train the loop a second time
     "smoke": dict(seeds=[0, 1], online_seeds=[], capacity_seeds=[0], sizes=["d32-l2", "d64-l2"], pair_factors=[0.5, 1.0, 2.0],
-                  robustness_ppo_steps=4, eval_pairs=32),
+                  robustness_ppo_steps=4, eval_pairs=32,
+                  frontier=dict(ppo_kl_coefs=[0.01], dpo_betas=[0.1], ipo_taus=[0.1], best_of_ks=[2], n_prompts=4)),
 }
 
 
@@ -114,6 +129,31 @@ def get_config(arg="tiny"):
             if path.startswith("ppo."):
                 pipeline.set_path(config.robustness, path, value)
     rb.rollout.samples_every = 1 if preset == "smoke" else 5    # gold points on both halves of the run
+    # The offline-vs-online comparison (F12): PPO at several fixed λ_KL, DPO at several β, IPO at
+    # several τ and best-of-k, all from one initial policy, with the main job's PM as PPO's reward
+    # and its training comparisons as DPO's and IPO's data (hh/findings/frontier.py).
+    # The initial policy is the seed's LM, not its distilled policy: in this world the distilled
+    # policy is at the gold judge's floor (its teacher reads the HHH prompt at in-document
+    # distances the LM never trained on, as docs/findings.md measures), and a comparison of
+    # methods that all start at the floor would measure nothing.
+    shape_frontier = shape["frontier"]
+    config.frontier = ml_collections.ConfigDict(dict(
+        initial="lm", kl_budget=4.0, prompts=["synthetic-helpful:test", "synthetic-harmless:test"],
+        max_new_tokens=config.main.elo.max_new_tokens, eval_seed=0, **shape_frontier))
+    config.frontier.ppo = ml_collections.ConfigDict(config.main.ppo.to_dict())
+    config.frontier.dpo = dpo.get_config(preset)
+    for field in PM_PAIR_FIELDS:      # the PM's comparisons, so DPO, IPO and the PM see the same pairs
+        config.frontier.dpo.data[field] = config.main.pm.data[field]
+    # The PM's context (prompt + response): this world's dialogues fit in it, and the dpo preset's
+    # 256 positions would double the cost of every step with padding. The reference's log-probs are
+    # computed once per run (the same losses as per batch: tests/dpo), so a step costs the two
+    # policy passes only.
+    d = config.frontier.dpo.data
+    d.seq_len = config.main.pm.data.seq_len
+    d.max_response_len = config.main.ppo.rollout.max_new_tokens
+    d.max_prompt_len = d.seq_len - d.max_response_len
+    config.frontier.dpo.dpo.reference = "cached"
+    config.frontier.dpo.model.vocab_size = config.main.pm.model.vocab_size
     config.verdicts = ml_collections.ConfigDict(
         {fid: ml_collections.ConfigDict(dict(claim=claim, source=source, criteria=list(criteria)))
          for fid, (claim, source, criteria) in VERDICTS.items()})

@@ -263,5 +263,46 @@ def f8(config, folders) -> dict:
     return _collect(config.online_seeds, one)
 
 
+# --- F12: PPO, DPO, IPO and best-of-k against KL ----------------------------------------------------
+
+def gold_of(row: dict) -> float | None:
+    """An entry's gold score: the mean over the world's labelers of its gold accuracy on their prompts."""
+    values = [lab["gold_accuracy"] for lab in row["labelers"].values() if lab["gold_accuracy"] is not None]
+    return float(np.mean(values)) if values else None
+
+
+def gold_elo_of(row: dict) -> float:
+    """An entry's gold Elo: the mean over the labelers (anchored at the initial policy's 0)."""
+    return float(np.mean([lab["gold_elo"] for lab in row["labelers"].values()]))
+
+
+def frontier_value(rows, method: str, kl_budget: float) -> float | None:
+    """The best gold score among the initial policy and `method`'s runs whose KL to the initial
+    policy is at most kl_budget nats (runs with an unknown KL are left out)."""
+    eligible = [r for r in rows if r["method"] == "initial"
+                or (r["method"] == method and r["kl"] is not None and r["kl"] <= kl_budget)]
+    golds = [g for g in (gold_of(r) for r in eligible) if g is not None]
+    return max(golds) if golds else None
+
+
+def f12(config, folders) -> dict:
+    """Per seed, each method's frontier value within config.frontier.kl_budget; the criteria compare
+    DPO with PPO, and IPO and best-of-k are reported beside."""
+    budget = config.frontier.kl_budget
+
+    def one(seed):
+        rows = read_json(epath.Path(folders[f"frontier-s{seed}"]) / "frontier.json")["rows"]
+        value = {m: frontier_value(rows, m, budget) for m in ("ppo", "dpo", "ipo", "best_of")}
+        points = [{"name": r["name"], "method": r["method"], "strength": r["strength"], "kl": r["kl"],
+                   "gold": gold_of(r), "gold_elo": gold_elo_of(r),
+                   **{f"gold_{lab}": v["gold_accuracy"] for lab, v in r["labelers"].items()}} for r in rows]
+        return ({"frontier_dpo_minus_ppo": _minus(value["dpo"], value["ppo"]),
+                 "frontier_ipo_minus_ppo": _minus(value["ipo"], value["ppo"]),
+                 "frontier_best_of_minus_ppo": _minus(value["best_of"], value["ppo"]),
+                 **{f"frontier_{m}": v for m, v in value.items()}},
+                {"points": points, "kl_budget": budget})
+    return _collect(config.seeds, one)
+
+
 MEASURES = {"F1": f1, "F2": f2, "F3": f3, "F4": f4, "F5": f5, "F6": f6, "F7": f7, "F8": f8, "F9": f9,
-            "F10": f10, "F11": f11}
+            "F10": f10, "F11": f11, "F12": f12}

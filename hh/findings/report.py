@@ -7,7 +7,7 @@ import math
 
 from etils import epath
 
-from hh.findings.verdicts import parse_criterion
+from hh.findings.verdicts import parse_criterion, t_interval
 from hh.io import atomic_write_text
 from hh.plots import pyplot
 
@@ -85,20 +85,83 @@ def _rounds(ax, detail) -> None:
     ax.set_xlabel("round"), ax.set_ylabel("exact-judge Elo"), ax.legend(fontsize=6)
 
 
-# the findings whose PNG also shows the data behind the measures
-DETAIL_PLOTS = {"F1": _scaling, "F4": _curves, "F5": _curves, "F7": _best_of, "F8": _rounds}
+FRONTIER_METHODS = {"ppo": ("PPO (λ_KL)", "s-"), "dpo": ("DPO (β)", "o-"), "ipo": ("IPO (τ)", "^-"),
+                    "best_of": ("best-of-k", "D--")}
+FRONTIER_COLUMNS = ("kl", "gold", "gold_helpful", "gold_harmless", "gold_elo")
+
+
+def frontier_summary(detail) -> list:
+    """F12's entries over seeds, in the run's order: {"name", "method", "strength", and per column of
+    FRONTIER_COLUMNS its t_interval over the seeds that measured it}."""
+    by_name = {}
+    for d in detail.values():
+        for p in d.get("points", []):
+            by_name.setdefault(p["name"], []).append(p)
+    rows = []
+    for name, points in by_name.items():
+        row = {k: points[0][k] for k in ("name", "method", "strength")}
+        for column in FRONTIER_COLUMNS:
+            row[column] = t_interval([p[column] for p in points if p.get(column) is not None])
+        rows.append(row)
+    return rows
+
+
+def _frontier(axes, detail) -> None:
+    """Gold accuracy and gold Elo against KL to the initial policy, one line per method from the
+    initial policy through its strengths (seed means; bars: 95% intervals over seeds)."""
+    rows = frontier_summary(detail)
+    initial = next((r for r in rows if r["method"] == "initial"), None)
+    for ax, column, label in ((axes[0], "gold", "gold accuracy (mean of labelers)"),
+                              (axes[1], "gold_elo", "gold Elo (initial = 0)")):
+        for i, (method, (name, style)) in enumerate(FRONTIER_METHODS.items()):
+            line = ([initial] if initial else []) + sorted(
+                (r for r in rows if r["method"] == method and r["kl"]["n"]), key=lambda r: r["kl"]["mean"])
+            if len(line) <= (initial is not None):
+                continue
+            x = [r["kl"]["mean"] for r in line]
+            y = [r[column]["mean"] for r in line]
+            err = [[max(r[column]["mean"] - r[column]["lo"], 0) if math.isfinite(r[column]["lo"]) else 0 for r in line],
+                   [max(r[column]["hi"] - r[column]["mean"], 0) if math.isfinite(r[column]["hi"]) else 0 for r in line]]
+            ax.errorbar(x, y, yerr=err, fmt=style, color=f"C{i}", ms=4, capsize=2, lw=1, label=name)
+        budget = next((d["kl_budget"] for d in detail.values() if d), None)
+        if budget is not None:
+            ax.axvline(budget, ls=":", color="gray", lw=1)
+        ax.set_xscale("symlog", linthresh=1.0), ax.set_xlabel("KL to the initial policy (nats)")
+        ax.set_ylabel(label), ax.legend(fontsize=6)
+
+
+def frontier_table(detail) -> list:
+    """F12's table (markdown lines): every entry's KL, gold scores and gold Elo over seeds."""
+    lines = ["", "| entry | KL (nats) | gold (mean of labelers) | gold, helpful | gold, harmless | gold Elo |",
+             "|---|---|---|---|---|---|"]
+    for r in frontier_summary(detail):
+        lines.append(f"| {r['name']} | " + " | ".join(estimate_text(r[c]).replace(f" (n = {r[c]['n']})", "")
+                                                       for c in FRONTIER_COLUMNS) + " |")
+    n = max((r["gold"]["n"] for r in frontier_summary(detail)), default=0)
+    lines.append(f"\nMeans over {n} seeds with 95% t-intervals; KL is the k1 estimate over each entry's own "
+                 "samples (best-of-k: log k − (k−1)/k).")
+    return lines
+
+
+# the findings whose PNG also shows the data behind the measures: (draw, panels it takes)
+DETAIL_PLOTS = {"F1": (_scaling, 1), "F4": (_curves, 1), "F5": (_curves, 1), "F7": (_best_of, 1), "F8": (_rounds, 1),
+                "F12": (_frontier, 2)}
+# the findings whose section in findings.md also has a table of the data behind the measures
+DETAIL_TABLES = {"F12": frontier_table}
 
 
 def plot_finding(fid: str, finding: dict, path) -> None:
     """One panel per criterion (_forest), and for the findings of DETAIL_PLOTS a first panel with
     their curves; the title carries the verdict."""
     plt = pyplot()
-    rows, detail = finding["criteria"], DETAIL_PLOTS.get(fid) if finding.get("detail") else None
-    n = len(rows) + (detail is not None)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + (1.5 if detail else 0), 3.2), squeeze=False)
+    rows = finding["criteria"]
+    draw, n_detail = DETAIL_PLOTS.get(fid, (None, 0)) if finding.get("detail") else (None, 0)
+    n = len(rows) + n_detail
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + (1.5 * n_detail), 3.2), squeeze=False)
     panels = list(axes[0])
-    if detail is not None:
-        detail(panels.pop(0), finding["detail"])
+    if draw is not None:
+        detail_axes = [panels.pop(0) for _ in range(n_detail)]
+        draw(detail_axes[0] if n_detail == 1 else detail_axes, finding["detail"])
     for ax, row in zip(panels, rows):
         _forest(ax, row)
     fig.suptitle(f"{fid}: {finding['verdict']}", fontsize=10)
@@ -137,6 +200,8 @@ def markdown(findings: dict, provenance: dict) -> str:
         others = {k: v for k, v in f["per_seed"].items() if k not in {r["measure"] for r in f["criteria"]}}
         for name, values in others.items():
             lines.append(f"| {name} (reported) | | {', '.join(_f(v) for v in values)} | |")
+        if fid in DETAIL_TABLES and f.get("detail"):
+            lines += DETAIL_TABLES[fid](f["detail"])
         lines += ["", f"![{fid}]({fid}.png)"]
     return "\n".join(lines) + "\n"
 

@@ -1,12 +1,12 @@
 """The findings job's steps (configs/findings.py), run by hh.pipeline:
 `python -m hh.pipeline --config configs/findings.py:tiny --workdir DIR`.
 
-    main-s<k>, capacity, robustness-s<k>, online-s<k>, findings
+    main-s<k>, capacity, robustness-s<k>, online-s<k>, frontier-s<k>, findings
 
 Each experiment step runs an existing job or study in its folder: the main job and the online
 loop through their own step runners (so a rerun skips their finished steps and resumes an
-interrupted one), the capacity grid and the robustness study through hh.main.run (a finished
-stage resumes at its end). The `findings` step only reads: it measures (hh/findings/measures.py),
+interrupted one), the capacity grid, the robustness study and the PPO/DPO/IPO/best-of-k frontier
+through hh.main.run (a finished stage resumes at its end). The `findings` step only reads: it measures (hh/findings/measures.py),
 decides each verdict by the config's rule (hh/findings/verdicts.py) and writes findings/findings.md,
 findings.json and one PNG per finding (hh/findings/report.py).
 """
@@ -18,6 +18,7 @@ from etils import epath
 from hh.config import validate_counts
 from hh.eval.robustness import run_study
 from hh.findings.capacity import run_capacity
+from hh.findings.frontier import run_frontier
 from hh.findings.measures import MEASURES
 from hh.findings.report import write_findings
 from hh.findings.verdicts import parse_criterion, verdict
@@ -143,7 +144,10 @@ def steps(config):
                            reuse=None if i == 0 else (lambda folders: (folders[first], SHARED_ONLINE_STEPS))),
                    lambda folder: [folder / "report"], f"the online loop at seed {k}")
               for i, k in enumerate(online_seeds)]
-    every = mains + [capacity] + robust + online
+    frontier = [Step(f"frontier-s{k}", (f"main-s{k}",), lambda c: {"frontier": c.frontier.to_dict()}, run_frontier(k),
+                     lambda folder: [folder / "frontier.json"], f"PPO, DPO, IPO, best-of-k: gold against KL, seed {k}")
+                for k in seeds]
+    every = mains + [capacity] + robust + online + frontier
     return every + [Step("findings", tuple(s.name for s in every),
                          lambda c: {"verdicts": c.verdicts.to_dict(), "seeds": list(c.seeds)},
                          run_findings, lambda folder: [folder / "findings.json"], "verdicts and the report")]
