@@ -123,6 +123,10 @@ def _frontier(axes, detail) -> None:
             err = [[max(r[column]["mean"] - r[column]["lo"], 0) if math.isfinite(r[column]["lo"]) else 0 for r in line],
                    [max(r[column]["hi"] - r[column]["mean"], 0) if math.isfinite(r[column]["hi"]) else 0 for r in line]]
             ax.errorbar(x, y, yerr=err, fmt=style, color=f"C{i}", ms=4, capsize=2, lw=1, label=name)
+            for r, xi, yi in zip(line, x, y):
+                if r["method"] == method:    # each point's strength (λ_KL, β, τ or k) beside it
+                    ax.annotate(f"{r['strength']:g}", (xi, yi), textcoords="offset points", xytext=(3, 3),
+                                fontsize=5, color=f"C{i}")
         budget = next((d["kl_budget"] for d in detail.values() if d), None)
         if budget is not None:
             ax.axvline(budget, ls=":", color="gray", lw=1)

@@ -1,6 +1,7 @@
 """The dpo stage end to end on the smoke preset: it trains from an LM workdir with either reference
 mode (the same losses), refuses bad settings by field, leaves a policy workdir that loads and
-exports like an LM, and resumes after SIGKILL with the same losses."""
+exports like an LM and deploys in the labeling interface and the online loop, and resumes after
+SIGKILL with the same losses."""
 
 import os
 import signal
@@ -93,6 +94,36 @@ def test_the_policy_loads_and_exports_like_an_lm(lm_dir, tmp_path):
     assert b.keys() <= a.keys()
     for key in a:   # the exported family may carry biases the hh model has not: they are zero
         np.testing.assert_array_equal(a[key], b.get(key, np.zeros_like(a[key])), err_msg=key)
+
+
+def test_a_dpo_policy_deploys_in_the_labeling_interface_and_the_online_loop(lm_dir, tmp_path):
+    """Issue: the interface and the online loop deploy a DPO workdir like any policy workdir: a
+    deployment "NAME=WORKDIR[#STEP]" and a round's pool of the previous policy's snapshots."""
+    import configs.online
+    import configs.serve
+    from hh.online.pool import build_pool, round_specs
+    from hh.serve.models import load_pool
+    config = _config(lm_dir)
+    config.loop.steps, config.loop.checkpoint_every = 4, 2
+    main.run(config, str(tmp_path / "dpo"))
+    contexts = ["\n\nHuman: Hi there.\n\nAssistant:", "\n\nHuman: What is 2 plus 3?\n\nAssistant:"]
+
+    serve = configs.serve.get_config("smoke")
+    serve.deployments = [f"dpo={tmp_path / 'dpo'}", f"dpo-early={tmp_path / 'dpo'}#2"]
+    serve.pairing, serve.rows_per_call = "given", 2
+    serve.pair = ["dpo", "dpo-early"]
+    pool = load_pool(serve)
+    pairs = pool.candidates(contexts, [pool.pick() for _ in contexts], seed=0)
+    assert [(a.model, b.model) for a, b in pairs] == [("dpo", "dpo-early")] * 2
+    assert all(isinstance(c.text, str) for pair in pairs for c in pair)
+
+    pool_cfg = configs.online.get_config("smoke").pool
+    pool_cfg.best_of_k = 0
+    specs = round_specs(pool_cfg, 1, lm_dir, previous_ppo=tmp_path / "dpo")   # the DPO run as the previous round's policy
+    assert [(s.workdir, s.step) for s in specs] == [(str(tmp_path / "dpo"), 2), (str(tmp_path / "dpo"), 4)]
+    online_pool = build_pool(specs, pool_cfg, rows=2)
+    got = online_pool.candidates(contexts, [online_pool.pick() for _ in contexts], seed=1)
+    assert {c.model for pair in got for c in pair} <= {s.name for s in specs}
 
 
 def _command(workdir, lm_dir):

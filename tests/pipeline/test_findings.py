@@ -207,3 +207,99 @@ def test_smoke_findings_job_runs_end_to_end_then_skips_everything(smoke_pipeline
     lines = []
     run_job(config, str(workdir), log=lines.append)
     assert lines and all("skipped" in line for line in lines)
+
+
+# --- F12: the PPO / DPO / IPO / best-of-k frontier ---------------------------------------------------
+
+def _row(name, method, kl, helpful, harmless, strength=0):
+    return {"name": name, "method": method, "strength": strength, "kl": kl,
+            "labelers": {"helpful": {"gold_accuracy": helpful, "gold_elo": 100 * helpful},
+                         "harmless": {"gold_accuracy": harmless, "gold_elo": 100 * harmless}}}
+
+
+FRONTIER_ROWS = [_row("initial", "initial", 0.0, 0.3, 0.5),
+                 _row("best-of-4", "best_of", 0.636, 0.4, 0.5, 4),
+                 _row("ppo-kl0.1", "ppo", 1.0, 0.35, 0.55, 0.1),      # gold 0.45
+                 _row("ppo-kl0.001", "ppo", 9.0, 0.9, 0.9, 0.001),    # beyond the budget
+                 _row("dpo-b0.3", "dpo", 2.0, 0.5, 0.6, 0.3),         # gold 0.55
+                 _row("dpo-b0.03", "dpo", 3.9, 0.6, 0.7, 0.03),       # gold 0.65: the best within 4
+                 _row("ipo-t0.1", "ipo", None, 0.9, 0.9, 0.1)]        # KL unknown: left out
+
+
+def test_frontier_value_is_the_best_gold_within_the_kl_budget():
+    assert measures.frontier_value(FRONTIER_ROWS, "ppo", 4.0) == pytest.approx(0.45)
+    assert measures.frontier_value(FRONTIER_ROWS, "ppo", 10.0) == pytest.approx(0.9)
+    assert measures.frontier_value(FRONTIER_ROWS, "dpo", 4.0) == pytest.approx(0.65)
+    assert measures.frontier_value(FRONTIER_ROWS, "dpo", 1.0) == pytest.approx(0.4)   # the initial policy
+    assert measures.frontier_value(FRONTIER_ROWS, "ipo", 100.0) == pytest.approx(0.4)
+    assert measures.frontier_value(FRONTIER_ROWS, "best_of", 4.0) == pytest.approx(0.45)
+
+
+def test_f12_measures_each_seeds_frontier_and_reports_a_table_and_plot(tmp_path):
+    from hh.findings.report import frontier_table, plot_finding
+    config = findings_config.get_config("smoke")
+    config.frontier.kl_budget = 4.0
+    folders = {}
+    for seed, shift in zip(config.seeds, (0.0, 0.1)):
+        rows = [{**r, "labelers": {lab: {**v, "gold_accuracy": v["gold_accuracy"] + shift}
+                                   for lab, v in r["labelers"].items()}} for r in FRONTIER_ROWS]
+        folders[f"frontier-s{seed}"] = tmp_path / f"frontier-s{seed}"
+        folders[f"frontier-s{seed}"].mkdir()
+        (folders[f"frontier-s{seed}"] / "frontier.json").write_text(json.dumps({"rows": rows}))
+    measured = measures.f12(config, folders)
+    assert measured["per_seed"]["frontier_dpo_minus_ppo"] == pytest.approx([0.2, 0.2])
+    assert measured["per_seed"]["frontier_best_of_minus_ppo"] == pytest.approx([0.0, 0.0])
+    assert measured["per_seed"]["frontier_ppo"] == pytest.approx([0.45, 0.55])
+    decided = verdicts.verdict(list(config.verdicts.F12.criteria), measured["per_seed"])
+    assert decided["verdict"] == verdicts.REPRODUCED   # two equal differences: an interval of width 0 above 0
+    table = "\n".join(frontier_table(measured["detail"]))
+    for row in FRONTIER_ROWS:
+        assert f"| {row['name']} |" in table
+    assert "| dpo-b0.03 | 3.9 [3.9, 3.9] | 0.7 [0.0647, 1.34] |" in table   # gold: 0.65, 0.75 over 2 seeds
+    plot_finding("F12", {**decided, **measured}, tmp_path / "F12.png")
+    assert (tmp_path / "F12.png").stat().st_size > 0
+
+
+def test_frontier_runs_start_from_one_policy_and_learn_from_the_pms_pairs():
+    from hh.findings.frontier import entries, run_name, train_runs
+    config = findings_config.get_config("tiny")
+    f = config.frontier
+    runs = train_runs(f, 2, "/m/lm", "/m/pm")
+    assert sorted(runs) == sorted([run_name("ppo", c) for c in f.ppo_kl_coefs] + [run_name("dpo", b) for b in f.dpo_betas]
+                                  + [run_name("ipo", t) for t in f.ipo_taus])
+    for coef in f.ppo_kl_coefs:
+        ppo = runs[run_name("ppo", coef)]
+        assert (ppo.init_from, ppo.reward_model, ppo.seed, ppo.kl.kind, ppo.kl.init_coef) == ("/m/lm", "/m/pm", 2, "fixed", coef)
+    for loss, values, field in (("dpo", f.dpo_betas, "beta"), ("ipo", f.ipo_taus, "tau")):
+        for v in values:
+            cfg = runs[run_name(loss, v)]
+            assert (cfg.init_from, cfg.seed, cfg.dpo.loss, cfg.dpo[field]) == ("/m/lm", 2, loss, v)
+            for name in findings_config.PM_PAIR_FIELDS:      # the PM's comparisons, not others
+                assert cfg.data[name] == config.main.pm.data[name], name
+            assert cfg.data.seq_len == cfg.data.max_prompt_len + cfg.data.max_response_len
+    described = entries(f, epath.Path("/out"), "/m/lm")
+    assert described[0][0].name == "initial" and described[0][0].workdir == "/m/lm"
+    assert [e.k for e, method, _ in described if method == "best_of"] == list(f.best_of_ks)
+    assert all(e.workdir == "/m/lm" for e, method, _ in described if method in ("initial", "best_of"))
+    assert run_name("ppo", 0.001) == "ppo-kl0.001" and run_name("best_of", 16) == "best-of-16"
+
+
+def test_frontier_rows_read_a_policy_elo_report():
+    from hh.eval.policy_elo import Entry
+    from hh.findings.frontier import frontier_rows
+    described = [(Entry("initial", "/lm"), "initial", 0), (Entry("dpo-b0.1", "/dpo"), "dpo", 0.1)]
+
+    def section(elo):
+        return {"table": [{"model": "initial", "elo": 0.0, "stderr": 0.0}, {"model": "dpo-b0.1", "elo": elo, "stderr": 5.0}],
+                "accuracy": {"initial": {"mean": 0.25, "se": 0.1, "n": 8}, "dpo-b0.1": {"mean": 0.5, "se": 0.1, "n": 8}},
+                "pm": {"table": [{"model": "initial", "elo": 0.0}, {"model": "dpo-b0.1", "elo": 3 * elo}]}}
+    report = {"kl_to_reference": {"initial": {"kl": 0.0, "stderr": 0.0}, "dpo-b0.1": {"kl": 2.5, "stderr": 0.3}},
+              "mean_score": {"initial": -0.1, "dpo-b0.1": 0.4},
+              "gold": {"helpful": section(40.0), "harmless": section(-20.0)}}
+    rows = frontier_rows(report, described)
+    assert [r["name"] for r in rows] == ["initial", "dpo-b0.1"]
+    dpo = rows[1]
+    assert (dpo["method"], dpo["strength"], dpo["kl"], dpo["kl_stderr"], dpo["pm_mean_score"]) == ("dpo", 0.1, 2.5, 0.3, 0.4)
+    assert dpo["labelers"]["helpful"] == {"gold_accuracy": 0.5, "gold_se": 0.1, "n": 8, "gold_elo": 40.0,
+                                          "gold_elo_se": 5.0, "pm_elo": 120.0}
+    assert measures.gold_elo_of(dpo) == pytest.approx(10.0)
