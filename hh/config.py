@@ -13,7 +13,7 @@ CHOICES = {
     "model.activation": ("gelu", "gelu_exact", "swiglu"),
     "model.rotary_scaling": ("none", "linear", "llama3"),
     "model.position": ("rotary", "learned"),
-    "model.attention": ("dense", "blockwise"),
+    "model.attention": ("dense", "blockwise", "fused"),
     "model.remat": ("none", "full", "dots"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
@@ -94,7 +94,7 @@ def validate_batch(config, sizes):
              f"config.train.loss_chunk={chunk} must be 0 or divide config.data.seq_len={seq}")
     _require(seq <= config.model.max_len or config.model.position == "rotary",
              f"config.data.seq_len={seq} exceeds config.model.max_len={config.model.max_len}")
-    if config.model.attention == "blockwise":
+    if config.model.attention in ("blockwise", "fused"):   # fused: splash attention's blocks on TPU
         block = min(config.model.attention_block, seq)
         _require(seq % block == 0, f"config.data.seq_len={seq} is not a multiple of "
                  f"config.model.attention_block={config.model.attention_block}")

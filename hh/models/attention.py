@@ -1,4 +1,5 @@
-"""Attention kernels for the transformer: masks, dense attention, blockwise attention.
+"""Attention kernels for the transformer: masks, dense attention, blockwise attention, and the
+backends' fused kernels.
 
 Pure functions on arrays, no parameters. `hh.models.transformer` projects q/k/v and calls
 `attend`; decoding (`transformer.attend_cached`) reuses `attention_mask` with the cache's slot
@@ -6,8 +7,13 @@ indices, then `dense_attention`. Masks are built from segment ids (0 = padding) 
 indices, so packed documents never attend to each other.
 """
 
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 
 # A large finite negative instead of -inf: a fully masked row (pure padding) then gives a uniform
 # softmax instead of NaN, and its output is ignored by every loss mask.
@@ -99,10 +105,89 @@ def blockwise_attention(q, k, v, q_segment_ids, kv_segment_ids, block_size):
     return out.reshape(batch, q_len, heads, d_head).astype(v.dtype)
 
 
+def current_platform() -> str:
+    """The platform the traced computation is for: the active mesh's (a TPU topology's devices
+    when hh.tools.fit compiles ahead of time on a CPU host), else the default backend's."""
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+    return getattr(device, "platform", None) or jax.default_backend()
+
+
+def xla_fused_backend(dtype) -> str:
+    """jax.nn.dot_product_attention's implementation for this platform: cuDNN's fused kernel on
+    GPU for 16-bit inputs (the dtypes it takes), XLA's otherwise."""
+    return "cudnn" if current_platform() in ("gpu", "cuda") and jnp.dtype(dtype).itemsize == 2 else "xla"
+
+
+def dot_product_attention(q, k, v, segment_ids, implementation=None):
+    """Self-attention through jax.nn.dot_product_attention with the packed-row mask (causal, same
+    segment, kv not padding). Same contract as `dense_attention`; implementation: "xla" | "cudnn"
+    (None: xla_fused_backend)."""
+    mask = attention_mask(segment_ids, segment_ids)[:, None]           # [batch, 1, q_len, kv_len]
+    implementation = implementation or xla_fused_backend(q.dtype)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation).astype(q.dtype)
+
+
+def _splash_blocks(length: int, block_size: int) -> splash.BlockSizes:
+    b = min(block_size, length)
+    return splash.BlockSizes(block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b, block_kv_dkv=b,
+                             block_kv_dkv_compute=b, block_q_dq=b, block_kv_dq=b)
+
+
+def _splash_local(q, k, v, segment_ids, *, block_size, interpret):
+    """Splash attention on one device's shard: q [b, heads, len, d] already scaled, k/v with the
+    same heads, segment_ids [b, len]."""
+    heads, length = q.shape[1], q.shape[2]
+    mask = splash_mask.MultiHeadMask([splash_mask.CausalMask((length, length)) for _ in range(heads)])
+    kernel = splash.make_splash_mha(mask, head_shards=1, q_seq_shards=1,
+                                    block_sizes=_splash_blocks(length, block_size), interpret=interpret)
+    ids = splash.SegmentIds(q=segment_ids, kv=segment_ids)
+    return jax.vmap(lambda q1, k1, v1, s1: kernel(q1, k1, v1, segment_ids=s1))(q, k, v, ids)
+
+
+def splash_attention(q, k, v, segment_ids, block_size=512, interpret=False):
+    """TPU: the Pallas splash-attention kernel (causal, segment ids; flash-style tiling, the
+    [len, len] logits never in HBM). Same contract as `dense_attention`; len must be a multiple of
+    min(block_size, len) and of 128. Inside a mesh (hh.parallel.sharding_context) the kernel runs
+    per device under shard_map, batch split as the rules split "batch" and heads as "heads";
+    `interpret` runs the kernel's Python semantics (CPU tests).
+
+    A padding query (segment 0) attends to other padding here, where `dense_attention` gives it
+    uniform weights; both outputs are ignored by every loss mask and no real query reads them."""
+    heads, kv_heads, d_head = q.shape[2], k.shape[2], q.shape[3]
+    # [b, len, h, d] -> [b, h, len, d]; grouped KV heads repeated to one per query head
+    q = jnp.swapaxes(q * (d_head ** -0.5), 1, 2)
+    k, v = (jnp.swapaxes(jnp.repeat(x, heads // kv_heads, axis=2), 1, 2) for x in (k, v))
+    local = functools.partial(_splash_local, block_size=block_size, interpret=interpret)
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        out = local(q, k, v, segment_ids)
+    else:
+        batch_axes, head_axis = nn.logical_to_mesh_axes(("batch", "heads"))
+        qkv = jax.sharding.PartitionSpec(batch_axes, head_axis, None, None)
+        ids = jax.sharding.PartitionSpec(batch_axes, None)
+        out = jax.shard_map(local, in_specs=(qkv, qkv, qkv, ids), out_specs=qkv, check_vma=False)(
+            q, k, v, segment_ids)
+    return jnp.swapaxes(out, 1, 2).astype(v.dtype)
+
+
+def fused_attention(q, k, v, segment_ids, block_size=512):
+    """The backend's fused kernel: splash attention on TPU, jax.nn.dot_product_attention elsewhere
+    (cuDNN's flash attention on GPU for bf16/fp16, XLA's on CPU)."""
+    if current_platform() == "tpu":
+        return splash_attention(q, k, v, segment_ids, block_size)
+    return dot_product_attention(q, k, v, segment_ids)
+
+
+IMPLEMENTATIONS = ("dense", "blockwise", "fused")
+
+
 def attend(q, k, v, segment_ids, implementation="dense", block_size=512):
     """Self-attention over one packed row: picks the kernel named by `implementation`."""
     if implementation == "dense":
         return dense_attention(q, k, v, attention_mask(segment_ids, segment_ids))
     if implementation == "blockwise":
         return blockwise_attention(q, k, v, segment_ids, segment_ids, min(block_size, k.shape[1]))
-    raise ValueError(f"unknown attention implementation {implementation!r}: use 'dense' or 'blockwise'")
+    if implementation == "fused":
+        return fused_attention(q, k, v, segment_ids, block_size)
+    raise ValueError(f"unknown attention implementation {implementation!r}: use one of {IMPLEMENTATIONS}")

@@ -52,7 +52,7 @@ class TransformerConfig:
     parallel_residual: bool = False       # GPT-NeoX/GPT-J: x + attn(ln1(x)) + mlp(ln2(x))
     dtype: str = "float32"                # compute dtype; params stay param_dtype
     param_dtype: str = "float32"
-    attention: str = "dense"              # "dense" | "blockwise"
+    attention: str = "dense"              # "dense" | "blockwise" | "fused" (the backend's kernel)
     attention_block: int = 512
     remat: str = "none"                   # "none" | "full" | "dots" (save matmul outputs)
     scan_layers: bool = False             # nn.scan over the stack: one compiled block

@@ -93,7 +93,7 @@ def test_blockwise_gradients_equal_dense():
     assert max(float(jnp.abs(g).max()) for g in dense) > 0.1
 
 
-@pytest.mark.parametrize("implementation", ["dense", "blockwise"])
+@pytest.mark.parametrize("implementation", ["dense", "blockwise", "fused"])
 def test_fully_padded_row_is_finite(implementation):
     q, k, v = (jnp.asarray(x) for x in qkv(2, seed=5))
     seg = np.array(SEGMENTS)
@@ -113,7 +113,7 @@ def test_bfloat16_inputs_keep_dtype_and_stay_close():
     seg = jnp.asarray(SEGMENTS)
     want = ref.softmax_attention(*(np.asarray(x, np.float32) for x in (q, k, v)),
                                  ref.attention_mask(SEGMENTS, SEGMENTS))
-    for impl in ("dense", "blockwise"):
+    for impl in ("dense", "blockwise", "fused"):
         out = attention.attend(q, k, v, seg, impl, 4)
         assert out.dtype == jnp.bfloat16
         # bf16 probabilities/values (8 mantissa bits) on |out| <= ~2: measured max error
@@ -133,3 +133,71 @@ def test_blockwise_rejects_length_not_multiple_of_block():
     seg = jnp.asarray(SEGMENTS)
     with pytest.raises(ValueError, match="multiple"):
         attention.blockwise_attention(q, k, v, seg, seg, 3)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_fused_attention_matches_reference_and_dense_gradients(kv_heads):
+    """"fused" on CPU is jax.nn.dot_product_attention (XLA) with the packed-row mask."""
+    assert attention.current_platform() == "cpu" and attention.xla_fused_backend(jnp.bfloat16) == "xla"
+    q, k, v = (jnp.asarray(x) for x in qkv(kv_heads, seed=11))
+    seg = jnp.asarray(SEGMENTS)
+    got = attention.attend(q, k, v, seg, "fused")
+    want = ref.softmax_attention(*qkv(kv_heads, seed=11), ref.attention_mask(SEGMENTS, SEGMENTS))
+    assert got.shape == (BATCH, LENGTH, HEADS, D_HEAD) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got)[REAL], want[REAL], rtol=1e-5, atol=1e-5)
+    w = jnp.asarray(REAL, jnp.float32)[:, :, None, None]
+    grads = [jax.grad(lambda q, k, v: (attention.attend(q, k, v, seg, impl) * w).sum(), argnums=(0, 1, 2))(q, k, v)
+             for impl in ("dense", "fused")]
+    for g_dense, g_fused in zip(*grads):
+        np.testing.assert_allclose(np.asarray(g_fused), np.asarray(g_dense), rtol=1e-5, atol=1e-5)
+
+
+SPLASH_LENGTH = 128     # the splash kernel's smallest block
+
+
+def splash_case(kv_heads, batch=4, seed=0):
+    """q, k, v of length 128 and rows with two documents and padding at different places."""
+    rng = np.random.default_rng(seed)
+    q = 1.5 * rng.standard_normal((batch, SPLASH_LENGTH, HEADS, D_HEAD))
+    k = 1.5 * rng.standard_normal((batch, SPLASH_LENGTH, kv_heads, D_HEAD))
+    v = rng.standard_normal((batch, SPLASH_LENGTH, kv_heads, D_HEAD))
+    seg = np.zeros((batch, SPLASH_LENGTH), np.int32)
+    for row in range(batch):
+        a, b = 20 + 17 * row, 90 + 5 * row
+        seg[row, :a], seg[row, a:b] = 1, 2
+    return tuple(jnp.asarray(x, jnp.float32) for x in (q, k, v)) + (jnp.asarray(seg),)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_splash_attention_equals_dense_on_real_tokens(kv_heads):
+    """The TPU kernel, run in Pallas' interpret mode on CPU: values and gradients on every real
+    (non-padding) query equal dense attention's."""
+    q, k, v, seg = splash_case(kv_heads)
+    real = np.asarray(seg) != 0
+    dense = attention.attend(q, k, v, seg, "dense")
+    splash = attention.splash_attention(q, k, v, seg, block_size=128, interpret=True)
+    assert splash.shape == dense.shape and splash.dtype == dense.dtype
+    # f32, another summation order (flash-style tiles): measured max |diff| ~1e-6
+    np.testing.assert_allclose(np.asarray(splash)[real], np.asarray(dense)[real], rtol=1e-5, atol=2e-6)
+    w = jnp.asarray(real, jnp.float32)[:, :, None, None]
+    grads = [jax.grad(lambda q, k, v: (fn(q, k, v) * w).sum(), argnums=(0, 1, 2))(q, k, v) for fn in (
+        lambda q, k, v: attention.attend(q, k, v, seg, "dense"),
+        lambda q, k, v: attention.splash_attention(q, k, v, seg, block_size=128, interpret=True))]
+    for g_dense, g_splash in zip(*grads):
+        np.testing.assert_allclose(np.asarray(g_splash), np.asarray(g_dense), rtol=1e-4, atol=1e-5)
+
+
+def test_splash_attention_under_a_mesh_runs_per_shard_and_equals_dense():
+    """Inside the (data, fsdp, tensor) mesh the kernel runs under shard_map: batch over data ×
+    fsdp, heads over tensor (the rules of configs/common.py), the same values as dense."""
+    from configs import common
+    from hh.parallel import sharding as shd
+    q, k, v, seg = splash_case(kv_heads=2)
+    mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    rules = shd.rules_from_config(common.sharding().rules)
+    with shd.sharding_context(mesh, rules):
+        sharded = jax.jit(lambda q, k, v, s: attention.splash_attention(q, k, v, s, block_size=128, interpret=True))(
+            q, k, v, seg)
+    dense = attention.attend(q, k, v, seg, "dense")
+    real = np.asarray(seg) != 0
+    np.testing.assert_allclose(np.asarray(sharded)[real], np.asarray(dense)[real], rtol=1e-5, atol=2e-6)
