@@ -8,6 +8,7 @@ indices, so packed documents never attend to each other.
 """
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -163,12 +164,30 @@ def splash_attention(q, k, v, segment_ids, block_size=512, interpret=False):
     if mesh.empty:
         out = local(q, k, v, segment_ids)
     else:
-        batch_axes, head_axis = nn.logical_to_mesh_axes(("batch", "heads"))
-        qkv = jax.sharding.PartitionSpec(batch_axes, head_axis, None, None)
-        ids = jax.sharding.PartitionSpec(batch_axes, None)
+        batch_axes, head_axes = splash_partition(mesh, q.shape[0], heads)
+        qkv = jax.sharding.PartitionSpec(batch_axes or None, head_axes or None, None, None)
+        ids = jax.sharding.PartitionSpec(batch_axes or None, None)
         out = jax.shard_map(local, in_specs=(qkv, qkv, qkv, ids), out_specs=qkv, check_vma=False)(
             q, k, v, segment_ids)
     return jnp.swapaxes(out, 1, 2).astype(v.dtype)
+
+
+def _axes(names) -> tuple:
+    return () if names is None else (names,) if isinstance(names, str) else tuple(names)
+
+
+def splash_partition(mesh, batch: int, heads: int) -> tuple[tuple, tuple]:
+    """(mesh axes of the batch dim, mesh axes of the heads dim) for the splash kernel's shard_map:
+    the rules' "batch" and "heads" axes, except that a batch the batch axes do not divide (a
+    microbatch of one row on an FSDP mesh) gives those axes to the heads, which are independent
+    too, and heads the result does not divide stay whole (each device then computes them all)."""
+    batch_axes, head_axes = (_axes(a) for a in nn.logical_to_mesh_axes(("batch", "heads")))
+    size = lambda axes: math.prod(mesh.shape[a] for a in axes)  # noqa: E731
+    if batch % size(batch_axes):
+        batch_axes, head_axes = (), batch_axes + head_axes
+    if heads % size(head_axes):
+        head_axes = ()
+    return batch_axes, head_axes
 
 
 def fused_attention(q, k, v, segment_ids, block_size=512):

@@ -201,3 +201,21 @@ def test_splash_attention_under_a_mesh_runs_per_shard_and_equals_dense():
     dense = attention.attend(q, k, v, seg, "dense")
     real = np.asarray(seg) != 0
     np.testing.assert_allclose(np.asarray(sharded)[real], np.asarray(dense)[real], rtol=1e-5, atol=2e-6)
+
+
+def test_splash_partition_gives_heads_the_batch_axes_when_the_batch_does_not_divide():
+    from configs import common
+    from hh.parallel import sharding as shd
+    mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    rules = shd.rules_from_config(common.sharding().rules)
+    with shd.sharding_context(mesh, rules):
+        abstract = jax.sharding.get_abstract_mesh()
+        assert attention.splash_partition(abstract, 8, 4) == (("data", "fsdp"), ("tensor",))
+        assert attention.splash_partition(abstract, 1, 8) == ((), ("data", "fsdp", "tensor"))   # a 1-row microbatch
+        assert attention.splash_partition(abstract, 1, 4) == ((), ())                         # 4 heads, 8 devices
+        q, k, v, seg = (x[:1] for x in splash_case(kv_heads=2))
+        one_row = jax.jit(lambda q, k, v, s: attention.splash_attention(q, k, v, s, block_size=128, interpret=True))(
+            q, k, v, seg)
+    real = np.asarray(seg) != 0
+    dense = attention.attend(q, k, v, seg, "dense")
+    np.testing.assert_allclose(np.asarray(one_row)[real], np.asarray(dense)[real], rtol=1e-5, atol=2e-6)
