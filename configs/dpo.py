@@ -20,7 +20,9 @@ RUN_SHAPES = {
 }
 # The PM's context (1024) split as PPO splits it: 896 prompt + 128 response tokens; batch 64 pairs
 # (Rafailov et al. §6: 64); LR 0.01× pretraining (PPO's and the PM's multiple; Bai et al. A.2, B.1).
-PAPER_RUN = dict(prompt_len=896, response_len=128, batch=64, lr_factor=0.01)
+# loss_chunk: the LM head over 32 response positions at a time, so the [pairs, 128, 65,536] logits
+# never exist at once (hh.rl.logprobs.chunked_token_logprobs).
+PAPER_RUN = dict(prompt_len=896, response_len=128, batch=64, lr_factor=0.01, loss_chunk=32)
 
 
 def get_config(arg="tiny"):
@@ -66,6 +68,7 @@ def get_config(arg="tiny"):
     config.train = ml_collections.ConfigDict(dict(
         global_batch_size=run["batch"], microbatches=1, eval_batch_size=run["batch"],
         epochs=1.0,             # steps = -1: epochs × pairs / batch (Rafailov et al.: 1–3 epochs)
+        loss_chunk=run.get("loss_chunk", 0),   # response positions per LM-head chunk (0: all at once)
         harmless_weight=1.0))  # as the PM's: the harmless pairs' weight in the loss
     config.loop = common.loop(-1, log_every=10, eval_every=0, checkpoint_every=100)
     config.optimizer = common.optimizer(run["lr_factor"] * presets.learning_rate(preset), "constant",

@@ -24,8 +24,10 @@ RUN_SHAPES = {
                  samples_every=10, warmup=4, lr_factor=0.05, n_samples=32),
 }
 # Bai et al. App. B.1: 128-token responses; context 1024 as the PM's; 25,000-sample warm-up.
+# loss_chunk: every log-prob pass runs the LM head over 32 response positions at a time, so the
+# [batch, 128, 65,536] logits never exist at once (hh.rl.logprobs.chunked_token_logprobs).
 PAPER_RUN = dict(prompt_len=896, new_tokens=128, batch=512, iterations=1000, tokenizer="sentencepiece",
-                 samples_every=50, warmup=math.ceil(25000 / 512), lr_factor=0.01, n_samples=64)
+                 samples_every=50, warmup=math.ceil(25000 / 512), lr_factor=0.01, n_samples=64, loss_chunk=32)
 
 
 def get_config(arg="tiny"):
@@ -92,7 +94,8 @@ def get_config(arg="tiny"):
         target=6.0, horizon=10000))   # adaptive only (Ziegler / N defaults)
     config.train = ml_collections.ConfigDict(dict(
         global_batch_size=run["batch"],   # prompts (= responses) per rollout
-        microbatches=1, eval_batch_size=run["batch"], loss_chunk=0))
+        microbatches=1, eval_batch_size=run["batch"],
+        loss_chunk=run.get("loss_chunk", 0)))   # response positions per LM-head chunk (0: all at once)
     config.loop = common.loop(run["iterations"], log_every=1, eval_every=0,
                               checkpoint_every=max(1, run["iterations"] // 4))
     # App. B.1: 0.01× the pretraining LR, linear warm-up (counted in optimizer updates = iterations

@@ -55,25 +55,26 @@ def both_sides(batch):
     return prompts, tokens, mask
 
 
-def sequence_logprobs(params, model, batch):
-    """(log π(y_w|x), log π(y_l|x)) per pair: sums over each response's real tokens."""
+def sequence_logprobs(params, model, batch, chunk: int = 0):
+    """(log π(y_w|x), log π(y_l|x)) per pair: sums over each response's real tokens; chunk > 0
+    runs the LM head that many response positions at a time (hh.rl.logprobs)."""
     prompts, tokens, mask = both_sides(batch)
-    logp, _ = response_logprobs(params, model, prompts, tokens, mask, temperature=1.0)
+    logp, _ = response_logprobs(params, model, prompts, tokens, mask, temperature=1.0, chunk=chunk)
     n = batch["chosen_tokens"].shape[0]
     total = jnp.sum(logp, axis=1)
     return total[:n], total[n:]
 
 
-def reference_logprobs(ref_params, batch, *, model):
+def reference_logprobs(ref_params, batch, *, model, chunk: int = 0):
     """The frozen reference's sequence log-probs, the two batch fields the loss reads."""
-    chosen, rejected = sequence_logprobs(ref_params, model, batch)
+    chosen, rejected = sequence_logprobs(ref_params, model, batch, chunk)
     return {"ref_chosen_logp": jax.lax.stop_gradient(chosen),
             "ref_rejected_logp": jax.lax.stop_gradient(rejected)}
 
 
-def dpo_sums(params, batch, *, model, loss: str, beta: float, label_smoothing: float, tau: float):
+def dpo_sums(params, batch, *, model, loss: str, beta: float, label_smoothing: float, tau: float, chunk: int = 0):
     """-> (objective sum over pairs, metric sums with "count" = real pairs)."""
-    chosen, rejected = sequence_logprobs(params, model, batch)
+    chosen, rejected = sequence_logprobs(params, model, batch, chunk)
     drift_w = chosen - batch["ref_chosen_logp"]
     drift_l = rejected - batch["ref_rejected_logp"]
     h = drift_w - drift_l
@@ -95,9 +96,10 @@ def dpo_sums(params, batch, *, model, loss: str, beta: float, label_smoothing: f
     return objective, sums
 
 
-def dpo_loss_terms(params, batch, *, model, loss, beta, label_smoothing, tau):
+def dpo_loss_terms(params, batch, *, model, loss, beta, label_smoothing, tau, chunk: int = 0):
     """The `loss_terms` hh.train.step.train_step expects."""
-    return dpo_sums(params, batch, model=model, loss=loss, beta=beta, label_smoothing=label_smoothing, tau=tau)
+    return dpo_sums(params, batch, model=model, loss=loss, beta=beta, label_smoothing=label_smoothing, tau=tau,
+                    chunk=chunk)
 
 
 def response_kl(params, ref_params, model, prompts, tokens, mask):
@@ -115,11 +117,12 @@ def response_kl(params, ref_params, model, prompts, tokens, mask):
     return jnp.sum(kl * mask, axis=1)
 
 
-def dpo_eval_sums(params, ref_params, batch, *, model, loss, beta, label_smoothing, tau):
+def dpo_eval_sums(params, ref_params, batch, *, model, loss, beta, label_smoothing, tau, chunk: int = 0):
     """The loss metrics on held-out pairs, plus the policy's KL to the reference along their chosen
     responses (a response-level KL per pair: how far the policy has moved on held-out prompts)."""
-    batch = {**batch, **reference_logprobs(ref_params, batch, model=model)}
-    _, sums = dpo_sums(params, batch, model=model, loss=loss, beta=beta, label_smoothing=label_smoothing, tau=tau)
+    batch = {**batch, **reference_logprobs(ref_params, batch, model=model, chunk=chunk)}
+    _, sums = dpo_sums(params, batch, model=model, loss=loss, beta=beta, label_smoothing=label_smoothing, tau=tau,
+                       chunk=chunk)
     prompts = {k: batch[f"prompt_{k}"] for k in ("tokens", "segment_ids")}
     kl = response_kl(params, ref_params, model, prompts, batch["chosen_tokens"], batch["chosen_mask"])
     sums["kl_to_reference_sum"] = masked_sum(kl, batch["pair_mask"])

@@ -64,7 +64,8 @@ def validate_dpo(config):
 
 def loss_options(config) -> dict:
     d = config.dpo
-    return dict(loss=d.loss, beta=float(d.beta), label_smoothing=float(d.label_smoothing), tau=float(d.tau))
+    return dict(loss=d.loss, beta=float(d.beta), label_smoothing=float(d.label_smoothing), tau=float(d.tau),
+                chunk=int(config.train.get("loss_chunk", 0)))
 
 
 def build_steps(config, mesh, rules, example_batch, verbose=True) -> dict:
@@ -89,7 +90,8 @@ def build_steps(config, mesh, rules, example_batch, verbose=True) -> dict:
                                  loss_terms=functools.partial(dpo_loss_terms, model=model, **options))
     update = runtime.compile_step(train_fn, mesh, rules, (shardings, pairs_sh), (shardings, scalar),
                                   donate_argnums=(0,))
-    reference = runtime.compile_step(functools.partial(reference_logprobs, model=model), mesh, rules,
+    reference = runtime.compile_step(functools.partial(reference_logprobs, model=model, chunk=options["chunk"]),
+                                     mesh, rules,
                                      (shardings.params, inputs_sh), ref_sh)
     eval_fn = runtime.compile_step(
         lambda state, ref_params, batch: dpo_eval_sums(state.params, ref_params, batch, model=model, **options),

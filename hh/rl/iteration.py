@@ -52,7 +52,7 @@ def update_metrics(per_minibatch: dict, value_coef: float, learning_rate) -> dic
 
 
 def phase_fns(models: dict, optimizers: dict, *, sampling, rollout_cfg, ppo_cfg, kl_cfg, seed: int,
-              lr_schedule, microbatches: int = 1) -> dict:
+              lr_schedule, microbatches: int = 1, logprob_chunk: int = 0) -> dict:
     """The three phases as pure functions (jit them: `build_phases` does, with shardings):
 
     generate(policy_params, prompts, step) -> Samples [b, N];
@@ -60,11 +60,13 @@ def phase_fns(models: dict, optimizers: dict, *, sampling, rollout_cfg, ppo_cfg,
     update(state, scored) -> (state with step + 1 and the next β, metrics of the rollout and update).
 
     models: {"policy","value","pm"} (+ "test_pm"); frozen: {"reference","pm"} (+ "test_pm") params;
-    sampling: a hh.models.sampling.SamplingConfig; lr_schedule(update step) -> the policy's rate.
+    sampling: a hh.models.sampling.SamplingConfig; lr_schedule(update step) -> the policy's rate;
+    logprob_chunk: response positions per LM-head chunk in every log-prob pass (0: all at once).
     """
     base = jax.random.key(seed)
     updates_per_iteration = ppo_cfg.epochs * ppo_cfg.minibatches
-    logprob_fn, value_fn = scoring.transformer_fns(models["policy"], models["value"], rollout_cfg.temperature)
+    logprob_fn, value_fn = scoring.transformer_fns(models["policy"], models["value"], rollout_cfg.temperature,
+                                                   logprob_chunk)
     loss = bind_loss(logprob_fn, value_fn, ppo_cfg)
 
     def generate(policy_params, prompts, step):
@@ -74,7 +76,7 @@ def phase_fns(models: dict, optimizers: dict, *, sampling, rollout_cfg, ppo_cfg,
 
     def score(frozen, prompts, samples):
         scored = scoring.score_frozen(frozen, prompts, samples, policy_model=models["policy"],
-                                      pm_model=models["pm"], rollout_cfg=rollout_cfg)
+                                      pm_model=models["pm"], rollout_cfg=rollout_cfg, logprob_chunk=logprob_chunk)
         metrics = {}
         if "test_pm" in models:   # the robustness study: the same samples, scored by the held-out PM
             metrics["test_reward"] = jnp.mean(scoring.pm_scores(frozen["test_pm"], models["test_pm"], prompts,
@@ -114,7 +116,7 @@ def build_phases(config, models, optimizers, lr_schedule, state_shardings, mesh,
     sampling = rl_rollout.sampling_config(config.rollout, tokenizer, models["policy"].cfg.vocab_size)
     fns = phase_fns(models, optimizers, sampling=sampling, rollout_cfg=config.rollout, ppo_cfg=config.ppo,
                     kl_cfg=config.kl, seed=config.seed, lr_schedule=lr_schedule,
-                    microbatches=config.train.microbatches)
+                    microbatches=config.train.microbatches, logprob_chunk=config.train.get("loss_chunk", 0))
     scalar = runtime.replicated(mesh)
     jitted = {"generate": jax.jit(fns["generate"]), "score": jax.jit(fns["score"]),
               "update": jax.jit(fns["update"], out_shardings=(state_shardings, scalar), donate_argnums=0)}

@@ -39,17 +39,17 @@ def pm_scores(pm_params, pm_model, prompts, samples):
                           inputs["segment_ids"])["score"]
 
 
-def score_frozen(frozen, prompts, samples, *, policy_model, pm_model, rollout_cfg) -> dict:
+def score_frozen(frozen, prompts, samples, *, policy_model, pm_model, rollout_cfg, logprob_chunk: int = 0) -> dict:
     """The frozen models' scores of a rollout: the scored rollout (SCORED_KEYS).
 
     frozen {"reference","pm"} params -> the prompts and responses, "lengths" [b], "mask",
     "ref_logp" [b, N] (from the training forward at the sampling temperature, not the sampler's:
     the same function of the tokens as the update's log-probs), "score", "reward" [b] (score plus
-    any truncation penalty) and "finished" [b] float32.
+    any truncation penalty) and "finished" [b] float32. logprob_chunk: hh.rl.logprobs' chunk.
     """
     mask = response_mask(samples.lengths, samples.tokens.shape[1])
     ref_logp, _ = response_logprobs(frozen["reference"], policy_model, prompts, samples.tokens, mask,
-                                    rollout_cfg.temperature)
+                                    rollout_cfg.temperature, logprob_chunk)
     score = pm_scores(frozen["pm"], pm_model, prompts, samples)
     finished = samples.finished.astype(jnp.float32)
     return {"prompt_tokens": prompts["tokens"], "prompt_segment_ids": prompts["segment_ids"],
@@ -95,11 +95,12 @@ def rollout_prompts(batch):
     return {"tokens": batch["prompt_tokens"], "segment_ids": batch["prompt_segment_ids"]}
 
 
-def transformer_fns(policy_model, value_model, temperature: float):
-    """(logprob_fn, value_fn) over rollout minibatches, for hh.rl.ppo.ppo_loss_terms."""
+def transformer_fns(policy_model, value_model, temperature: float, logprob_chunk: int = 0):
+    """(logprob_fn, value_fn) over rollout minibatches, for hh.rl.ppo.ppo_loss_terms;
+    logprob_chunk > 0 runs the LM head that many response positions at a time (hh.rl.logprobs)."""
     def logprob_fn(policy_params, batch):
         return response_logprobs(policy_params, policy_model, rollout_prompts(batch),
-                                 batch["response_tokens"], batch["mask"], temperature)
+                                 batch["response_tokens"], batch["mask"], temperature, logprob_chunk)
 
     def value_fn(value_params, batch):
         return response_values(value_params, value_model, rollout_prompts(batch),

@@ -79,7 +79,7 @@ def _pairs(seed=0, prompt_width=6, response_width=5, extra_prompt=0, extra_respo
     return batch
 
 
-def test_sequence_logprobs_are_invariant_to_padding():
+def test_sequence_logprobs_are_invariant_to_padding_and_to_head_chunks():
     _, policy, value = smoke_models()
     params = smoke_params(policy, value)["policy"]
     score = jax.jit(sequence_logprobs, static_argnums=1)
@@ -88,6 +88,10 @@ def test_sequence_logprobs_are_invariant_to_padding():
     for a, b in zip(tight, padded):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
     assert np.all(np.asarray(tight[0]) < 0)
+    # the chunked LM head (hh.rl.logprobs: 2 response positions at a time) gives the same sums
+    chunked = jax.jit(sequence_logprobs, static_argnums=(1, 3))(params, policy, _pairs(), 2)
+    for a, b in zip(tight, chunked):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
 
 
 def test_the_update_is_the_same_for_any_number_of_microbatches():

@@ -63,3 +63,26 @@ def test_positions_are_the_exclusive_cumsum_and_pad_is_not_eos():
     eos_tokens = jnp.where(mask > 0, tokens, 2)
     assert int(sequence_inputs(prompts, eos_tokens, mask)["segment_ids"].sum()) == int(real.sum())
     assert PAD_ID != EOS_ID and BOS_ID != EOS_ID
+
+
+@pytest.mark.parametrize("chunk", [3])
+def test_chunked_head_gives_the_unchunked_logprobs_entropies_and_gradients(chunk):
+    """chunk > 0 never forms the [b, N, vocab] logits; values and gradients are the same (chunk
+    3 does not divide the 5 response positions: the padded tail is cut)."""
+    _, policy, value = smoke_models()
+    params = smoke_params(policy, value)["policy"]
+    prompts, tokens, mask = prompts_and_responses()
+    weights = jnp.asarray(np.random.default_rng(0).standard_normal(tokens.shape), jnp.float32)
+
+    def objective(p, c):
+        logp, entropy = response_logprobs(p, policy, prompts, tokens, mask, 0.7, c)
+        return jnp.sum(weights * logp) + 0.1 * jnp.sum(entropy), (logp, entropy)
+
+    run = jax.jit(jax.value_and_grad(objective, has_aux=True), static_argnums=1)
+    (_, (logp, entropy)), grads = run(params, 0)
+    (_, (logp_c, entropy_c)), grads_c = run(params, chunk)
+    np.testing.assert_allclose(logp_c, logp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(entropy_c, entropy, rtol=1e-5, atol=1e-6)
+    for (path, g), g_c in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(grads_c)):
+        np.testing.assert_allclose(g_c, g, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+    assert float(jnp.abs(grads["lm_head"]["kernel"]).max()) > 0
