@@ -14,6 +14,8 @@ the same command skips finished runs and resumes the others from their checkpoin
 
 import argparse
 import collections
+import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -84,6 +86,35 @@ def _mesh_of_slice(topology_flag):
     return per_preset
 
 
+def slice_devices(topology: str) -> int:
+    """'v5p:8x8x8' -> 512: the devices JAX sees on the slice (one per chip; v4's megacore too)."""
+    _, _, shape = topology.partition(":")
+    if not shape or not all(d.isdigit() for d in shape.split("x")):
+        raise SweepError(f"--topology={topology!r}: use GEN:AxB[xC]")
+    return math.prod(int(d) for d in shape.split("x"))
+
+
+def with_slice_mesh(runs, topology: str) -> list:
+    """Runs on an explicitly given --topology keep their mesh where it works on its devices; a run
+    whose mesh does not (a larger slice than the preset's: the batch no longer splits) gets the
+    mesh the fit check proposes (hh.tools.fit.mesh_for_slice), as mesh.* overrides, and says so."""
+    import ml_collections
+    from hh.tools import fit
+    n, out = slice_devices(topology), []
+    for run in runs:
+        config = ml_collections.ConfigDict(run.config)
+        _, proposed = fit.mesh_for_slice(config, n)
+        if proposed:
+            mesh = tuple((f"mesh.{axis}", size) for axis, size in proposed["mesh"].items())
+            kept = tuple((k, v) for k, v in run.overrides if not k.startswith("mesh."))
+            run = dataclasses.replace(run, overrides=kept + mesh,
+                                      config={**run.config, "mesh": dict(proposed["mesh"])})
+            print(f"[launch] {run.name}: mesh {proposed['config_mesh']} does not work on {topology}; "
+                  f"using {proposed['mesh']}")
+        out.append(run)
+    return out
+
+
 def topology_of(run, args) -> str:
     if args.topology:
         return args.topology
@@ -98,6 +129,8 @@ def main(argv=None) -> int:
         runs = expand(config_file, [parse_axis(a) for a in args.sweep], default_preset=preset,
                       use_file_sweep=args.file_sweep, fixed=_pairs(args.set, "set"),
                       per_preset=_mesh_of_slice(args.topology) if args.backend == "tpu" else (lambda p: ()))
+        if args.backend == "tpu" and args.topology:
+            runs = with_slice_mesh(runs, args.topology)
         if args.backend == "tpu":
             if not args.zone:
                 raise SweepError("--backend=tpu needs --zone")

@@ -121,3 +121,33 @@ def test_default_slices_cover_every_preset_with_a_valid_mesh():
         assert ppo.train.global_batch_size % (ppo.ppo.minibatches * shards) == 0, preset
     with pytest.raises(KeyError, match="7B"):
         slices.default_slice("7B")
+
+
+def test_mesh_candidates_cover_every_factorisation_fsdp_heavy_first():
+    from hh.parallel.mesh_choice import mesh_candidates
+    meshes = mesh_candidates(8)
+    assert len(meshes) == 10 and all(m["data"] * m["fsdp"] * m["tensor"] == 8 for m in meshes)
+    assert len({tuple(m.values()) for m in meshes}) == 10
+    assert meshes[:4] == [{"data": 1, "fsdp": 8, "tensor": 1}, {"data": 2, "fsdp": 4, "tensor": 1},
+                          {"data": 4, "fsdp": 2, "tensor": 1}, {"data": 8, "fsdp": 1, "tensor": 1}]
+    assert meshes[-1] == {"data": 1, "fsdp": 1, "tensor": 8}
+
+
+def test_a_larger_slice_gets_a_proposed_mesh_instead_of_a_divisibility_error():
+    """The 52B PPO config on v5p:8x8x8 (512 chips): its minibatch of 512 / 4 rows cannot be split
+    over data × fsdp = 512, so the fit check answers with the first mesh the stage accepts."""
+    from hh.config import ConfigError
+    config = fit.use_paper_vocab(ppo_config.get_config("52B"))
+    config.mesh = {"data": 1, "fsdp": -1, "tensor": 1}
+    with pytest.raises(ConfigError, match="not divisible by minibatches × microbatches × data × fsdp = 2048"):
+        fit._validate(config, 512)
+    proposed, why = fit.mesh_for_slice(config, 512)
+    assert why["config_mesh"] == {"data": 1, "fsdp": -1, "tensor": 1} and "2048" in why["reason"]
+    assert why["mesh"] == dict(proposed.mesh) == {"data": 1, "fsdp": 128, "tensor": 4}
+    assert fit._validate(proposed, 512)["tensor"] == 4          # valid, and tensor as small as it can be
+    assert dict(config.mesh) == {"data": 1, "fsdp": -1, "tensor": 1}   # the caller's config is unchanged
+    same, none = fit.mesh_for_slice(config, 32)                 # a slice where it already divides
+    assert same is config and none is None
+    config.model.n_heads = 3                                   # nothing divides 3 heads and 512 rows/4
+    with pytest.raises(ConfigError, match="no .* mesh of 512 devices"):
+        fit.mesh_for_slice(config, 512)

@@ -173,3 +173,16 @@ def test_local_dry_run_prints_one_command_per_process(monkeypatch, capsys, tmp_p
     out = capsys.readouterr().out
     assert out.count("--process_id=0") == 2 and out.count("--process_id=1") == 2
     assert "--coordinator_address=127.0.0.1:" in out and not (tmp_path / "manifest.json").exists()
+
+
+def test_an_explicit_larger_slice_gets_the_fit_checks_mesh():
+    runs = spec.expand("configs/ppo.py", [], default_preset="52B")
+    assert sweep.slice_devices("v5p:8x8x8") == 512
+    moved = sweep.with_slice_mesh(runs, "v5p:8x8x8")
+    assert moved[0].config["mesh"] == {"data": 1, "fsdp": 128, "tensor": 4}
+    assert ("mesh.fsdp", 128) in moved[0].overrides and ("mesh.tensor", 4) in moved[0].overrides
+    assert "--config.mesh.fsdp=128" in moved[0].flags()
+    kept = sweep.with_slice_mesh(runs, "v5p:4x4x4")   # the preset's own slice: its mesh works
+    assert kept[0] is runs[0]
+    with pytest.raises(spec.SweepError, match="GEN:AxB"):
+        sweep.slice_devices("v5p")

@@ -22,7 +22,7 @@ from absl import app, flags
 from jax.experimental import topologies
 from ml_collections import config_flags
 
-from hh.config import validate
+from hh.config import ConfigError, validate
 from hh.data.byte_tokenizer import ByteTokenizer
 from hh.data.dpo_data import dpo_batches
 from hh.data.packing import lm_example
@@ -32,6 +32,7 @@ from hh.dpo import stage as dpo_stage
 from hh.lm import stage as lm_stage
 from hh.models import presets
 from hh.parallel import sharding as shd
+from hh.parallel.mesh_choice import propose_mesh
 from hh.pm import stage as pm_stage
 from hh.rl.iteration import build_phases
 from hh.rl.stage import build_models, build_optimizers, frozen_layout, ppo_state_layout, validate_ppo
@@ -289,6 +290,7 @@ def fit_report(config, topology: str) -> dict:
     if config.stage not in BUILDERS:
         raise ValueError(f"config.stage={config.stage!r}: the fit check knows {sorted(BUILDERS)}")
     generation, chips, devices = topology_devices(topology)
+    config, proposed = mesh_for_slice(config, len(devices))
     sizes = _validate(config, len(devices))
     hbm_chip, peak_chip = CHIPS[generation]
     per_chip = len(devices) // chips    # v4 lists both TensorCores of a chip as devices
@@ -310,12 +312,34 @@ def fit_report(config, topology: str) -> dict:
         "model_flops_per_device": sum(p["model_flops"] for p in phases.values()),
         "implied_step_s": sum(p["implied_step_s"] for p in phases.values()),
         "compile_s": round(sum(p["compile_s"] for p in phases.values()), 1),
+        **({"mesh_proposed": proposed} if proposed else {}),
     }
+
+
+def mesh_for_slice(config, n_devices: int):
+    """(config, None) when config.mesh is valid on n_devices; otherwise (a copy with the mesh
+    that hh.parallel.mesh_choice proposes, {"config_mesh", "reason", "mesh"}) so that any slice at
+    least as large as the smallest fitting one gets an answer instead of a divisibility error.
+    Raises the original ConfigError when no mesh of n_devices passes the stage's checks."""
+    try:
+        _validate(config, n_devices)
+        return config, None
+    except ConfigError as error:
+        mesh = propose_mesh(config, n_devices, _validate)
+        if mesh is None:
+            raise ConfigError(f"{error}; and no (data, fsdp, tensor) mesh of {n_devices} devices passes the "
+                              f"stage's checks") from None
+        proposed = ml_collections.ConfigDict(config.to_dict())
+        proposed.mesh = ml_collections.ConfigDict(mesh)
+        print(f"config.mesh {dict(config.mesh)} does not work on {n_devices} devices ({error}); "
+              f"using the proposed mesh {mesh}", file=sys.stderr, flush=True)
+        return proposed, {"config_mesh": dict(config.mesh), "reason": str(error), "mesh": mesh}
 
 
 def format_report(r: dict) -> str:
     g = lambda b: f"{b / GiB:8.2f}"   # noqa: E731
-    lines = [f"{r['stage']} {r['preset']} on {r['topology']} ({r['devices']} devices, mesh {r['mesh']}), "
+    lines = [f"{r['stage']} {r['preset']} on {r['topology']} ({r['devices']} devices, mesh {r['mesh']}"
+             f"{' (proposed: config.mesh does not divide here)' if r.get('mesh_proposed') else ''}), "
              f"batch {r['global_batch_size']} × seq {r['seq_len']}, model {r['model']}",
              f"{'phase':>9} {'args GiB':>9} {'out GiB':>8} {'alias':>8} {'temp GiB':>9} {'other':>8} "
              f"{'total':>8} {'HBM':>8} {'xla TFLOP':>10} {'model TFLOP':>11} {'step s':>8} {'compile s':>9}"]
