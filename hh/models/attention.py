@@ -190,11 +190,18 @@ def splash_partition(mesh, batch: int, heads: int) -> tuple[tuple, tuple]:
     return batch_axes, head_axes
 
 
+# the splash kernel tiles the sequence in multiples of the TPU's 128 lanes
+SPLASH_LANES = 128
+
+
 def fused_attention(q, k, v, segment_ids, block_size=512):
-    """The backend's fused kernel: splash attention on TPU, jax.nn.dot_product_attention elsewhere
-    (cuDNN's flash attention on GPU for bf16/fp16, XLA's on CPU)."""
-    if current_platform() == "tpu":
+    """The backend's fused kernel: splash attention on TPU (for lengths it tiles: multiples of 128
+    and of the block), jax.nn.dot_product_attention elsewhere (cuDNN's flash attention on GPU for
+    bf16/fp16, XLA's on CPU)."""
+    length = q.shape[1]
+    if current_platform() == "tpu" and length % SPLASH_LANES == 0 and length % min(block_size, length) == 0:
         return splash_attention(q, k, v, segment_ids, block_size)
+    # shapes the kernel does not tile (a parameter init's dummy row, a short eval): the same math
     return dot_product_attention(q, k, v, segment_ids)
 
 
