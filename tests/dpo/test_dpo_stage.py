@@ -96,6 +96,7 @@ def test_the_policy_loads_and_exports_like_an_lm(lm_dir, tmp_path):
         np.testing.assert_array_equal(a[key], b.get(key, np.zeros_like(a[key])), err_msg=key)
 
 
+@pytest.mark.slow   # ~40 s: a DPO run, two pools and their compiles
 def test_a_dpo_policy_deploys_in_the_labeling_interface_and_the_online_loop(lm_dir, tmp_path):
     """Issue: the interface and the online loop deploy a DPO workdir like any policy workdir: a
     deployment "NAME=WORKDIR[#STEP]" and a round's pool of the previous policy's snapshots."""
