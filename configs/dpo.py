@@ -21,7 +21,7 @@ RUN_SHAPES = {
 # The PM's context (1024) split as PPO splits it: 896 prompt + 128 response tokens; batch 64 pairs
 # (Rafailov et al. §6: 64); LR 0.01× pretraining (PPO's and the PM's multiple; Bai et al. A.2, B.1).
 # The LM head runs unchunked (train.loss_chunk = 0): at 128 response tokens the logits are ~0.3 GiB
-# per chip at 52B, and the fit check measured chunks of 32 at +3.4 GiB on the update (docs/scale-out.md).
+# per chip at 52B, and the fit check measured chunks of 32 at +3.4 GiB on the update at 52B (docs/scale-out.md).
 PAPER_RUN = dict(prompt_len=896, response_len=128, batch=64, lr_factor=0.01)
 
 
