@@ -26,7 +26,6 @@ from hh.io import atomic_write_text
 from hh.trained import LoadedPM
 
 
-
 def run_name(method: str, strength) -> str:
     """The folder / entry name of one run: "ppo-kl0.01", "dpo-b0.1", "ipo-t0.1", "best-of-16"."""
     prefix = {"ppo": "ppo-kl", "dpo": "dpo-b", "ipo": "ipo-t", "best_of": "best-of-"}[method]
@@ -40,6 +39,7 @@ def strengths(frontier) -> dict:
 
 
 def ppo_config(frontier, seed: int, coef: float, initial: str, reward_model: str):
+    """PPO from `initial` against `reward_model` with the fixed KL coefficient `coef`."""
     cfg = copy.deepcopy(frontier.ppo)
     cfg.seed, cfg.init_from, cfg.reward_model = seed, initial, reward_model
     cfg.kl.kind, cfg.kl.init_coef = "fixed", float(coef)
