@@ -124,7 +124,7 @@ def test_default_slices_cover_every_preset_with_a_valid_mesh():
 
 
 def test_mesh_candidates_cover_every_factorisation_fsdp_heavy_first():
-    from hh.parallel.mesh_choice import mesh_candidates
+    from hh.tools.mesh_choice import mesh_candidates
     meshes = mesh_candidates(8)
     assert len(meshes) == 10 and all(m["data"] * m["fsdp"] * m["tensor"] == 8 for m in meshes)
     assert len({tuple(m.values()) for m in meshes}) == 10

@@ -32,7 +32,7 @@ from hh.dpo import stage as dpo_stage
 from hh.lm import stage as lm_stage
 from hh.models import presets
 from hh.parallel import sharding as shd
-from hh.parallel.mesh_choice import propose_mesh
+from hh.tools.mesh_choice import propose_mesh
 from hh.pm import stage as pm_stage
 from hh.rl.iteration import build_phases
 from hh.rl.stage import build_models, build_optimizers, frozen_layout, ppo_state_layout, validate_ppo
@@ -318,7 +318,7 @@ def fit_report(config, topology: str) -> dict:
 
 def mesh_for_slice(config, n_devices: int):
     """(config, None) when config.mesh is valid on n_devices; otherwise (a copy with the mesh
-    that hh.parallel.mesh_choice proposes, {"config_mesh", "reason", "mesh"}) so that any slice at
+    that hh.tools.mesh_choice proposes, {"config_mesh", "reason", "mesh"}) so that any slice at
     least as large as the smallest fitting one gets an answer instead of a divisibility error.
     Raises the original ConfigError when no mesh of n_devices passes the stage's checks."""
     try:

@@ -65,7 +65,7 @@ def test_the_deciding_criterion_is_the_one_that_set_the_verdict():
 
 def test_every_finding_has_a_measure_and_well_formed_rules():
     config = findings_config.get_config("tiny")
-    assert set(config.verdicts) == set(measures.MEASURES) == {f"F{i}" for i in range(1, 12)}
+    assert set(config.verdicts) == set(measures.MEASURES) == {f"F{i}" for i in range(1, 13)}
     for rule in config.verdicts.values():
         assert rule.claim and rule.source and rule.criteria
         for text in rule.criteria:
@@ -73,7 +73,8 @@ def test_every_finding_has_a_measure_and_well_formed_rules():
     assert len(config.seeds) >= 3 and len(config.online_seeds) >= 3
     names = [s.name for s in job_steps(config)]
     assert names == ["main-s0", "main-s1", "main-s2", "capacity", "robustness-s0", "robustness-s1",
-                     "robustness-s2", "online-s0", "online-s1", "online-s2", "findings"]
+                     "robustness-s2", "online-s0", "online-s1", "online-s2", "frontier-s0", "frontier-s1",
+                     "frontier-s2", "findings"]
 
 
 def test_a_bad_rule_fails_before_anything_runs(tmp_path):
