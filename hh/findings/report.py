@@ -130,7 +130,8 @@ def _frontier(axes, detail) -> None:
         budget = next((d["kl_budget"] for d in detail.values() if d), None)
         if budget is not None:
             ax.axvline(budget, ls=":", color="gray", lw=1)
-        ax.set_xscale("symlog", linthresh=1.0), ax.set_xlabel("KL to the initial policy (nats)")
+        ax.set_xscale("symlog", linthresh=1.0), ax.set_xlim(left=-0.1)
+        ax.set_xlabel("KL to the initial policy (nats)")
         ax.set_ylabel(label), ax.legend(fontsize=6)
 
 
