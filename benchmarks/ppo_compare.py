@@ -1,6 +1,6 @@
 """`make bench-ppo`: hh and tunix on the same PPO workloads, side by side on this machine.
 
-For each workload (W1, W2) and repeat, hh (benchmarks/ppo_iteration.py, in .venv) and then tunix
+For each workload (W1, W2, W3) and repeat, hh (benchmarks/ppo_iteration.py, in .venv) and then tunix
 (benchmarks/peers/tunix_ppo.py, in its own venv) run one after the other, each in a fresh process,
 so both see the same machine conditions; every JSON line goes to --out. The table: per phase and
 in total, the median over repeats of each side's median seconds, the ratio hh / tunix, and each
@@ -23,8 +23,10 @@ from ppo_workloads import PHASES  # noqa: E402
 SIDES = {"hh": os.path.join(HERE, "ppo_iteration.py"), "tunix": os.path.join(HERE, "peers", "tunix_ppo.py")}
 
 
-def run_side(python: str, side: str, name: str, iterations: int) -> dict:
+def run_side(python: str, side: str, name: str, iterations: int, override: dict = None) -> dict:
+    """One side's JSON row of workload `name` (with fields `override`), run in a fresh process."""
     cmd = [python, SIDES[side], "--workload", name] + (["--iterations", str(iterations)] if iterations else [])
+    cmd += ["--override", json.dumps(override)] if override else []
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)            # one CPU device on both sides
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -37,10 +39,21 @@ def median_of(rows, get):
     return statistics.median(get(r) for r in rows)
 
 
+def work_note(config: dict) -> str:
+    """What each side runs of a workload: the forwards and backwards are the same on both (hh's
+    update runs θ_old's forwards itself, tunix in its scoring calls); only the call sizes differ."""
+    note = "equal: 4 forwards, 2·K forward+backward"
+    if config.get("minibatches", 1) > 1:
+        rows = config["batch"] // config["minibatches"]
+        note += f"; tunix rolls out and scores per minibatch ({config['minibatches']} × {rows} rows)"
+    return note
+
+
 def table(rows: list[dict]) -> str:
-    """Markdown: per workload, per phase and total, hh s, tunix s, ratio, roofline fractions."""
-    lines = ["| workload | phase | hh s | tunix s | hh / tunix | hh roofline | tunix roofline |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown: per workload, per phase and total, hh s, tunix s, ratio, roofline fractions, and
+    on the total row what work both sides do (work_note)."""
+    lines = ["| workload | phase | hh s | tunix s | hh / tunix | hh roofline | tunix roofline | work |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in sorted({r["workload"] for r in rows}):
         hh = [r for r in rows if r["workload"] == name and r["side"] == "hh"]
         peer = [r for r in rows if r["workload"] == name and r["side"] == "tunix"]
@@ -56,7 +69,8 @@ def table(rows: list[dict]) -> str:
             fa = f"{roof[phase] / a:.0%}" if phase in roof and a > 0 else "–"
             fb = f"{roof[phase] / b:.0%}" if phase in roof and b > 0 else "–"
             label = f"**{phase}**" if phase == "total" else phase
-            lines.append(f"| {name} | {label} | {a:.4f} | {b:.4f} | {ratio} | {fa} | {fb} |")
+            work = work_note(hh[0].get("config", {})) if phase == "total" else ""
+            lines.append(f"| {name} | {label} | {a:.4f} | {b:.4f} | {ratio} | {fa} | {fb} | {work} |")
     return "\n".join(lines)
 
 
@@ -69,7 +83,7 @@ def latest_run(rows: list) -> list:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tunix_python", default=os.path.join(HERE, "peers", ".venv-tunix", "bin", "python"))
-    parser.add_argument("--workloads", default="W1,W2")
+    parser.add_argument("--workloads", default="W1,W2,W3")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=0, help="default: each workload's own")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "ppo_compare.jsonl"))

@@ -5,11 +5,11 @@ workload of benchmarks/ppo_workloads.py with the PPO stage's own iteration (hh.r
 phase functions): policy, frozen reference, critic and PM of one shape (SwiGLU
 MLP with hidden 4·d_model, RMSNorm, rotary, untied head, float32), random prompts of exactly the
 prompt length, temperature-1 sampling over the full vocabulary with EOS banned, the KL penalty in
-the reward, GAE γ = 1, λ = 0.95, one epoch over the full batch as one minibatch.
+the reward, GAE γ = 1, λ = 0.95, the workload's passes and minibatches, clipping + AdamW.
 
 Each phase is its own jitted call, timed with block_until_ready: rollout (hh's generate phase:
 prefill + KV-cache decode), scoring (hh's score phase: reference log-probs, PM reward), train (hh's
-update phase: old log-probs and values at θ_old, advantages, policy and critic Adam steps), other (the rest of the iteration's wall time: dispatch, host work). The median
+update phase: old log-probs and values at θ_old, advantages, policy and critic AdamW steps), other (the rest of the iteration's wall time: dispatch, host work). The median
 is over the iterations after the first (compilation). The roofline: each phase's analytic FLOPs
 against this process's float32 matmul peak, and the decode loop's bytes read (weights + KV cache
 per token) against the measured memory bandwidth. Prints one JSON line.
@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppo_workloads import PHASES, workload  # noqa: E402
+from ppo_workloads import CONFIG_KEYS, PHASES, WORKLOADS, optimizer_spec, workload  # noqa: E402
 
 from hh.models.heads import PreferenceModel, ValueModel  # noqa: E402
 from hh.models.sampling import SamplingConfig  # noqa: E402
@@ -79,7 +79,9 @@ class Workload:
         value = jax.jit(lambda k: strip_boxes(self.models["value"].init(
             k, tokens, tokens, jnp.ones_like(tokens))["params"]))(keys[2])
         pm = jax.jit(lambda k: strip_boxes(self.models["pm"].init(k, tokens)["params"]))(keys[3])
-        self.optimizers = {"policy": optax.adam(w["learning_rate"]), "value": optax.adam(w["learning_rate"])}
+        spec = optimizer_spec(w)    # as the PPO stage builds it: clip then AdamW (hh.train.optim)
+        self.optimizers = {k: optax.chain(optax.clip_by_global_norm(spec["clip_norm"]), optax.adamw(**spec["adamw"]))
+                           for k in ("policy", "value")}
         self.state = init_ppo_state({"policy": policy, "value": value}, self.optimizers, w["kl_coef"])
         self.frozen = {"reference": reference, "pm": pm}
         self.params = {k: sum(x.size for x in jax.tree.leaves(p)) for k, p in
@@ -189,8 +191,13 @@ def cpu_info() -> dict:
             "simd": sorted(f for f in flags if f.startswith(("avx", "fma", "amx")))}
 
 
+def workload_config(w: dict) -> dict:
+    """The shape of the work, as both sides' rows record it."""
+    return {k: w[k] for k in CONFIG_KEYS}
+
+
 def run(name: str, iterations: int = 0, trace: str = "") -> dict:
-    """The JSON row of one run of workload `name` (W1 or W2)."""
+    """The JSON row of one run of workload `name` (W1, W2 or W3)."""
     w = workload(name)
     return run_workload(w, iterations or w["iterations"], trace)
 
@@ -213,7 +220,7 @@ def run_workload(w: dict, iterations: int, trace: str = "", cfg: TransformerConf
     roof = {k: flops[k] / peak for k in flops}
     roof["rollout"] = max(roof["rollout"], decode_bytes(w, bench.cfg) / bandwidth)
     return {
-        "side": "hh", "workload": w["name"], "params": {**bench.params, "total": sum(bench.params.values())},
+        "side": "hh", "workload": w["name"], "config": workload_config(w), "params": {**bench.params, "total": sum(bench.params.values())},
         "setup_s": setup_s, "compile_s": rows[0]["total"] - median["total"],
         "iteration_s_median": median["total"], "iterations_s": [r["total"] for r in rows],
         "phases_s": {k: median[k] for k in PHASES},
@@ -230,11 +237,13 @@ def run_workload(w: dict, iterations: int, trace: str = "", cfg: TransformerConf
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workload", required=True, choices=["W1", "W2"])
+    parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
     parser.add_argument("--iterations", type=int, default=0, help="default: the workload's")
     parser.add_argument("--trace", default="", help="write a JAX profiler trace of one more iteration here")
+    parser.add_argument("--override", default="{}", help="JSON of workload fields to change (the cost curves)")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.workload, args.iterations, args.trace)), flush=True)
+    w = {**workload(args.workload), **json.loads(args.override)}
+    print(json.dumps(run_workload(w, args.iterations or w["iterations"], args.trace)), flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,11 @@ loop's bytes at the measured bandwidth): decode reads every weight once per toke
 generated length) plus the KV cache so far (quadratic, small), scoring and training are linear in
 tokens plus quadratic attention. The plot draws each phase's expected curve through its first
 measured point, so a phase that grows faster than its work shows as a measured line pulling away.
+With --peer (the tunix venv's python; `make bench-ppo-scaling` passes it) google/tunix runs the
+same points in a fresh process each (benchmarks/peers/tunix_ppo.py --override): every point but
+the 13M preset, whose GELU/LayerNorm model the peer's Llama-3 class cannot express. Its rows have
+"side": "tunix"; the table and plots add its total and the ratio hh / tunix along each axis.
+
 Writes one JSON line per point to --out, one PNG per axis to --plots, and prints the markdown
 table (docs/performance.md).
 """
@@ -27,8 +32,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ppo_compare  # noqa: E402
 import ppo_iteration  # noqa: E402
-from ppo_workloads import workload  # noqa: E402
+from ppo_workloads import WORKLOADS, workload  # noqa: E402
 
 from hh.models import presets  # noqa: E402
 
@@ -60,21 +66,36 @@ def axis_value(axis: str, row: dict):
     return row["gen_len"] if axis == "length" else row["batch"]
 
 
-def measure(axes, iterations: int, out: str) -> list:
+def measure(axes, iterations: int, out: str, peer: str = "") -> list:
+    """Runs every point of `axes` (and, with `peer`, tunix at the points it can express)."""
     roofs = (ppo_iteration.matmul_peak(), ppo_iteration.memory_bandwidth())
     rows = []
     for axis in axes:
         for name, overrides in AXES[axis]:
             w, cfg = point(name, overrides)
             row = ppo_iteration.run_workload(w, iterations, cfg=cfg, roofs=roofs)
-            row.update(axis=axis, gen_len=w["gen_len"], batch=w["batch"], prompt_len=w["prompt_len"])
-            rows.append(row)
-            print(f"{axis:6s} {name:4s} {overrides or ''}: {row['iteration_s_median']:.3f} s/iteration "
-                  + " ".join(f"{k} {row['phases_s'][k]:.3f}" for k in PHASES), flush=True)
-            if out:
-                with open(out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            sides = [row]
+            if peer and name in WORKLOADS:
+                sides.append(ppo_compare.run_side(peer, "tunix", name, iterations, overrides))
+            for r in sides:
+                r.update(axis=axis, gen_len=w["gen_len"], batch=w["batch"], prompt_len=w["prompt_len"])
+                rows.append(r)
+                print(f"{axis:6s} {name:4s} {overrides or ''} {r['side']:>5}: {r['iteration_s_median']:.3f} "
+                      "s/iteration " + " ".join(f"{k} {r['phases_s'][k]:.3f}" for k in PHASES), flush=True)
+                if out:
+                    with open(out, "a") as f:
+                        f.write(json.dumps(r) + "\n")
     return rows
+
+
+def side_rows(rows: list, axis: str, side: str) -> list:
+    return [r for r in rows if r.get("axis") == axis and r.get("side", "hh") == side]
+
+
+def peer_of(row: dict, peers: list):
+    """tunix's row at hh row `row`'s point, or None."""
+    key = (row["workload"], row["gen_len"], row["batch"])
+    return next((p for p in peers if (p["workload"], p["gen_len"], p["batch"]) == key), None)
 
 
 def growth(before: float, after: float) -> float:
@@ -93,13 +114,17 @@ def table(rows: list) -> str:
     point, measured vs expected (the growth of the phase's roofline time), as factors."""
     lines = []
     for axis in AXES:
-        points = [r for r in rows if r.get("axis") == axis]
+        points, peers = side_rows(rows, axis, "hh"), side_rows(rows, axis, "tunix")
         if not points:
             continue
         lines += [f"**{axis}**", "",
-                  "| point | rollout s | scoring s | train s | total s | roofline | growth ×, measured / expected: rollout · scoring · train |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| point | rollout s | scoring s | train s | total s | roofline | growth ×, measured / expected: "
+                  "rollout · scoring · train | tunix total s | hh / tunix |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for prev, row in zip([None] + points[:-1], points):
+            peer = peer_of(row, peers)
+            versus = (f"{peer['iteration_s_median']:.3f} | {row['iteration_s_median'] / peer['iteration_s_median']:.2f}"
+                      if peer else "– | –")
             cells = [f"{row['phases_s'][k]:.3f}" for k in PHASES]
             factors = "–"
             if prev is not None:
@@ -107,13 +132,14 @@ def table(rows: list) -> str:
                 factors = " · ".join(f"{growth(prev['phases_s'][k], row['phases_s'][k]):.2f} / "
                                      f"{growth(roof0[k], roof1[k]):.2f}" for k in PHASES)
             lines.append(f"| {label(axis, row)} | {' | '.join(cells)} | {row['iteration_s_median']:.3f} | "
-                         f"{row['roofline']['iteration_fraction']:.0%} | {factors} |")
+                         f"{row['roofline']['iteration_fraction']:.0%} | {factors} | {versus} |")
         lines.append("")
     return "\n".join(lines)
 
 
 def plot(rows: list, directory: str) -> list:
-    """One PNG per axis: measured seconds per phase (solid) and the expected growth (dashed)."""
+    """One PNG per axis. Left: hh's measured seconds per phase (solid), the expected growth
+    (dashed) and tunix's total (grey); right: hh / tunix per phase and in total, where tunix ran."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -122,12 +148,20 @@ def plot(rows: list, directory: str) -> list:
     written = []
     titles = {"model": "policy parameters", "length": "generated tokens", "batch": "prompts per batch"}
     for axis in AXES:
-        points = [r for r in rows if r.get("axis") == axis]
+        points, peers = side_rows(rows, axis, "hh"), side_rows(rows, axis, "tunix")
         if len(points) < 2:
             continue
         xs = [axis_value(axis, r) for r in points]
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, (ax, ax_ratio) = plt.subplots(1, 2, figsize=(11, 4))
+        paired = [(x, r, peer_of(r, peers)) for x, r in zip(xs, points) if peer_of(r, peers)]
+        if paired:
+            ax.plot([x for x, _, _ in paired], [p["iteration_s_median"] for _, _, p in paired], "s-", color="0.5",
+                    label="tunix total")
         for k, color in zip((*PHASES, "total"), ("C0", "C1", "C2", "k")):
+            if paired:
+                get = ((lambda r: r["iteration_s_median"]) if k == "total" else (lambda r, k=k: r["phases_s"][k]))
+                ax_ratio.plot([x for x, _, _ in paired], [get(r) / get(p) for _, r, p in paired], "o-", color=color,
+                              label=k)
             measured = [r["iteration_s_median"] if k == "total" else r["phases_s"][k] for r in points]
             roof = [sum(r["roofline"]["phase_roofline_s"].values()) if k == "total"
                     else r["roofline"]["phase_roofline_s"][k] for r in points]
@@ -138,9 +172,17 @@ def plot(rows: list, directory: str) -> list:
         ax.set_yscale("log")
         ax.set_xlabel(titles[axis])
         ax.set_ylabel("seconds per PPO iteration")
-        ax.set_title(f"hh PPO iteration vs {titles[axis]} (dashed: expected growth)", fontsize=9)
+        ax.set_title(f"PPO iteration vs {titles[axis]} (hh; dashed: expected growth)", fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
+        ax_ratio.set_xscale("log", base=2)
+        ax_ratio.axhline(1.0, color="0.5", lw=0.8)
+        ax_ratio.set_xlabel(titles[axis])
+        ax_ratio.set_ylabel("hh time / tunix time")
+        ax_ratio.set_title("hh / tunix (below 1: hh faster)" if paired else "tunix not run on this axis", fontsize=9)
+        if paired:
+            ax_ratio.legend(fontsize=8)
+        ax_ratio.grid(True, which="both", alpha=0.3)
         path = os.path.join(directory, f"ppo_scaling_{axis}.png")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
@@ -151,8 +193,9 @@ def plot(rows: list, directory: str) -> list:
 
 def latest(rows: list) -> list:
     """The last row of each point of a results file that several runs appended to, in AXES order."""
-    last = {(r["axis"], r["workload"], r["gen_len"], r["batch"]): r for r in rows}
-    return sorted(last.values(), key=lambda r: (list(AXES).index(r["axis"]), axis_value(r["axis"], r)))
+    last = {(r.get("side", "hh"), r["axis"], r["workload"], r["gen_len"], r["batch"]): r for r in rows}
+    return sorted(last.values(), key=lambda r: (r.get("side", "hh"), list(AXES).index(r["axis"]),
+                                                axis_value(r["axis"], r)))
 
 
 def main(argv=None):
@@ -162,6 +205,7 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results/ppo_scaling.jsonl", help="appends one JSON line per point")
     parser.add_argument("--plots", default="docs/img/performance")
     parser.add_argument("--table", default="", help="only print the table (and plots) of this JSON-lines file")
+    parser.add_argument("--peer", default="", help="the tunix venv's python: run tunix at the same points")
     args = parser.parse_args(argv)
     if args.table:
         rows = latest([json.loads(line) for line in open(args.table) if line.strip()])
@@ -172,7 +216,7 @@ def main(argv=None):
             raise SystemExit(f"--axes: unknown {unknown}; use some of {list(AXES)}")
         if args.out:
             os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        rows = measure(axes, args.iterations, args.out)
+        rows = measure(axes, args.iterations, args.out, args.peer)
     for path in plot(rows, args.plots) if args.plots else []:
         print("wrote", path)
     print(table(rows))

@@ -5,8 +5,16 @@ own virtual environment.
 Both: float32 everywhere, untied LM head, policy + frozen reference + critic + PM of the same shape
 (critic and PM with a scalar head), random prompts of exactly `prompt_len` tokens, sampling at
 temperature 1 over the full vocabulary, EOS never sampled (every row generates `gen_len` tokens),
-the KL penalty in the reward, GAE gamma = 1, lambda = 0.95, the full batch as one minibatch.
+the KL penalty in the reward, GAE gamma = 1, lambda = 0.95, global-norm clipping at 1.0 then AdamW
+(b1 0.9, b2 0.95, no weight decay) for policy and critic, as configs/ppo.py builds them.
 MLP: SwiGLU with hidden 4 * d_model (the peer's Llama-3 MLP), so the per-token matmul FLOPs match.
+
+W1 and W2 are one minibatch and one pass (the PPO ratio is 1 throughout: a degenerate PPO, kept for
+continuity with earlier measurements). W3 is configs/ppo.py's shape at a CPU size: a rollout of
+32 prompts, 96 prompt + 32 generated tokens, 4 minibatches and K = 2 passes, so 8 optimizer steps
+per iteration. tunix maps it onto `mini_batch_size` = batch / minibatches and `num_iterations` = K
+(benchmarks/peers/tunix_ppo.py), which rolls out and scores each minibatch on its own: the same
+forwards and backwards in smaller calls.
 """
 
 WORKLOADS = {
@@ -14,11 +22,24 @@ WORKLOADS = {
                gen_len=32, epochs=1, iterations=10),
     "W2": dict(layers=4, d_model=512, heads=8, head_dim=64, vocab=8192, batch=8, prompt_len=64,
                gen_len=64, epochs=1, iterations=5),
+    "W3": dict(layers=4, d_model=256, heads=4, head_dim=64, vocab=8192, batch=32, prompt_len=96,
+               gen_len=32, epochs=2, minibatches=4, iterations=5),
 }
 COMMON = dict(dtype="float32", tied_embeddings=False, temperature=1.0, gamma=1.0, lam=0.95,
               minibatches=1, mlp="swiglu", mlp_hidden_factor=4, kl_in_reward=True, kl_coef=0.001,
-              learning_rate=1e-5, clip_eps=0.2, seed=0)
+              learning_rate=1e-5, clip_norm=1.0, adam_b1=0.9, adam_b2=0.95, adam_eps=1e-8, weight_decay=0.0,
+              clip_eps=0.2, seed=0)
 PHASES = ("rollout", "scoring", "train", "other")
+CONFIG_KEYS = ("layers", "d_model", "heads", "head_dim", "vocab", "batch", "prompt_len", "gen_len", "epochs",
+               "minibatches")
+
+
+def optimizer_spec(w: dict) -> dict:
+    """The optimizer both sides build for policy and critic: optax.chain(clip_by_global_norm(clip_norm),
+    adamw(**adamw)); plain data so the peer's venv needs nothing of hh."""
+    return {"clip_norm": w["clip_norm"],
+            "adamw": dict(learning_rate=w["learning_rate"], b1=w["adam_b1"], b2=w["adam_b2"], eps=w["adam_eps"],
+                          weight_decay=w["weight_decay"])}
 
 
 def workload(name: str) -> dict:

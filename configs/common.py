@@ -105,10 +105,13 @@ def is_paper_size(preset):
 
 
 def model(preset):
-    """The preset's architecture. Paper sizes compute in bfloat16 with float32 params."""
+    """The preset's architecture. Paper sizes compute in bfloat16 with float32 params and use the
+    backend's fused attention kernel (hh.models.attention: splash on TPU, cuDNN on GPU, XLA on
+    CPU); the CPU presets keep dense attention, the reference the fused kernels are tested against."""
     fields = presets.model_fields(preset)
     if is_paper_size(preset):
         fields["dtype"] = "bfloat16"
+        fields["attention"] = "fused"
     return ml_collections.ConfigDict(fields)
 
 

@@ -18,7 +18,10 @@ Phases, timed by wrapping the RLCluster methods that PPOLearner calls (each wrap
            RLCluster.get_rewards                 (PM forward)
   train    RLCluster.update_actor, RLCluster.update_critic   (one jitted optimizer step each)
   other    the iteration less the above: KL, token rewards, GAE, whitening, metrics, queues.
-An iteration is one call of RLLearner._run_global_step plus RLCluster.sync_weights if tunix calls
+With minibatches > 1 (W3) tunix's `mini_batch_size` is batch / minibatches and `num_iterations` the
+passes: each minibatch is rolled out, scored and trained K times before the next is rolled out, so
+an iteration calls generate and each scorer once per minibatch and each update K times per minibatch.
+An iteration is one call of RLLearner._run_global_step (all its minibatches) plus RLCluster.sync_weights if tunix calls
 it (it does not when the rollout shares the actor's weights, as here). The last stdout line is one
 JSON object; tunix's own output goes to stderr.
 """
@@ -133,9 +136,10 @@ def build(w, n_iterations: int):
 
     mesh = jax.make_mesh((1, 1), ("fsdp", "tp"), axis_types=(AxisType.Auto,) * 2)
 
+    spec = ppo_workloads.optimizer_spec(w)
+
     def adam():  # hh's PPO optimizer: global-norm clipping then AdamW, no weight decay
-        return optax.chain(optax.clip_by_global_norm(1.0),
-                           optax.adamw(w["learning_rate"], weight_decay=0.0))
+        return optax.chain(optax.clip_by_global_norm(spec["clip_norm"]), optax.adamw(**spec["adamw"]))
 
     cluster_config = rl_cluster_lib.ClusterConfig(
         role_to_mesh={r: mesh for r in (Role.ACTOR, Role.CRITIC, Role.REFERENCE, Role.REWARD,
@@ -147,6 +151,9 @@ def build(w, n_iterations: int):
             eval_every_n_steps=10**9,
             # max_steps counts optimizer steps, not iterations
             max_steps=n_iterations * w["epochs"] * w["minibatches"],
+            # One optimizer step per minibatch. tunix rolls out, scores and trains each minibatch
+            # on its own (RLLearner._run_global_step): the same forwards and backwards as hh's
+            # one rollout of the whole batch, in calls of batch / minibatches rows.
             mini_batch_size=w["batch"] // w["minibatches"],
             pbar_description=None),
         rollout_config=base_rollout.RolloutConfig(
@@ -250,6 +257,14 @@ def cpu_info() -> dict:
             "cores": os.cpu_count()}
 
 
+def expected_calls(w, n_iterations: int) -> dict:
+    """RLCluster calls in n iterations: a rollout and its scoring per minibatch, and an actor
+    and a critic step per minibatch per pass."""
+    per_minibatch = {name: 1 for name in SCORING + ("generate",)}
+    per_minibatch.update({name: w["epochs"] for name in TRAIN})
+    return {name: n * w["minibatches"] * n_iterations for name, n in per_minibatch.items()}
+
+
 def run(w, n_iterations: int, trace_dir):
     # With --trace, one extra iteration is run and traced, and left out of the statistics.
     n_total = n_iterations + (1 if trace_dir else 0)
@@ -276,8 +291,9 @@ def run(w, n_iterations: int, trace_dir):
     wall = time.perf_counter() - t0
     if len(timers.iterations) != n_total:
         raise SystemExit(f"tunix ran {len(timers.iterations)} iterations, expected {n_total}")
-    if any(timers.calls[name] != n_total for name in timers.calls):
-        raise SystemExit(f"phase calls {timers.calls}, expected {n_total} each")
+    expected = expected_calls(w, n_total)
+    if timers.calls != expected:
+        raise SystemExit(f"phase calls {timers.calls}, expected {expected}")
     return timers, params, setup_s, wall
 
 
@@ -299,8 +315,7 @@ def report(w, timers, params, setup_s, wall, n_iterations) -> dict:
     per_iteration = [sum(1 for c in timers.compiles if c[0] == i) for i in range(n_iterations)]
     return {
         "side": "tunix", "workload": w["name"],
-        "config": {k: w[k] for k in ("layers", "d_model", "heads", "head_dim", "vocab", "batch",
-                                     "prompt_len", "gen_len", "epochs")},
+        "config": {k: w[k] for k in ppo_workloads.CONFIG_KEYS},
         "iterations": n_iterations,
         "params": params,
         "setup_s": round(setup_s, 3),
@@ -325,11 +340,12 @@ def report(w, timers, params, setup_s, wall, n_iterations) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workload", required=True, help="W1 or W2 (benchmarks/ppo_workloads.py)")
+    p.add_argument("--workload", required=True, help="W1, W2 or W3 (benchmarks/ppo_workloads.py)")
+    p.add_argument("--override", default="{}", help="JSON of workload fields to change (the cost curves)")
     p.add_argument("--iterations", type=int, help="default: the workload's")
     p.add_argument("--trace", metavar="DIR", help="write a JAX profiler trace of one extra iteration")
     args = p.parse_args(argv)
-    w = ppo_workloads.workload(args.workload)
+    w = {**ppo_workloads.workload(args.workload), **json.loads(args.override)}
     n = args.iterations or w["iterations"]
     if jax.default_backend() != "cpu":
         print(f"warning: running on {jax.default_backend()}, not the CPU", file=sys.stderr)

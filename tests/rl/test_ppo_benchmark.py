@@ -68,8 +68,10 @@ def test_comparison_table_has_ratios_and_fractions():
                 "phases_s": dict(zip(("rollout", "scoring", "train", "other"), phases)),
                 "roofline": {"phase_roofline_s": {"rollout": 0.01, "scoring": 0.02, "train": 0.03}}}
     text = ppo_compare.table([row("hh", 0.2, (0.05, 0.05, 0.09, 0.01)), row("tunix", 0.4, (0.1, 0.1, 0.18, 0.02))])
-    assert "| W1 | **total** | 0.2000 | 0.4000 | 0.50 | 30% | 15% |" in text
-    assert "| W1 | rollout | 0.0500 | 0.1000 | 0.50 | 20% | 10% |" in text
+    assert "| W1 | **total** | 0.2000 | 0.4000 | 0.50 | 30% | 15% | equal: 4 forwards, 2·K forward+backward |" in text
+    assert "| W1 | rollout | 0.0500 | 0.1000 | 0.50 | 20% | 10% |  |" in text
+    w3 = ppo_compare.work_note({"batch": 32, "minibatches": 4})
+    assert w3.endswith("tunix rolls out and scores per minibatch (4 × 8 rows)")
     older = {**row("hh", 9.0, (3, 3, 3, 0)), "run_at": "2026-12-01T10:00:00"}
     newer = [{**r, "run_at": "2026-12-02T10:00:00"} for r in (row("hh", 0.2, (0.05, 0.05, 0.09, 0.01)),
                                                            row("tunix", 0.4, (0.1, 0.1, 0.18, 0.02)))]
@@ -109,4 +111,8 @@ def test_scaling_points_and_growth_slopes():
     rows = ppo_scaling.latest(rows + [row(64, (1.0, 1.0, 1.0), (0.5, 0.5, 0.5))])
     assert [r["gen_len"] for r in rows] == [32, 64, 128]
     text = ppo_scaling.table(rows)
-    assert "| W2, length 128 | 2.000 | 4.000 | 2.000 | 8.000 | 50% | 2.00 / 2.00 · 4.00 / 2.00 · 2.00 / 2.00 |" in text
+    assert "| W2, length 128 | 2.000 | 4.000 | 2.000 | 8.000 | 50% | 2.00 / 2.00 · 4.00 / 2.00 · 2.00 / 2.00 | – | – |" in text
+    peer = {**row(128, (4.0, 4.0, 8.0), (1.0, 1.0, 1.0)), "side": "tunix"}
+    text = ppo_scaling.table(rows + [peer])
+    assert "| W2, length 128 | 2.000 | 4.000 | 2.000 | 8.000 | 50% | 2.00 / 2.00 · 4.00 / 2.00 · 2.00 / 2.00 | 16.000 | 0.50 |" in text
+    assert "| W2, length 64 | 1.000 | 1.000 | 1.000 | 3.000 | 50% |" in text and text.count("| – | – |") == 2

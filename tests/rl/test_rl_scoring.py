@@ -16,11 +16,11 @@ import pytest
 from hh.models.heads import PreferenceModel
 from hh.models.sampling import Samples
 from hh.rl import kl_control, scoring
-from hh.rl.iteration import phase_fns, update_metrics
+from hh.rl.iteration import phase_fns, theta_old_outputs, update_metrics
 from hh.rl.logprobs import response_logprobs, response_values
 from hh.rl.ppo import bind_loss, init_ppo_state, ppo_update
 from hh.rl.scoring import pm_inputs, pm_scores
-from rl_fixtures import prompts_and_responses, smoke_models, smoke_params
+from rl_fixtures import prompts_and_responses, smoke_models, smoke_params, smoke_rollout
 
 EOC = 3
 
@@ -154,3 +154,16 @@ def test_iteration_update_matches_scoring_then_updating(minibatches, microbatche
     jax.tree.map(close, got[0], want[0])
     assert set(got[1]) == set(want[1])
     jax.tree.map(close, got[1], want[1])
+
+
+def test_theta_old_outputs_in_pieces_equal_the_whole_rollout():
+    """The update runs θ_old's forwards in minibatch-sized pieces: the same numbers as one pass."""
+    _, policy, value = smoke_models()
+    params = smoke_params(policy, value)
+    rollout = smoke_rollout(params, policy, value)
+    logprob_fn, value_fn = scoring.transformer_fns(policy, value, 0.8)
+    whole, pieces = (jax.jit(lambda p, r, c=c: theta_old_outputs(p, r, logprob_fn, value_fn, chunks=c))(params, rollout)
+                     for c in (1, 4))
+    assert [x.shape for x in pieces] == [rollout["mask"].shape] * 3
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6), pieces, whole)
+    assert float(jnp.max(jnp.abs(whole[2]))) > 0 and float(jnp.max(jnp.abs(whole[0]))) > 0
