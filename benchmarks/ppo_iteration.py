@@ -45,7 +45,8 @@ def model_config(w) -> TransformerConfig:
     return TransformerConfig(vocab_size=w["vocab"], d_model=w["d_model"], n_layers=w["layers"],
                              n_heads=w["heads"], d_head=w["head_dim"], d_ff=w["mlp_hidden_factor"] * w["d_model"],
                              max_len=w["prompt_len"] + w["gen_len"] + 1, norm="rmsnorm", activation="swiglu",
-                             tie_embeddings=False, position="rotary", dtype="float32", param_dtype="float32")
+                             tie_embeddings=False, position="rotary", dtype=w["dtype"], param_dtype="float32",
+                             attention=w.get("attention", "dense"))
 
 
 def configs(w):

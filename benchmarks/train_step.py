@@ -24,7 +24,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 from configs import lm as lm_config  # noqa: E402
 from hh.config import validate  # noqa: E402
@@ -43,12 +42,15 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=3, help="timed train steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after compiling")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="model compute dtype (params stay float32); the peak is always float32")
+                   help="model compute dtype (params stay float32)")
+    p.add_argument("--peak-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="dtype of the peak matmul: bfloat16 for a bf16 step on a GPU/TPU, whose bf16 "
+                        "peak is many times its float32 one")
     p.add_argument("--microbatches", type=int, default=1)
     p.add_argument("--vocab", type=int, default=None,
                    help="vocabulary size; default: the preset's (2^16 for the paper sizes), not "
                         "configs/lm.py's byte-tokenizer 384")
-    p.add_argument("--attention", choices=("dense", "blockwise"), default=None,
+    p.add_argument("--attention", choices=("dense", "blockwise", "fused"), default=None,
                    help="override config.model.attention")
     p.add_argument("--remat", choices=("none", "full", "dots"), default=None,
                    help="override config.model.remat")
@@ -74,16 +76,16 @@ def _cpu_s():
 
 
 class MatmulPeak:
-    """Median time of a jitted float32 [n, n] @ [n, n] on `device`, sampled in batches.
+    """Median time of a jitted [n, n] @ [n, n] of `dtype` on `device`, sampled in batches.
 
     Sampling half the runs before and half after the train steps puts the peak and the step
     under similar conditions on a shared machine; the two halves' medians are reported too.
     """
 
-    def __init__(self, device, n):
+    def __init__(self, device, n, dtype="float32"):
         ka, kb = jax.random.split(jax.random.key(0))
-        self.a = jax.device_put(jax.random.normal(ka, (n, n), jnp.float32), device)
-        self.b = jax.device_put(jax.random.normal(kb, (n, n), jnp.float32), device)
+        self.a = jax.device_put(jax.random.normal(ka, (n, n), dtype), device)
+        self.b = jax.device_put(jax.random.normal(kb, (n, n), dtype), device)
         self.flops = 2.0 * n**3
         self.matmul = jax.jit(lambda x, y: x @ y)
         for _ in range(2):                                  # compile, then warm caches
@@ -253,7 +255,7 @@ def main(argv=None):
     # (a) practical peak, first half.
     peak_probe = None
     if args.peak_gflops is None:
-        peak_probe = MatmulPeak(device, args.matmul_size)
+        peak_probe = MatmulPeak(device, args.matmul_size, args.peak_dtype)
         before = peak_probe.sample(max(1, (args.matmul_runs + 1) // 2))
 
     # (b) the project's LM train step, built as the LM stage builds it.
@@ -321,7 +323,7 @@ def main(argv=None):
         after_peak = peak_probe.sample(max(1, args.matmul_runs // 2))
         peak = peak_probe.flop_per_s()
         times = peak_probe.times
-        print(f"(a) float32 matmul {args.matmul_size}³: median {statistics.median(times) * 1e3:.1f} ms "
+        print(f"(a) {args.peak_dtype} matmul {args.matmul_size}³: median {statistics.median(times) * 1e3:.1f} ms "
               f"of {len(times)} (before the steps {before * 1e3:.1f} ms, after "
               f"{after_peak * 1e3:.1f} ms; min {min(times) * 1e3:.1f}) -> "
               f"{peak / 1e9:.1f} GFLOP/s", flush=True)
@@ -362,7 +364,8 @@ def main(argv=None):
         state, metrics = profile_step(compiled, run_step, state, args.profile, args.profile_top)
 
     result = dict(
-        preset=args.preset, seq=args.seq, batch=args.batch, dtype=args.dtype,
+        preset=args.preset, seq=args.seq, batch=args.batch, dtype=args.dtype, peak_dtype=args.peak_dtype,
+        attention=cfg.attention,
         params_total=params_total, matmul_params=n_matmul,
         tokens_per_s=round(tokens_per_s, 1), step_s=round(step_s, 4), compile_s=round(compile_s, 2),
         model_tflops_per_step=round(flops_per_step / 1e12, 5),

@@ -74,13 +74,13 @@ def test_ppo_counts_all_four_models(ppo_report):
 def test_ppo_flops_against_analytic(ppo_report):
     config = ppo_config.get_config("smoke")
     phases, minibatches = ppo_report["phases"], config.ppo.minibatches
-    # scoring has no loop: XLA and the analytic count agree
-    assert 0.7 < phases["score"]["xla_flops"] / phases["score"]["model_flops"] < 1.3
-    # The update: the θ_old forwards of policy and value model (counted as the score phase's two
-    # forwards, same sizes) in a loop over minibatch × microbatch pieces, then the minibatch scan;
-    # XLA counts each loop's body once
-    theta_old = phases["score"]["model_flops"]
+    # Scoring and the update's θ_old forwards run in a loop over minibatch × microbatch row
+    # pieces, and XLA counts a loop's body once
     pieces = minibatches * config.train.microbatches
+    assert 0.7 < phases["score"]["xla_flops"] * pieces / phases["score"]["model_flops"] < 1.3
+    # The update: the θ_old forwards of policy and value model (counted as the score phase's two
+    # forwards, same sizes), then the minibatch scan
+    theta_old = phases["score"]["model_flops"]
     one_minibatch = theta_old / pieces + (phases["update"]["model_flops"] - theta_old) / minibatches
     assert 0.7 < phases["update"]["xla_flops"] / one_minibatch < 1.3
 

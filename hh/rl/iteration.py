@@ -3,8 +3,8 @@ stage, the fit tool's AOT compile and the benchmarks. Each phase is one jitted f
 once per run (fixed shapes and shardings):
 
 - generate: responses sampled from the policy (hh.rl.rollout);
-- score: the frozen models only -> the *scored rollout* (hh.rl.scoring.SCORED_KEYS): the
-  reference policy's log-probs, the PM's reward and, for the robustness study, the test PM's mean
+- score: the frozen models only, in the update's row pieces -> the *scored rollout*
+  (hh.rl.scoring.SCORED_KEYS): the reference policy's log-probs, the PM's reward and, for the robustness study, the test PM's mean
   score (metric "test_reward");
 - update: in one jit, first the trained networks at θ_old over the whole rollout (the policy's
   `old_logp` and entropy, the value model's `old_values`: one forward per network, in pieces the
@@ -19,13 +19,15 @@ The rng of iteration t is a function of (seed, t) only, so a resumed run draws w
 uninterrupted run drew.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from hh.rl import kl_control, rollout as rl_rollout, scoring
 from hh.rl.ppo import bind_loss, mean_metrics, ppo_update
 from hh.train import runtime
-from hh.train.step import split_microbatches
+from hh.train.step import map_in_pieces
 
 PHASES = ("generate", "score", "update")
 
@@ -37,19 +39,14 @@ def theta_old_outputs(params, rollout, logprob_fn, value_fn, chunks: int = 1):
     keys logprob_fn and value_fn read -> (old_logp, entropy, old_values) [b, N], 0 on padding.
     chunks: the rollout's rows are run in this many equal pieces, one after another (lax.map). The
     update passes its minibatches × microbatches, so no forward holds more activations than a
-    gradient step does (the 52B rollout's forward would not fit whole); on CPU the pieces also stay
-    in cache (W3: 0.33 -> 0.22 s for the two networks, docs/performance.md).
+    gradient step does; on CPU the pieces also stay in cache (W3: 0.33 -> 0.22 s for the two
+    networks, docs/performance.md).
     """
     def outputs(batch):
         old_logp, entropy = logprob_fn(params["policy"], batch)
         return old_logp, entropy, value_fn(params["value"], batch)
 
-    if chunks == 1:
-        out = outputs(rollout)
-    else:
-        pieces = jax.lax.map(outputs, split_microbatches(rollout, chunks))
-        out = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), pieces)
-    return jax.lax.stop_gradient(out)
+    return jax.lax.stop_gradient(map_in_pieces(outputs, chunks, rollout))
 
 
 def update_metrics(per_minibatch: dict, value_coef: float, learning_rate) -> dict:
@@ -77,6 +74,7 @@ def phase_fns(models: dict, optimizers: dict, *, sampling, rollout_cfg, ppo_cfg,
     """
     base = jax.random.key(seed)
     updates_per_iteration = ppo_cfg.epochs * ppo_cfg.minibatches
+    pieces = ppo_cfg.minibatches * microbatches     # rows of one gradient step = rollout / pieces
     logprob_fn, value_fn = scoring.transformer_fns(models["policy"], models["value"], rollout_cfg.temperature,
                                                    logprob_chunk)
     loss = bind_loss(logprob_fn, value_fn, ppo_cfg)
@@ -87,8 +85,10 @@ def phase_fns(models: dict, optimizers: dict, *, sampling, rollout_cfg, ppo_cfg,
                                              sampling=sampling)
 
     def score(frozen, prompts, samples):
-        scored = scoring.score_frozen(frozen, prompts, samples, policy_model=models["policy"],
-                                      pm_model=models["pm"], rollout_cfg=rollout_cfg, logprob_chunk=logprob_chunk)
+        # in the update's row pieces, as theta_old_outputs: no forward holds more than a step's rows
+        scored = map_in_pieces(functools.partial(scoring.score_frozen, frozen, policy_model=models["policy"],
+                                                 pm_model=models["pm"], rollout_cfg=rollout_cfg,
+                                                 logprob_chunk=logprob_chunk), pieces, prompts, samples)
         metrics = {}
         if "test_pm" in models:   # the robustness study: the same samples, scored by the held-out PM
             metrics["test_reward"] = jnp.mean(scoring.pm_scores(frozen["test_pm"], models["test_pm"], prompts,
@@ -98,7 +98,7 @@ def phase_fns(models: dict, optimizers: dict, *, sampling, rollout_cfg, ppo_cfg,
     def update(state, scored):
         rng = jax.random.fold_in(jax.random.fold_in(base, state.step), 1)
         old_logp, entropy, old_values = theta_old_outputs(state.params, scored, logprob_fn, value_fn,
-                                                          chunks=ppo_cfg.minibatches * microbatches)
+                                                          chunks=pieces)
         rollout, metrics = scoring.complete_rollout(scored, old_logp, entropy, old_values, state.kl_coef, ppo_cfg)
         new, per_minibatch = ppo_update(state, rollout, rng, loss_terms=loss, optimizers=optimizers,
                                         epochs=ppo_cfg.epochs, minibatches=ppo_cfg.minibatches,

@@ -306,6 +306,7 @@ def fit_report(config, topology: str) -> dict:
         "global_batch_size": config.train.global_batch_size, "seq_len": config.data.seq_len,
         "model": {k: m[k] for k in ("vocab_size", "dtype", "param_dtype", "remat", "scan_layers",
                                     "attention", "attention_block")},
+        "loss_chunk": config.train.get("loss_chunk", 0),
         "hbm_bytes_per_device": hbm, "hbm_bytes_per_chip_spec": hbm_chip, "peak_flops_per_device": peak,
         "phases": phases, "peak_phase": peak_phase, "peak_bytes": phases[peak_phase]["total_bytes"],
         "fits": phases[peak_phase]["total_bytes"] <= hbm,

@@ -20,6 +20,16 @@ def split_microbatches(batch, n_micro: int):
     return jax.tree.map(split, batch)
 
 
+def map_in_pieces(fn, pieces: int, *trees):
+    """fn(*trees) for a row-wise fn (row i of every output depends on row i of the inputs only),
+    run on `pieces` equal slices of the rows one after another (lax.map) and joined again: the
+    same result with a slice's activations live at a time."""
+    if pieces == 1:
+        return fn(*trees)
+    out = jax.lax.map(lambda args: fn(*args), split_microbatches(trees, pieces))
+    return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
+
+
 def accumulated_gradients(loss_terms, params, batch, n_micro: int):
     """-> (gradient of objective_sum / count, sums) with the sums over all microbatches."""
     grad_fn = jax.grad(loss_terms, has_aux=True)

@@ -150,7 +150,8 @@ def test_iteration_update_matches_scoring_then_updating(minibatches, microbatche
     moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), want[0].params, params)
     assert max(jax.tree.leaves(moved)) > 1e-3, "the test must move the params to mean anything"
     assert float(want[0].kl_coef) != 0.1, "the adaptive β must move"
-    close = functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6)
+    # the stage scores in the update's row pieces: float32 sums in another order, ~1e-6 apart
+    close = functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=5e-6)
     jax.tree.map(close, got[0], want[0])
     assert set(got[1]) == set(want[1])
     jax.tree.map(close, got[1], want[1])
