@@ -75,9 +75,11 @@ bench-ppo-peer-env: $(TUNIX_STAMP)
 bench-ppo: $(STAMP) $(TUNIX_STAMP)
 	$(PY) benchmarks/ppo_compare.py --tunix_python $(TUNIX_VENV)/bin/python --repeats 3
 
-# the cost curves of hh and tunix: model size, generated length 32 -> 512, batch 8 -> 64 (about 25 minutes on 2 cores)
+# the cost curves of hh and tunix: model size, generated length 32 -> 512, batch 8 -> 64, then again with
+# gradient microbatches of at most 1024 tokens on both sides (about 25 minutes on 2 cores)
 bench-ppo-scaling: $(STAMP) $(TUNIX_STAMP)
 	JAX_PLATFORMS=cpu $(PY) benchmarks/ppo_scaling.py --peer $(TUNIX_VENV)/bin/python
+	JAX_PLATFORMS=cpu $(PY) benchmarks/ppo_scaling.py --peer $(TUNIX_VENV)/bin/python --micro_tokens 1024
 
 bench-ppo-tunix: $(TUNIX_STAMP)
 	mkdir -p $(dir $(PPO_TUNIX_RESULTS))

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppo_workloads import CONFIG_KEYS, PHASES, WORKLOADS, optimizer_spec, workload  # noqa: E402
+from ppo_workloads import CONFIG_KEYS, PHASES, WORKLOADS, micro_rows, optimizer_spec, workload  # noqa: E402
 
 from hh.models.heads import PreferenceModel, ValueModel  # noqa: E402
 from hh.models.sampling import SamplingConfig  # noqa: E402
@@ -97,9 +97,10 @@ class Workload:
     def _phases(self):
         """hh.rl.iteration's phases, jitted as the stage jits them (one device: no shardings),
         under the benchmark's phase names."""
+        microbatches = self.w["batch"] // self.w["minibatches"] // micro_rows(self.w)
         fns = phase_fns(self.models, self.optimizers, sampling=self.sampling, rollout_cfg=self.rollout_cfg,
                         ppo_cfg=self.ppo_cfg, kl_cfg=self.kl_cfg, seed=self.w["seed"],
-                        lr_schedule=optax.constant_schedule(self.w["learning_rate"]))
+                        lr_schedule=optax.constant_schedule(self.w["learning_rate"]), microbatches=microbatches)
         return {"rollout": jax.jit(fns["generate"]), "scoring": jax.jit(fns["score"]),
                 "train": jax.jit(fns["update"], donate_argnums=0)}
 

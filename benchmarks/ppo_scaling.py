@@ -22,6 +22,11 @@ same points in a fresh process each (benchmarks/peers/tunix_ppo.py --override): 
 the 13M preset, whose GELU/LayerNorm model the peer's Llama-3 class cannot express. Its rows have
 "side": "tunix"; the table and plots add its total and the ratio hh / tunix along each axis.
 
+--micro_tokens N gives both sides gradient microbatches (and forward pieces) of at most N tokens:
+hh's config.train.microbatches, tunix's train_micro_batch_size and compute_logps_micro_batch_size.
+The same FLOPs; it bounds the working set, which decides how the time grows on a CPU
+(docs/performance.md). Its rows carry "micro_tokens", its plots a _micro<N> suffix.
+
 Writes one JSON line per point to --out, one PNG per axis to --plots, and prints the markdown
 table (docs/performance.md).
 """
@@ -66,19 +71,22 @@ def axis_value(axis: str, row: dict):
     return row["gen_len"] if axis == "length" else row["batch"]
 
 
-def measure(axes, iterations: int, out: str, peer: str = "") -> list:
-    """Runs every point of `axes` (and, with `peer`, tunix at the points it can express)."""
+def measure(axes, iterations: int, out: str, peer: str = "", micro_tokens: int = 0) -> list:
+    """Runs every point of `axes` (and, with `peer`, tunix at the points it can express), with
+    gradient microbatches of at most `micro_tokens` tokens on both sides (0: whole minibatches)."""
     roofs = (ppo_iteration.matmul_peak(), ppo_iteration.memory_bandwidth())
     rows = []
     for axis in axes:
         for name, overrides in AXES[axis]:
+            overrides = {**overrides, **({"micro_tokens": micro_tokens} if micro_tokens else {})}
             w, cfg = point(name, overrides)
             row = ppo_iteration.run_workload(w, iterations, cfg=cfg, roofs=roofs)
             sides = [row]
             if peer and name in WORKLOADS:
                 sides.append(ppo_compare.run_side(peer, "tunix", name, iterations, overrides))
             for r in sides:
-                r.update(axis=axis, gen_len=w["gen_len"], batch=w["batch"], prompt_len=w["prompt_len"])
+                r.update(axis=axis, gen_len=w["gen_len"], batch=w["batch"], prompt_len=w["prompt_len"],
+                         micro_tokens=micro_tokens)
                 rows.append(r)
                 print(f"{axis:6s} {name:4s} {overrides or ''} {r['side']:>5}: {r['iteration_s_median']:.3f} "
                       "s/iteration " + " ".join(f"{k} {r['phases_s'][k]:.3f}" for k in PHASES), flush=True)
@@ -137,7 +145,7 @@ def table(rows: list) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list, directory: str) -> list:
+def plot(rows: list, directory: str, micro_tokens: int = 0) -> list:
     """One PNG per axis. Left: hh's measured seconds per phase (solid), the expected growth
     (dashed) and tunix's total (grey); right: hh / tunix per phase and in total, where tunix ran."""
     import matplotlib
@@ -172,7 +180,8 @@ def plot(rows: list, directory: str) -> list:
         ax.set_yscale("log")
         ax.set_xlabel(titles[axis])
         ax.set_ylabel("seconds per PPO iteration")
-        ax.set_title(f"PPO iteration vs {titles[axis]} (hh; dashed: expected growth)", fontsize=9)
+        micro = f", microbatches ≤ {micro_tokens} tokens" if micro_tokens else ""
+        ax.set_title(f"PPO iteration vs {titles[axis]}{micro} (hh; dashed: expected growth)", fontsize=9)
         ax.legend(fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
         ax_ratio.set_xscale("log", base=2)
@@ -183,7 +192,8 @@ def plot(rows: list, directory: str) -> list:
         if paired:
             ax_ratio.legend(fontsize=8)
         ax_ratio.grid(True, which="both", alpha=0.3)
-        path = os.path.join(directory, f"ppo_scaling_{axis}.png")
+        suffix = f"_micro{micro_tokens}" if micro_tokens else ""
+        path = os.path.join(directory, f"ppo_scaling_{axis}{suffix}.png")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -191,8 +201,10 @@ def plot(rows: list, directory: str) -> list:
     return written
 
 
-def latest(rows: list) -> list:
-    """The last row of each point of a results file that several runs appended to, in AXES order."""
+def latest(rows: list, micro_tokens: int = 0) -> list:
+    """The last row of each point of a results file that several runs appended to, in AXES order,
+    of the runs with `micro_tokens`."""
+    rows = [r for r in rows if r.get("micro_tokens", 0) == micro_tokens]
     last = {(r.get("side", "hh"), r["axis"], r["workload"], r["gen_len"], r["batch"]): r for r in rows}
     return sorted(last.values(), key=lambda r: (r.get("side", "hh"), list(AXES).index(r["axis"]),
                                                 axis_value(r["axis"], r)))
@@ -206,9 +218,11 @@ def main(argv=None):
     parser.add_argument("--plots", default="docs/img/performance")
     parser.add_argument("--table", default="", help="only print the table (and plots) of this JSON-lines file")
     parser.add_argument("--peer", default="", help="the tunix venv's python: run tunix at the same points")
+    parser.add_argument("--micro_tokens", type=int, default=0,
+                        help="gradient microbatches of at most this many tokens on both sides (0: none)")
     args = parser.parse_args(argv)
     if args.table:
-        rows = latest([json.loads(line) for line in open(args.table) if line.strip()])
+        rows = latest([json.loads(line) for line in open(args.table) if line.strip()], args.micro_tokens)
     else:
         axes = [a for a in args.axes.split(",") if a]
         unknown = sorted(set(axes) - set(AXES))
@@ -216,8 +230,8 @@ def main(argv=None):
             raise SystemExit(f"--axes: unknown {unknown}; use some of {list(AXES)}")
         if args.out:
             os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        rows = measure(axes, args.iterations, args.out, args.peer)
-    for path in plot(rows, args.plots) if args.plots else []:
+        rows = measure(axes, args.iterations, args.out, args.peer, args.micro_tokens)
+    for path in plot(rows, args.plots, args.micro_tokens) if args.plots else []:
         print("wrote", path)
     print(table(rows))
 

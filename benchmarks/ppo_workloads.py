@@ -28,10 +28,10 @@ WORKLOADS = {
 COMMON = dict(dtype="float32", tied_embeddings=False, temperature=1.0, gamma=1.0, lam=0.95,
               minibatches=1, mlp="swiglu", mlp_hidden_factor=4, kl_in_reward=True, kl_coef=0.001,
               learning_rate=1e-5, clip_norm=1.0, adam_b1=0.9, adam_b2=0.95, adam_eps=1e-8, weight_decay=0.0,
-              clip_eps=0.2, seed=0)
+              clip_eps=0.2, micro_tokens=0, seed=0)
 PHASES = ("rollout", "scoring", "train", "other")
 CONFIG_KEYS = ("layers", "d_model", "heads", "head_dim", "vocab", "batch", "prompt_len", "gen_len", "epochs",
-               "minibatches")
+               "minibatches", "micro_tokens")
 
 
 def optimizer_spec(w: dict) -> dict:
@@ -40,6 +40,17 @@ def optimizer_spec(w: dict) -> dict:
     return {"clip_norm": w["clip_norm"],
             "adamw": dict(learning_rate=w["learning_rate"], b1=w["adam_b1"], b2=w["adam_b2"], eps=w["adam_eps"],
                           weight_decay=w["weight_decay"])}
+
+
+def micro_rows(w: dict) -> int:
+    """Rows per gradient microbatch (and per forward piece): the largest divisor of a minibatch's
+    rows whose tokens stay within `micro_tokens`, or the whole minibatch where micro_tokens is 0.
+    Gradient accumulation: the same FLOPs and, up to float sums, the same update."""
+    rows = w["batch"] // w["minibatches"]
+    if not w["micro_tokens"]:
+        return rows
+    cap = max(1, w["micro_tokens"] // (w["prompt_len"] + w["gen_len"]))
+    return max(d for d in range(1, rows + 1) if rows % d == 0 and d <= cap)
 
 
 def workload(name: str) -> dict:

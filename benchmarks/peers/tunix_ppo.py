@@ -137,6 +137,7 @@ def build(w, n_iterations: int):
     mesh = jax.make_mesh((1, 1), ("fsdp", "tp"), axis_types=(AxisType.Auto,) * 2)
 
     spec = ppo_workloads.optimizer_spec(w)
+    micro = ppo_workloads.micro_rows(w)
 
     def adam():  # hh's PPO optimizer: global-norm clipping then AdamW, no weight decay
         return optax.chain(optax.clip_by_global_norm(spec["clip_norm"]), optax.adamw(**spec["adamw"]))
@@ -155,6 +156,11 @@ def build(w, n_iterations: int):
             # on its own (RLLearner._run_global_step): the same forwards and backwards as hh's
             # one rollout of the whole batch, in calls of batch / minibatches rows.
             mini_batch_size=w["batch"] // w["minibatches"],
+            # micro_tokens (the cost curves): gradient accumulation and log-prob passes over
+            # micro_rows rows, the rollout still one call per minibatch, as hh does it
+            **({} if micro == w["batch"] // w["minibatches"] else dict(
+                train_micro_batch_size=micro, compute_logps_micro_batch_size=micro,
+                rollout_micro_batch_size=w["batch"] // w["minibatches"])),
             pbar_description=None),
         rollout_config=base_rollout.RolloutConfig(
             max_tokens_to_generate=w["gen_len"], max_prompt_length=w["prompt_len"],
@@ -259,9 +265,10 @@ def cpu_info() -> dict:
 
 def expected_calls(w, n_iterations: int) -> dict:
     """RLCluster calls in n iterations: a rollout and its scoring per minibatch, and an actor
-    and a critic step per minibatch per pass."""
+    and a critic call per microbatch per pass (tunix accumulates the microbatches' gradients)."""
     per_minibatch = {name: 1 for name in SCORING + ("generate",)}
-    per_minibatch.update({name: w["epochs"] for name in TRAIN})
+    micro_per_minibatch = w["batch"] // w["minibatches"] // ppo_workloads.micro_rows(w)
+    per_minibatch.update({name: w["epochs"] * micro_per_minibatch for name in TRAIN})
     return {name: n * w["minibatches"] * n_iterations for name, n in per_minibatch.items()}
 
 

@@ -116,3 +116,14 @@ def test_scaling_points_and_growth_slopes():
     text = ppo_scaling.table(rows + [peer])
     assert "| W2, length 128 | 2.000 | 4.000 | 2.000 | 8.000 | 50% | 2.00 / 2.00 · 4.00 / 2.00 · 2.00 / 2.00 | 16.000 | 0.50 |" in text
     assert "| W2, length 64 | 1.000 | 1.000 | 1.000 | 3.000 | 50% |" in text and text.count("| – | – |") == 2
+
+
+def test_micro_rows_caps_the_tokens_of_a_gradient_microbatch():
+    from ppo_workloads import micro_rows, workload
+
+    w2 = workload("W2")                                        # 8 rows of 128 tokens, one minibatch
+    assert micro_rows(w2) == 8
+    assert micro_rows({**w2, "micro_tokens": 1024}) == 8
+    assert micro_rows({**w2, "micro_tokens": 1024, "gen_len": 512}) == 1    # 576 tokens a row
+    assert micro_rows({**w2, "micro_tokens": 1024, "batch": 64}) == 8
+    assert micro_rows({**workload("W3"), "micro_tokens": 300}) == 2        # 8-row minibatches of 128
