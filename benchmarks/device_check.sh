@@ -2,7 +2,7 @@
 # The accelerator checks of docs/performance.md in one run: about 6 minutes on one GPU, 8 at most.
 #
 #   bash benchmarks/device_check.sh [OUT_DIR]        # default: $OUT if set, else benchmarks/results
-#   DEVICE_CHECK_SMOKE=1 bash benchmarks/device_check.sh /tmp/dc   # tiny sizes, any backend (plumbing)
+#   JAX_PLATFORMS=cpu DEVICE_CHECK_SMOKE=1 bash benchmarks/device_check.sh /tmp/dc   # toy sizes, any backend
 #
 # Steps, each a fresh process with its own time limit; a step that fails or times out is recorded
 # with its exit status and the run goes on:
