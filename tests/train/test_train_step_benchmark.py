@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-KEYS = {"preset", "seq", "batch", "dtype", "params_total", "matmul_params", "tokens_per_s",
+KEYS = {"preset", "seq", "batch", "dtype", "peak_dtype", "attention", "params_total", "matmul_params", "tokens_per_s",
         "step_s", "compile_s", "model_tflops_per_step", "achieved_gflops", "matmul_peak_gflops",
         "mfu", "jax_version", "device"}
 
@@ -29,3 +29,4 @@ def test_smoke_run_prints_one_json_line(bench, capsys):
     assert set(result) == KEYS
     assert result["matmul_params"] == 122_880 and result["batch"] == 2
     assert result["model_tflops_per_step"] > 0 and 0 < result["mfu"] < 2
+    assert (result["dtype"], result["peak_dtype"], result["attention"]) == ("float32", "float32", "dense")
