@@ -26,7 +26,8 @@ DEFAULTS = {"lm": "fused", "pm": "fused", "ppo": "fused+chunk32", "dpo": "fused"
 def runs_of(runs: list, preset: str, stage: str, variant: str) -> list:
     """variant "defaults": the stage's DEFAULTS entry; "": the first table's runs."""
     variant = DEFAULTS[stage] if variant == "defaults" else variant
-    return [r for r in runs if r["preset"] == preset and r["stage"] == stage and r.get("variant", "") == variant]
+    chosen = [r for r in runs if r["preset"] == preset and r["stage"] == stage and r.get("variant", "") == variant]
+    return list({r["topology"]: r for r in chosen}.values())     # a re-run of a slice replaces the earlier
 
 
 def phase_cell(run: dict) -> str:

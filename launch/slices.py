@@ -3,9 +3,10 @@
 Per preset: the smallest v5p slice on which every stage's train step (LM, PM, PPO with its four
 models) fits, as measured by the AOT fit check `python -m hh.tools.fit --config
 configs/<stage>.py:<preset> --topology <topology>` at each stage config's paper batch and sequence
-length. That is the PPO step's slice from 2.7B up and the LM step's for 42M and 197M (they train
-without remat). The measurements, per stage, are in docs/scale-out.md ("Fit check") and
-benchmarks/fit_table.json.
+length and the paper presets' defaults (fused attention, PPO's chunked log-probs). That is the
+PPO step's slice from 2.7B up (its rollout's KV cache) and one host below. The measurements, per
+stage, are in docs/scale-out.md ("Fit check") and benchmarks/fit_table.json
+(`python benchmarks/fit_summary.py`).
 """
 
 DEFAULT_SLICES = {
@@ -13,8 +14,9 @@ DEFAULT_SLICES = {
     "smoke": {"topology": "v5p:2x2x1", "mesh": {"data": 4, "fsdp": 1, "tensor": 1}},
     "tiny": {"topology": "v5p:2x2x1", "mesh": {"data": 4, "fsdp": 1, "tensor": 1}},
     "13M": {"topology": "v5p:2x2x1", "mesh": {"data": 4, "fsdp": 1, "tensor": 1}},
-    "42M": {"topology": "v5p:2x2x2", "mesh": {"data": 8, "fsdp": 1, "tensor": 1}},     # LM step
-    "197M": {"topology": "v5p:2x2x4", "mesh": {"data": 16, "fsdp": 1, "tensor": 1}},   # LM step
+    # 42M and 197M needed 2x2x2 and 2x2x4 for the LM step with dense attention; fused fits 2x2x1
+    "42M": {"topology": "v5p:2x2x1", "mesh": {"data": 4, "fsdp": 1, "tensor": 1}},
+    "197M": {"topology": "v5p:2x2x1", "mesh": {"data": 4, "fsdp": 1, "tensor": 1}},
     "810M": {"topology": "v5p:2x2x1", "mesh": {"data": 1, "fsdp": 4, "tensor": 1}},
     "2.7B": {"topology": "v5p:2x2x2", "mesh": {"data": 1, "fsdp": 8, "tensor": 1}},
     "13B": {"topology": "v5p:2x4x4", "mesh": {"data": 1, "fsdp": 32, "tensor": 1}},
