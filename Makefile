@@ -58,7 +58,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_step.py --preset 13M --seq 1024
 
 # The peer side of the PPO benchmark (docs/performance.md): google/tunix in its own venv, never in .venv.
-# bench-ppo-tunix: W1, W2 and W3, 3 runs each, one JSON line per run appended to PPO_TUNIX_RESULTS.
+# bench-ppo-tunix: W1, W2, W3 and W3m, 3 runs each, one JSON line per run appended to PPO_TUNIX_RESULTS.
 TUNIX_VENV := benchmarks/peers/.venv-tunix
 TUNIX_STAMP := $(TUNIX_VENV)/.installed
 PPO_TUNIX_RESULTS ?= benchmarks/results/ppo_tunix.jsonl
@@ -71,7 +71,7 @@ $(TUNIX_STAMP): benchmarks/peers/requirements-tunix.txt
 
 bench-ppo-peer-env: $(TUNIX_STAMP)
 
-# hh and tunix on W1, W2 and W3, one after the other, 3 repeats each: the table of docs/performance.md
+# hh and tunix on W1, W2, W3 and W3m, one after the other, 3 repeats each: the table of docs/performance.md
 bench-ppo: $(STAMP) $(TUNIX_STAMP)
 	$(PY) benchmarks/ppo_compare.py --tunix_python $(TUNIX_VENV)/bin/python --repeats 3
 
@@ -83,7 +83,7 @@ bench-ppo-scaling: $(STAMP) $(TUNIX_STAMP)
 
 bench-ppo-tunix: $(TUNIX_STAMP)
 	mkdir -p $(dir $(PPO_TUNIX_RESULTS))
-	for w in W1 W2 W3; do for run in 1 2 3; do \
+	for w in W1 W2 W3 W3m; do for run in 1 2 3; do \
 	  JAX_PLATFORMS=cpu $(TUNIX_VENV)/bin/python benchmarks/peers/tunix_ppo.py --workload $$w \
 	    >> $(PPO_TUNIX_RESULTS) || exit 1; \
 	done; done

@@ -1,6 +1,6 @@
 """`make bench-ppo`: hh and tunix on the same PPO workloads, side by side on this machine.
 
-For each workload (W1, W2, W3) and repeat, hh (benchmarks/ppo_iteration.py, in .venv) and then tunix
+For each workload (W1, W2, W3, W3m) and repeat, hh (benchmarks/ppo_iteration.py, in .venv) and then tunix
 (benchmarks/peers/tunix_ppo.py, in its own venv) run one after the other, each in a fresh process,
 so both see the same machine conditions; every JSON line goes to --out. The table: per phase and
 in total, the median over repeats of each side's median seconds, the ratio hh / tunix, and each
@@ -41,11 +41,15 @@ def median_of(rows, get):
 
 def work_note(config: dict) -> str:
     """What each side runs of a workload: the forwards and backwards are the same on both (hh's
-    update runs θ_old's forwards itself, tunix in its scoring calls); only the call sizes differ."""
-    note = "equal: 4 forwards, 2·K forward+backward"
+    update runs θ_old's forwards itself, tunix in its scoring calls); with several minibatches,
+    whether the schedules match too (tunix rolls out and trains one minibatch at a time)."""
+    note = "equal FLOPs: 4 forwards, 2·K forward+backward"
     if config.get("minibatches", 1) > 1:
-        rows = config["batch"] // config["minibatches"]
-        note += f"; tunix rolls out and scores per minibatch ({config['minibatches']} × {rows} rows)"
+        n, rows = config["minibatches"], config["batch"] // config["minibatches"]
+        if config.get("schedule") == "per_minibatch":
+            note += f"; like for like: both sides {n} × (rollout of {rows}, K steps)"
+        else:
+            note += f"; schedules differ: hh one rollout of {config['batch']}, tunix {n} × (rollout of {rows}, K steps)"
     return note
 
 
@@ -83,7 +87,7 @@ def latest_run(rows: list) -> list:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tunix_python", default=os.path.join(HERE, "peers", ".venv-tunix", "bin", "python"))
-    parser.add_argument("--workloads", default="W1,W2,W3")
+    parser.add_argument("--workloads", default="W1,W2,W3,W3m")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=0, help="default: each workload's own")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "ppo_compare.jsonl"))

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppo_workloads import CONFIG_KEYS, PHASES, WORKLOADS, micro_rows, optimizer_spec, workload  # noqa: E402
+from ppo_workloads import CONFIG_KEYS, PHASES, WORKLOADS, micro_rows, optimizer_spec, per_minibatch_part, workload  # noqa: E402
 
 from hh.models.heads import PreferenceModel, ValueModel  # noqa: E402
 from hh.models.sampling import SamplingConfig  # noqa: E402
@@ -209,26 +209,34 @@ def run_workload(w: dict, iterations: int, trace: str = "", cfg: TransformerConf
     """Times `iterations` iterations of workload dict `w` (optionally with model `cfg`) -> the row.
     roofs: (matmul peak FLOP/s, memory bandwidth B/s), measured here when not given."""
     peak, bandwidth = roofs or (matmul_peak(), memory_bandwidth())
+    # tunix's schedule (W3m): `minibatches` iterations of one minibatch's prompts make one iteration
+    parts = w["minibatches"] if w["schedule"] == "per_minibatch" else 1
+    part = per_minibatch_part(w) if parts > 1 else w
     start = time.perf_counter()
-    bench = Workload(w, cfg)
+    bench = Workload(part, cfg)
     setup_s = time.perf_counter() - start
-    rows = [bench.iteration() for _ in range(iterations)]
+
+    def iteration():
+        times = [bench.iteration() for _ in range(parts)]
+        return {k: sum(t[k] for t in times) for k in times[0]}
+
+    rows = [iteration() for _ in range(iterations)]
     if trace:
         with jax.profiler.trace(trace):
-            bench.iteration()
+            iteration()
     steady = rows[1:] or rows
     median = {k: statistics.median(r[k] for r in steady) for k in (*PHASES, "total")}
-    flops = phase_flops(w, bench.cfg)
+    flops = {k: parts * v for k, v in phase_flops(part, bench.cfg).items()}
     roof = {k: flops[k] / peak for k in flops}
-    roof["rollout"] = max(roof["rollout"], decode_bytes(w, bench.cfg) / bandwidth)
+    roof["rollout"] = max(roof["rollout"], parts * decode_bytes(part, bench.cfg) / bandwidth)
     return {
         "side": "hh", "workload": w["name"], "config": workload_config(w), "params": {**bench.params, "total": sum(bench.params.values())},
         "setup_s": setup_s, "compile_s": rows[0]["total"] - median["total"],
         "iteration_s_median": median["total"], "iterations_s": [r["total"] for r in rows],
         "phases_s": {k: median[k] for k in PHASES},
-        "generated_tokens_per_s": bench.generated / median["rollout"],
+        "generated_tokens_per_s": parts * bench.generated / median["rollout"],
         "roofline": {"matmul_peak_flop_s": peak, "memory_bandwidth_bytes_s": bandwidth,
-                     "phase_flops": flops, "decode_bytes": decode_bytes(w, bench.cfg),
+                     "phase_flops": flops, "decode_bytes": parts * decode_bytes(part, bench.cfg),
                      "phase_roofline_s": roof,
                      "fraction": {k: roof[k] / median[k] for k in roof},
                      "iteration_fraction": sum(roof.values()) / median["total"]},

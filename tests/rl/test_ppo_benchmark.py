@@ -68,10 +68,12 @@ def test_comparison_table_has_ratios_and_fractions():
                 "phases_s": dict(zip(("rollout", "scoring", "train", "other"), phases)),
                 "roofline": {"phase_roofline_s": {"rollout": 0.01, "scoring": 0.02, "train": 0.03}}}
     text = ppo_compare.table([row("hh", 0.2, (0.05, 0.05, 0.09, 0.01)), row("tunix", 0.4, (0.1, 0.1, 0.18, 0.02))])
-    assert "| W1 | **total** | 0.2000 | 0.4000 | 0.50 | 30% | 15% | equal: 4 forwards, 2·K forward+backward |" in text
+    assert "| W1 | **total** | 0.2000 | 0.4000 | 0.50 | 30% | 15% | equal FLOPs: 4 forwards, 2·K forward+backward |" in text
     assert "| W1 | rollout | 0.0500 | 0.1000 | 0.50 | 20% | 10% |  |" in text
-    w3 = ppo_compare.work_note({"batch": 32, "minibatches": 4})
-    assert w3.endswith("tunix rolls out and scores per minibatch (4 × 8 rows)")
+    w3 = ppo_compare.work_note({"batch": 32, "minibatches": 4, "schedule": "whole_rollout"})
+    assert w3.endswith("schedules differ: hh one rollout of 32, tunix 4 × (rollout of 8, K steps)")
+    w3m = ppo_compare.work_note({"batch": 32, "minibatches": 4, "schedule": "per_minibatch"})
+    assert w3m.endswith("like for like: both sides 4 × (rollout of 8, K steps)")
     older = {**row("hh", 9.0, (3, 3, 3, 0)), "run_at": "2026-12-01T10:00:00"}
     newer = [{**r, "run_at": "2026-12-02T10:00:00"} for r in (row("hh", 0.2, (0.05, 0.05, 0.09, 0.01)),
                                                            row("tunix", 0.4, (0.1, 0.1, 0.18, 0.02)))]
