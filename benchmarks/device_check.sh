@@ -14,8 +14,9 @@
 #   5. ppo_w3_tunix           tunix on W3, only where its venv (benchmarks/peers/.venv-tunix) exists
 # Writes OUT_DIR/device_check.json: {"device": ..., "steps": {name: last JSON line or error}}.
 #
-# Python: $PYTHON, else .venv/bin/python, else python3 (a GPU image's own JAX). hh needs flax, optax,
-# ml-collections and orbax-checkpoint there; a missing one is named in the step's error.
+# Python: $PYTHON, else .venv/bin/python, else python3 (a GPU image's own JAX). hh's own dependencies
+# (setup.py) must import there: an image with JAX, flax, optax and orbax but without ml-collections
+# (or grain, sentencepiece) needs those carried as wheels; a missing one is named in the step's error.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out_dir=${1:-${OUT:-benchmarks/results}}
