@@ -1,6 +1,6 @@
 """One PPO iteration of hh, timed by phase, against the hardware's roofline (docs/performance.md).
 
-`python benchmarks/ppo_iteration.py --workload W1|W2 [--iterations N] [--trace DIR]` builds the
+`python benchmarks/ppo_iteration.py --workload W1|W2|W3|W3m [--iterations N] [--trace DIR] [--override JSON]` builds the
 workload of benchmarks/ppo_workloads.py with the PPO stage's own iteration (hh.rl.iteration's
 phase functions): policy, frozen reference, critic and PM of one shape (SwiGLU
 MLP with hidden 4·d_model, RMSNorm, rotary, untied head, float32), random prompts of exactly the

@@ -56,9 +56,14 @@ def rules_from_config(rules) -> tuple:
 
 
 def logical_shardings(boxed_tree, mesh, rules):
-    """A tree of NamedShardings for a tree whose leaves are nn.Partitioned (others: replicated)."""
+    """A tree of NamedShardings for a tree whose leaves are nn.Partitioned (others: replicated).
+    Empty subtrees stay empty: optax keeps the box around the MaskedNode that stands for a frozen
+    parameter's missing optimizer state, and an empty box needs no sharding."""
+    boxed_tree = jax.tree.map(lambda x: x.unbox(apply_constraint=False) if not jax.tree.leaves(x) else x,
+                              boxed_tree, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
     specs = nn.get_partition_spec(boxed_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+    return jax.tree.map(lambda spec: NamedSharding(mesh, nn.logical_to_mesh_axes(spec, rules)), specs,
+                        is_leaf=lambda x: isinstance(x, P))
 
 
 def logical_sharding(axes, mesh, rules) -> NamedSharding:

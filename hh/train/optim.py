@@ -2,7 +2,7 @@
 
 Built from `config.optimizer`; the schedule counts optimizer updates (not microbatches).
 `optimizer.frozen` (a regex over parameter paths) keeps the matching parameters at their initial
-values: partial finetuning, which keeps pretrained features that full finetuning on a few
+values, with no optimizer state: partial finetuning, which keeps pretrained features that full finetuning on a few
 entities overwrites (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features";
 Lee et al. 2023, "Surgical Fine-Tuning").
 """
@@ -38,43 +38,41 @@ def decay_mask(params):
 
 
 def parameter_path(path) -> str:
-    """'trunk/stack/layer_0/mlp/up/kernel': the path a `frozen` regex is matched against."""
-    return jax.tree_util.keystr(path, simple=True, separator="/")
+    """'trunk/stack/layer_0/mlp/up/kernel': the path a `frozen` regex is matched against. The same
+    for boxed params (nn.Partitioned's `.value`, as the sharded init sees them) and plain ones (as
+    the gradients are), so that both get the same labels."""
+    keys = tuple(k for k in path if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value"))
+    return jax.tree_util.keystr(keys, simple=True, separator="/")
 
 
-def freeze(pattern: str) -> optax.GradientTransformation:
-    """Zero the updates of every parameter whose path matches `pattern` (re.search). Stateless, so
-    the optimizer state keeps the params' tree (and shardings); a pattern that matches nothing is
-    an error, since it is almost surely a typo."""
+def frozen_labels(pattern: str):
+    """params -> a tree of "frozen" (path matches `pattern`, re.search) or "trained" per leaf, for
+    optax.multi_transform. A pattern that matches nothing is an error, since it is almost surely a
+    typo."""
     regex = re.compile(pattern)
 
-    def frozen(tree):
-        return jax.tree_util.tree_map_with_path(lambda path, _: bool(regex.search(parameter_path(path))), tree)
-
-    def init(params):
-        if not any(jax.tree.leaves(frozen(params))):
+    def labels(params):
+        tree = jax.tree_util.tree_map_with_path(
+            lambda path, _: "frozen" if regex.search(parameter_path(path)) else "trained", params)
+        if "frozen" not in jax.tree.leaves(tree):
             raise ValueError(f"config.optimizer.frozen={pattern!r} matches no parameter "
                              f"(paths look like 'trunk/stack/layer_0/mlp/up/kernel')")
-        return optax.EmptyState()
-
-    def update(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda u, f: jnp.zeros_like(u) if f else u, updates, frozen(updates)), state
-
-    return optax.GradientTransformation(init, update)
+        return tree
+    return labels
 
 
 def make_optimizer(opt_cfg, total_steps: int):
     """-> (optax transformation, schedule). Adam ε and betas come from the config."""
     schedule = learning_rate_schedule(opt_cfg, total_steps)
-    pattern = opt_cfg.get("frozen", "")
-    # frozen gradients are zeroed before clipping (they must not shrink the others' step) and
-    # the update after AdamW (its weight decay would still move them)
-    chain = [freeze(pattern)] if pattern else []
-    if opt_cfg.clip_norm:
-        chain.append(optax.clip_by_global_norm(opt_cfg.clip_norm))
+    chain = [optax.clip_by_global_norm(opt_cfg.clip_norm)] if opt_cfg.clip_norm else []
     chain.append(optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
                              weight_decay=opt_cfg.weight_decay, mask=decay_mask))
+    optimizer = optax.chain(*chain)
+    pattern = opt_cfg.get("frozen", "")
     if pattern:
-        chain.append(freeze(pattern))
-    return optax.chain(*chain), schedule
+        # Frozen parameters get a zero update and no AdamW moments (at pod scale the moments of a
+        # frozen half would be as large as the half itself); their gradients never reach the
+        # trained ones' global-norm clipping, and weight decay never moves them.
+        optimizer = optax.multi_transform({"trained": optimizer, "frozen": optax.set_to_zero()},
+                                          frozen_labels(pattern))
+    return optimizer, schedule

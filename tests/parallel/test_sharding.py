@@ -145,3 +145,34 @@ def test_row_sharding_splits_rows_and_keeps_other_dims_whole():
     assert shardings["tokens"] == shd.row_sharding(batch_sh, 2)
     assert shardings["reward"].shard_shape((16,)) == (2,)
     assert shardings["tokens"].shard_shape((16, 5)) == (2, 5)
+
+
+def test_a_frozen_lower_half_has_no_optimizer_state_on_an_fsdp_mesh():
+    """Frozen parameters carry no AdamW moments, and the sharded state layout (optax keeps an empty
+    box where a moment would be) still lines up with the state: the moments of the trained
+    parameters are sharded like the parameters, and a fresh state initialises into the layout."""
+    from hh.train.state import init_state
+
+    config = _config((1, 4, 1))
+    config.optimizer.frozen = r"^(embed|stack/layer_0)/"     # an LM's lower half (a PM's is under trunk/)
+    mesh, rules = runtime.mesh_and_rules(config, devices=jax.devices()[:4])
+    model = TransformerLM(runtime.model_config(config))
+
+    def init_params(rng):
+        return model.init(rng, jnp.zeros((1, 64), jnp.int32))["params"]
+
+    sizes = {}
+    for frozen in ("", config.optimizer.frozen):
+        config.optimizer.frozen = frozen
+        optimizer, _ = make_optimizer(config.optimizer, 10)
+        with runtime.sharding_context(mesh, rules):
+            abstract, shardings = state_shardings(init_params, optimizer, mesh, rules)
+            state = init_state(init_params, optimizer, shardings, jax.random.key(0))
+        assert jax.tree.structure(state) == jax.tree.structure(abstract)
+        sizes[frozen] = sum(x.size for x in jax.tree.leaves(state.opt_state))
+        up = state.params["stack"]["layer_1"]["mlp"]["up"]["kernel"]
+        moments = [x for path, x in jax.tree_util.tree_leaves_with_path(state.opt_state)
+                   if "layer_1']['mlp']['up']['kernel" in jax.tree_util.keystr(path)]
+        assert len(moments) == 2 and all(m.sharding == up.sharding for m in moments)
+    trunk_lower = sum(x.size for x in jax.tree.leaves((state.params["embed"], state.params["stack"]["layer_0"])))
+    assert sizes[""] - sizes[config.optimizer.frozen] == 2 * trunk_lower

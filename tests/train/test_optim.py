@@ -88,3 +88,30 @@ def test_a_frozen_pattern_that_matches_nothing_names_the_field():
     tx, _ = make_optimizer(_adamw_cfg("layer_9"), total_steps=10)
     with pytest.raises(ValueError, match=r"config.optimizer.frozen='layer_9' matches no parameter"):
         tx.init(_params())
+
+
+def test_frozen_parameters_carry_no_optimizer_state_boxed_or_plain():
+    """A frozen lower half must not cost its AdamW moments (2× its size); the sharded init sees
+    boxed params (nn.Partitioned) and the update plain gradients, and both get the same labels."""
+    import flax.linen as nn
+    import jax
+    from hh.train.optim import make_optimizer
+
+    def state_bytes(state):
+        return sum(x.size for x in jax.tree.leaves(state) if hasattr(x, "size") and x.ndim)
+
+    params = _params()
+    sizes = {k: v.size for k, v in (("embed", params["trunk"]["embed"]["embedding"]),
+                                    ("layer_0", params["trunk"]["stack"]["layer_0"]["mlp"]["up"]["kernel"]))}
+    full, _ = make_optimizer(_adamw_cfg(""), total_steps=10)
+    part, _ = make_optimizer(_adamw_cfg("embed|layer_0"), total_steps=10)
+    # two moments per trained leaf; nothing for the frozen ones
+    assert state_bytes(full.init(params)) - state_bytes(part.init(params)) == 2 * sum(sizes.values())
+    boxed = jax.tree.map(lambda p: nn.Partitioned(p, names=(None,) * p.ndim), params)
+    plain = part.init(params)
+    abstract = nn.meta.unbox(jax.eval_shape(part.init, boxed))
+    assert jax.tree.structure(abstract) == jax.tree.structure(plain)
+    assert state_bytes(abstract) == state_bytes(plain)
+    updates, _ = part.update(jax.tree.map(np.ones_like, params), plain, params)
+    assert not np.any(updates["trunk"]["embed"]["embedding"])
+    assert np.all(updates["trunk"]["stack"]["layer_1"]["mlp"]["up"]["kernel"])
