@@ -86,7 +86,7 @@ def build_steps(config, mesh, rules, example_batch, verbose=True) -> dict:
     ref_sh = {k: v for k, v in pairs_sh.items() if k.startswith("ref_")}
     options = loss_options(config)
     train_fn = functools.partial(step.train_step, optimizer=optimizer, schedule=schedule,
-                                 n_micro=config.train.microbatches,
+                                 n_micro=config.train.microbatches, frozen=config.optimizer.get("frozen", ""),
                                  loss_terms=functools.partial(dpo_loss_terms, model=model, **options))
     update = runtime.compile_step(train_fn, mesh, rules, (shardings, pairs_sh), (shardings, scalar),
                                   donate_argnums=(0,))

@@ -39,6 +39,7 @@ def build_steps(config, mesh, rules, verbose=True) -> dict:
     scalar = runtime.replicated(mesh)
     train_fn = functools.partial(
         step.train_step, optimizer=optimizer, schedule=schedule, n_micro=config.train.microbatches,
+        frozen=config.optimizer.get("frozen", ""),
         loss_terms=functools.partial(lm_loss_terms, model=model, z_loss=config.train.z_loss,
                                      loss_chunk=config.train.loss_chunk))
     train_step = runtime.compile_step(train_fn, mesh, rules, (shardings, batch_sh),

@@ -50,7 +50,7 @@ def build_steps(config, mesh, rules, eoc_id, example_batch, verbose=True) -> dic
     scalar = runtime.replicated(mesh)
     pairs_sh = shd.row_shardings(batch_sh, example_batch)
     train_fn = functools.partial(step.train_step, optimizer=optimizer, schedule=schedule,
-                                 n_micro=config.train.microbatches,
+                                 n_micro=config.train.microbatches, frozen=config.optimizer.get("frozen", ""),
                                  loss_terms=functools.partial(pm_loss_terms, **weights))
     train_step = runtime.compile_step(train_fn, mesh, rules, (shardings, pairs_sh),
                                       (shardings, scalar), donate_argnums=(0,))

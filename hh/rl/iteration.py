@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from hh.rl import kl_control, rollout as rl_rollout, scoring
 from hh.rl.ppo import bind_loss, mean_metrics, ppo_update
 from hh.train import runtime
+from hh.train.optim import stop_frozen_gradients
 from hh.train.step import map_in_pieces
 
 PHASES = ("generate", "score", "update")
@@ -61,7 +62,7 @@ def update_metrics(per_minibatch: dict, value_coef: float, learning_rate) -> dic
 
 
 def phase_fns(models: dict, optimizers: dict, *, sampling, rollout_cfg, ppo_cfg, kl_cfg, seed: int,
-              lr_schedule, microbatches: int = 1, logprob_chunk: int = 0) -> dict:
+              lr_schedule, microbatches: int = 1, logprob_chunk: int = 0, frozen_patterns: dict = None) -> dict:
     """The three phases as pure functions (jit them: `build_phases` does, with shardings):
 
     generate(policy_params, prompts, step) -> Samples [b, N];
@@ -70,7 +71,8 @@ def phase_fns(models: dict, optimizers: dict, *, sampling, rollout_cfg, ppo_cfg,
 
     models: {"policy","value","pm"} (+ "test_pm"); frozen: {"reference","pm"} (+ "test_pm") params;
     sampling: a hh.models.sampling.SamplingConfig; lr_schedule(update step) -> the policy's rate;
-    logprob_chunk: response positions per LM-head chunk in every log-prob pass (0: all at once).
+    logprob_chunk: response positions per LM-head chunk in every log-prob pass (0: all at once);
+    frozen_patterns: {"policy", "value"}: the optimizers' `frozen` patterns, whose params get no backward.
     """
     base = jax.random.key(seed)
     updates_per_iteration = ppo_cfg.epochs * ppo_cfg.minibatches
@@ -78,6 +80,8 @@ def phase_fns(models: dict, optimizers: dict, *, sampling, rollout_cfg, ppo_cfg,
     logprob_fn, value_fn = scoring.transformer_fns(models["policy"], models["value"], rollout_cfg.temperature,
                                                    logprob_chunk)
     loss = bind_loss(logprob_fn, value_fn, ppo_cfg)
+    if frozen_patterns and any(frozen_patterns.values()):
+        loss = functools.partial(_loss_of_trained, loss, frozen_patterns)
 
     def generate(policy_params, prompts, step):
         rng = jax.random.fold_in(jax.random.fold_in(base, step), 0)
@@ -111,6 +115,11 @@ def phase_fns(models: dict, optimizers: dict, *, sampling, rollout_cfg, ppo_cfg,
     return {"generate": generate, "score": score, "update": update}
 
 
+def _loss_of_trained(loss, patterns, params, batch):
+    """The PPO loss with no backward into each network's frozen params."""
+    return loss({k: stop_frozen_gradients(p, patterns.get(k, "")) for k, p in params.items()}, batch)
+
+
 def _in_context(jitted, mesh, rules):
     """Calls `jitted` under the mesh and logical-axis rules; `.jitted` for AOT lowering."""
     def call(*args):
@@ -129,7 +138,9 @@ def build_phases(config, models, optimizers, lr_schedule, state_shardings, mesh,
     sampling = rl_rollout.sampling_config(config.rollout, tokenizer, models["policy"].cfg.vocab_size)
     fns = phase_fns(models, optimizers, sampling=sampling, rollout_cfg=config.rollout, ppo_cfg=config.ppo,
                     kl_cfg=config.kl, seed=config.seed, lr_schedule=lr_schedule,
-                    microbatches=config.train.microbatches, logprob_chunk=config.train.get("loss_chunk", 0))
+                    microbatches=config.train.microbatches, logprob_chunk=config.train.get("loss_chunk", 0),
+                    frozen_patterns={"policy": config.optimizer.get("frozen", ""),
+                                     "value": config.value_optimizer.get("frozen", "")})
     scalar = runtime.replicated(mesh)
     jitted = {"generate": jax.jit(fns["generate"]), "score": jax.jit(fns["score"]),
               "update": jax.jit(fns["update"], out_shardings=(state_shardings, scalar), donate_argnums=0)}

@@ -45,15 +45,30 @@ def parameter_path(path) -> str:
     return jax.tree_util.keystr(keys, simple=True, separator="/")
 
 
+def _frozen_mask(pattern: str, params):
+    """A tree of bools over `params`: whether each leaf's path matches `pattern` (re.search)."""
+    regex = re.compile(pattern)
+    return jax.tree_util.tree_map_with_path(lambda path, _: bool(regex.search(parameter_path(path))), params)
+
+
+def stop_frozen_gradients(params, pattern: str):
+    """`params` with jax.lax.stop_gradient on the leaves that `pattern` freezes (none if empty).
+
+    A loss of these params has no backward into frozen ones: no weight gradients for them, and no
+    activation gradients below the lowest trained layer (a frozen lower half halves the backward).
+    The optimizer (`frozen_labels`) is what keeps them fixed; this only skips work."""
+    if not pattern:
+        return params
+    return jax.tree.map(lambda p, frozen: jax.lax.stop_gradient(p) if frozen else p, params,
+                        _frozen_mask(pattern, params))
+
+
 def frozen_labels(pattern: str):
     """params -> a tree of "frozen" (path matches `pattern`, re.search) or "trained" per leaf, for
     optax.multi_transform. A pattern that matches nothing is an error, since it is almost surely a
     typo."""
-    regex = re.compile(pattern)
-
     def labels(params):
-        tree = jax.tree_util.tree_map_with_path(
-            lambda path, _: "frozen" if regex.search(parameter_path(path)) else "trained", params)
+        tree = jax.tree.map(lambda frozen: "frozen" if frozen else "trained", _frozen_mask(pattern, params))
         if "frozen" not in jax.tree.leaves(tree):
             raise ValueError(f"config.optimizer.frozen={pattern!r} matches no parameter "
                              f"(paths look like 'trunk/stack/layer_0/mlp/up/kernel')")

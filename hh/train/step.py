@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hh.train.optim import stop_frozen_gradients
+
 
 def split_microbatches(batch, n_micro: int):
     """[batch, ...] -> [n_micro, batch / n_micro, ...] for every array in the dict."""
@@ -62,9 +64,12 @@ def means_from_sums(sums):
             for k, v in sums.items()}
 
 
-def train_step(state, batch, *, loss_terms, optimizer, schedule, n_micro: int = 1):
-    """One update: (state, batch) -> (state, metrics). Pure; jit it with shardings and donation."""
-    grads, sums = accumulated_gradients(loss_terms, state.params, batch, n_micro)
+def train_step(state, batch, *, loss_terms, optimizer, schedule, n_micro: int = 1, frozen: str = ""):
+    """One update: (state, batch) -> (state, metrics). Pure; jit it with shardings and donation.
+    frozen: the optimizer's `frozen` pattern; no backward runs into those params."""
+    def loss_of_trained(params, micro):
+        return loss_terms(stop_frozen_gradients(params, frozen), micro)
+    grads, sums = accumulated_gradients(loss_of_trained, state.params, batch, n_micro)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = means_from_sums(sums)

@@ -168,3 +168,46 @@ def test_theta_old_outputs_in_pieces_equal_the_whole_rollout():
     assert [x.shape for x in pieces] == [rollout["mask"].shape] * 3
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6), pieces, whole)
     assert float(jnp.max(jnp.abs(whole[2]))) > 0 and float(jnp.max(jnp.abs(whole[0]))) > 0
+
+
+@pytest.mark.slow   # two update compiles
+def test_frozen_lower_halves_get_no_backward_in_the_ppo_update():
+    """With the optimizers' `frozen` patterns passed as frozen_patterns, the update skips the frozen
+    params' backward (fewer FLOPs), leaves them as they were, and moves the rest as when only the
+    optimizers freeze."""
+    from hh.train.optim import make_optimizer
+
+    cfg, policy, value = smoke_models()
+    params = smoke_params(policy, value)
+    pm, pm_params = _pm(cfg)
+    frozen = {"reference": smoke_params(policy, value, seed=1)["policy"], "pm": pm_params}
+    prompts, tokens, mask = prompts_and_responses()
+    rollout_cfg = ml_collections.ConfigDict(dict(temperature=0.8, truncated_penalty=-2.0))
+    ppo_cfg = ml_collections.ConfigDict(dict(kl_estimator="k1", gamma=1.0, lam=0.95, whiten_advantages=True,
+                                             clip_eps=0.2, value_clip_eps=0.2, value_coef=0.5, entropy_coef=0.0,
+                                             epochs=1, minibatches=2))
+    kl_cfg = ml_collections.ConfigDict(dict(kind="fixed", init_coef=0.1))
+    patterns = {"policy": r"^(embed|stack/layer_0)/", "value": r"^trunk/(embed|stack/layer_0)/"}
+    optimizers = {}
+    for k, pattern in patterns.items():
+        opt_cfg = ml_collections.ConfigDict(dict(learning_rate=1e-2, schedule="constant", warmup_steps=0,
+                                                 end_lr_factor=1.0, b1=0.9, b2=0.95, eps=1e-3, weight_decay=0.0,
+                                                 clip_norm=1.0, frozen=pattern))
+        optimizers[k], schedule = make_optimizer(opt_cfg, 10)
+    state = init_ppo_state(params, optimizers, 0.1)
+    models = {"policy": policy, "value": value, "pm": pm}
+    common = dict(sampling=None, rollout_cfg=rollout_cfg, ppo_cfg=ppo_cfg, kl_cfg=kl_cfg, seed=3, lr_schedule=schedule)
+    fns = phase_fns(models, optimizers, **common)
+    scored, _ = jax.jit(fns["score"])(frozen, prompts, _samples(tokens, mask, [0] * 8))
+    updates = {name: jax.jit(phase_fns(models, optimizers, frozen_patterns=p, **common)["update"]).lower(
+        state, scored).compile() for name, p in (("skipping", patterns), ("computing", None))}
+    new, reference = (updates[name](state, scored)[0].params for name in ("skipping", "computing"))
+    for k, pattern in patterns.items():
+        for (path, a), b, p in zip(jax.tree_util.tree_leaves_with_path(new[k]), jax.tree.leaves(reference[k]),
+                                   jax.tree.leaves(params[k])):
+            where = jax.tree_util.keystr(path)
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=f"{k} {where}")
+            if "layer_0" in where or "embed" in where:
+                np.testing.assert_array_equal(a, p, err_msg=f"{k} {where}")
+    flops = {name: c.cost_analysis()["flops"] for name, c in updates.items()}
+    assert flops["skipping"] < 0.9 * flops["computing"], flops
