@@ -6,7 +6,7 @@
 Measures, on this machine, what one host of the 52B LM run would ask of its input:
 (1) the per-host demand: the smallest v5p slice that fits the 52B LM step in benchmarks/fit_table.json,
     global batch × seq_len / hosts / implied step time;
-(2) batches from ArrayRecord shards alone (hh.data.lm_data.lm_batches over hh.data.sources.ShardRows,
+(2) batches from ArrayRecord shards alone (hh.data.lm_data.lm_batches over hh.data.shards.ShardRows,
     only this host's rows of each global batch), for several read_threads / workers settings, in
     tokens/s and as a multiple of (1); the goal is >= 5x;
 (3) tokenize + pack of raw .jsonl.gz text in one process (hh.data.prepare.lm_records), and the wall
@@ -295,7 +295,7 @@ def evict_page_cache(directory):
 def open_batches(shard_dir, rows_per_host, read_threads, workers, prefetch):
     from hh.data.lm_data import lm_batches
     from hh.data.shards import Shards
-    from hh.data.sources import ShardRows
+    from hh.data.shards import ShardRows
     rows = ShardRows(Shards(shard_dir))
     return lm_batches(rows, GLOBAL_BATCH, seed=0, row_range=(0, rows_per_host),
                       read_threads=read_threads, prefetch=prefetch, workers=workers)

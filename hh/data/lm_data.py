@@ -1,5 +1,5 @@
 """Packed LM batches: rows of `seq_len + 1` tokens (hh.data.packing), in memory or read by index
-from ArrayRecord shards (hh.data.sources.ShardRows), fed through the shared deterministic grain
+from ArrayRecord shards (hh.data.shards.ShardRows), fed through the shared deterministic grain
 sampler (hh.data.sampler), so resumed runs see the same batches.
 """
 

@@ -292,3 +292,19 @@ class Shards:
                 raise DataError(self.files[shard], f"record {local}: {len(record)} bytes, a row of "
                                                    f"width {width} has {len(empty)}")
         return decode_rows(records, width, dtype)
+
+
+class ShardRows:
+    """Rows [start, stop) of packed-row shards: `take(indices)` -> int32 arrays (index -1: an
+    empty padding row), `len()`; pickles without its open files (grain workers)."""
+
+    def __init__(self, source: Shards, start: int = 0, stop: int | None = None):
+        self.source, self.start = source, start
+        self.stop = len(source) if stop is None else stop
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def take(self, indices) -> dict:
+        indices = np.asarray(indices)
+        return self.source.take_rows(np.where(indices >= 0, indices + self.start, -1))

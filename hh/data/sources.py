@@ -86,28 +86,12 @@ def pack(documents, tokenizer, seq_len):
 
 def lm_rows(data_cfg, workdir=None):
     """-> (train rows, eval rows, tokenizer) for LM pretraining: rows are a dict of int32 arrays
-    [n, seq_len + 1] (in memory) or a ShardRows (array_record shards, read by index)."""
+    [n, seq_len + 1] (in memory) or a shards.ShardRows (array_record shards, read by index)."""
     if text_sources.prefix_of(data_cfg.source) == "array_record":
         return shard_rows(data_cfg, workdir)
     train_docs, eval_docs = lm_documents(data_cfg)
     tokenizer = run_tokenizer(data_cfg, train_docs, workdir)
     return pack(train_docs, tokenizer, data_cfg.seq_len), pack(eval_docs, tokenizer, data_cfg.seq_len), tokenizer
-
-
-class ShardRows:
-    """Rows [start, stop) of packed-row shards: `take(indices)` -> int32 arrays (index -1: an
-    empty padding row), `len()`; pickles without its open files (grain workers)."""
-
-    def __init__(self, source: shards.Shards, start: int = 0, stop: int | None = None):
-        self.source, self.start = source, start
-        self.stop = len(source) if stop is None else stop
-
-    def __len__(self):
-        return self.stop - self.start
-
-    def take(self, indices) -> dict:
-        indices = np.asarray(indices)
-        return self.source.take_rows(np.where(indices >= 0, indices + self.start, -1))
 
 
 def shards_tokenizer(data_cfg, manifest_dir, manifest: dict, workdir=None):
@@ -147,7 +131,7 @@ def shard_rows(data_cfg, workdir=None):
         raise ConfigError(f"config.data.eval_rows={n_eval}: the shards hold {len(source)} rows")
     tokenizer = shards_tokenizer(data_cfg, epath.Path(source.files[0]).parent, manifest, workdir)
     cut = len(source) - n_eval
-    return ShardRows(source, 0, cut), ShardRows(source, cut), tokenizer
+    return shards.ShardRows(source, 0, cut), shards.ShardRows(source, cut), tokenizer
 
 
 class ConcatSource:

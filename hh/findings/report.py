@@ -139,10 +139,11 @@ def frontier_table(detail) -> list:
     """F12's table (markdown lines): every entry's KL, gold scores and gold Elo over seeds."""
     lines = ["", "| entry | KL (nats) | gold (mean of labelers) | gold, helpful | gold, harmless | gold Elo |",
              "|---|---|---|---|---|---|"]
-    for r in frontier_summary(detail):
+    summary = frontier_summary(detail)
+    for r in summary:
         lines.append(f"| {r['name']} | " + " | ".join(estimate_text(r[c]).replace(f" (n = {r[c]['n']})", "")
                                                        for c in FRONTIER_COLUMNS) + " |")
-    n = max((r["gold"]["n"] for r in frontier_summary(detail)), default=0)
+    n = max((r["gold"]["n"] for r in summary), default=0)
     lines.append(f"\nMeans over {n} seeds with 95% t-intervals; KL is the k1 estimate over each entry's own "
                  "samples (best-of-k: log k − (k−1)/k).")
     return lines
