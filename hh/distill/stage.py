@@ -156,11 +156,7 @@ def build_task(config, mesh, rules, model, layout, rows, targets, load_params) -
                             make_train, row_range)
     data_sh = shd.row_shardings(batch_sh, train_batches.batch(0))
     terms = functools.partial(distill_loss_terms, model=model, loss_chunk=config.train.loss_chunk)
-    train_fn = functools.partial(step.train_step, optimizer=optimizer, schedule=schedule,
-                                 n_micro=config.train.microbatches, loss_terms=terms,
-                                 frozen=config.optimizer.get("frozen", ""))
-    train_step = runtime.compile_step(train_fn, mesh, rules, (shardings, data_sh), (shardings, scalar),
-                                      donate_argnums=(0,))
+    train_step = runtime.compile_train_step(config, terms, optimizer, schedule, mesh, rules, shardings, data_sh)
     eval_step = runtime.compile_step(
         functools.partial(distill_eval_sums, model=model, loss_chunk=config.train.loss_chunk),
         mesh, rules, (shardings, data_sh), scalar)

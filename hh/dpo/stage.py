@@ -31,7 +31,7 @@ from hh.io import atomic_write_bytes, atomic_write_text
 from hh.models.transformer import TransformerLM
 from hh.parallel import sharding as shd
 from hh.pm.stage import resolve_steps
-from hh.train import init_from, runtime, step
+from hh.train import init_from, runtime
 from hh.train.checkpoint import absolute
 from hh.train.loop import Task, train_loop
 from hh.train.optim import make_optimizer
@@ -85,11 +85,8 @@ def build_steps(config, mesh, rules, example_batch, verbose=True) -> dict:
     inputs_sh = {k: v for k, v in pairs_sh.items() if not k.startswith("ref_")}
     ref_sh = {k: v for k, v in pairs_sh.items() if k.startswith("ref_")}
     options = loss_options(config)
-    train_fn = functools.partial(step.train_step, optimizer=optimizer, schedule=schedule,
-                                 n_micro=config.train.microbatches, frozen=config.optimizer.get("frozen", ""),
-                                 loss_terms=functools.partial(dpo_loss_terms, model=model, **options))
-    update = runtime.compile_step(train_fn, mesh, rules, (shardings, pairs_sh), (shardings, scalar),
-                                  donate_argnums=(0,))
+    update = runtime.compile_train_step(config, functools.partial(dpo_loss_terms, model=model, **options),
+                                        optimizer, schedule, mesh, rules, shardings, pairs_sh)
     reference = runtime.compile_step(functools.partial(reference_logprobs, model=model, chunk=options["chunk"]),
                                      mesh, rules,
                                      (shardings.params, inputs_sh), ref_sh)

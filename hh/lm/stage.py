@@ -15,7 +15,7 @@ from hh.data.sources import check_vocab, lm_rows
 from hh.lm.objective import lm_eval_sums, lm_eval_summary, lm_loss_terms
 from hh.models.transformer import TransformerLM
 from hh.parallel import sharding as shd
-from hh.train import init_from, runtime, step
+from hh.train import init_from, runtime
 from hh.train.loop import Task, train_loop
 from hh.train.optim import make_optimizer
 from hh.train.resume import start_run
@@ -37,13 +37,9 @@ def build_steps(config, mesh, rules, verbose=True) -> dict:
 
     batch_sh = shd.batch_sharding(mesh, rules)
     scalar = runtime.replicated(mesh)
-    train_fn = functools.partial(
-        step.train_step, optimizer=optimizer, schedule=schedule, n_micro=config.train.microbatches,
-        frozen=config.optimizer.get("frozen", ""),
-        loss_terms=functools.partial(lm_loss_terms, model=model, z_loss=config.train.z_loss,
-                                     loss_chunk=config.train.loss_chunk))
-    train_step = runtime.compile_step(train_fn, mesh, rules, (shardings, batch_sh),
-                                      (shardings, scalar), donate_argnums=(0,))
+    terms = functools.partial(lm_loss_terms, model=model, z_loss=config.train.z_loss,
+                              loss_chunk=config.train.loss_chunk)
+    train_step = runtime.compile_train_step(config, terms, optimizer, schedule, mesh, rules, shardings, batch_sh)
     eval_step = runtime.compile_step(
         functools.partial(lm_eval_sums, model=model, loss_chunk=config.train.loss_chunk), mesh, rules,
                                      (shardings, batch_sh), scalar)

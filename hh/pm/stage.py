@@ -18,7 +18,7 @@ from hh.data.sampler import reading_options
 from hh.models.heads import PreferenceModel, init_pm_params
 from hh.parallel import sharding as shd
 from hh.pm.objective import pm_eval_sums, pm_loss_terms, pm_summary
-from hh.train import init_from, runtime, step
+from hh.train import init_from, runtime
 from hh.train.loop import Task, train_loop
 from hh.train.optim import make_optimizer
 from hh.train.resume import start_run
@@ -49,11 +49,8 @@ def build_steps(config, mesh, rules, eoc_id, example_batch, verbose=True) -> dic
     batch_sh = shd.batch_sharding(mesh, rules)
     scalar = runtime.replicated(mesh)
     pairs_sh = shd.row_shardings(batch_sh, example_batch)
-    train_fn = functools.partial(step.train_step, optimizer=optimizer, schedule=schedule,
-                                 n_micro=config.train.microbatches, frozen=config.optimizer.get("frozen", ""),
-                                 loss_terms=functools.partial(pm_loss_terms, **weights))
-    train_step = runtime.compile_step(train_fn, mesh, rules, (shardings, pairs_sh),
-                                      (shardings, scalar), donate_argnums=(0,))
+    train_step = runtime.compile_train_step(config, functools.partial(pm_loss_terms, **weights), optimizer,
+                                            schedule, mesh, rules, shardings, pairs_sh)
     eval_step = runtime.compile_step(functools.partial(pm_eval_sums, **weights), mesh, rules,
                                      (shardings, pairs_sh), scalar)
     return dict(model=model, optimizer=optimizer, init_fn=init_fn, abstract=abstract,

@@ -10,6 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from hh.models.transformer import TransformerConfig
 from hh.parallel import sharding as shd
 from hh.parallel.sharding import sharding_context  # noqa: F401  (re-exported: stages use runtime.)
+from hh.train import step
 from hh.train.state import state_shardings
 
 
@@ -40,6 +41,15 @@ def compile_step(fn, mesh, rules, in_shardings, out_shardings, donate_argnums=()
 
     call.jitted = jitted
     return call
+
+
+def compile_train_step(config, loss_terms, optimizer, schedule, mesh, rules, state_shardings, batch_shardings):
+    """A stage's jitted hh.train.step.train_step: the config's microbatches and frozen parameters
+    (config.optimizer.frozen: no backward into them), the state donated and kept in its shardings."""
+    fn = functools.partial(step.train_step, loss_terms=loss_terms, optimizer=optimizer, schedule=schedule,
+                           n_micro=config.train.microbatches, frozen=config.optimizer.get("frozen", ""))
+    return compile_step(fn, mesh, rules, (state_shardings, batch_shardings), (state_shardings, replicated(mesh)),
+                        donate_argnums=(0,))
 
 
 def sharded_state_layout(init_params, optimizer, config, mesh, rules, verbose=True):

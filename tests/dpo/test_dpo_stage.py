@@ -17,6 +17,7 @@ from configs import dpo as dpo_config, lm as lm_config
 from hh import main
 from hh.config import ConfigError
 from hh.train.metrics import read_metrics
+from finished_checkpoints import finished_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 12
@@ -133,25 +134,18 @@ def _command(workdir, lm_dir):
             "--config.loop.log_every=1"]
 
 
-def _finished_checkpoints(workdir):
-    ckpt = workdir / "checkpoints"
-    if not ckpt.exists():
-        return []
-    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists())
-
-
 @pytest.mark.slow
 def test_sigkill_then_rerun_resumes_with_identical_losses(lm_dir, tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     subprocess.run(_command(reference, lm_dir), cwd=ROOT, check=True, capture_output=True, timeout=300)
     proc = subprocess.Popen(_command(killed, lm_dir), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and not any(s >= 10 for s in _finished_checkpoints(killed)):
+    while time.time() < deadline and not any(s >= 10 for s in finished_checkpoints(killed)):
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = max(_finished_checkpoints(killed))
+    saved = max(finished_checkpoints(killed))
     assert saved < 40
     rerun = subprocess.run(_command(killed, lm_dir), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

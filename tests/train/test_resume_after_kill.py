@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hh.train.metrics import read_metrics
+from finished_checkpoints import finished_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 60
@@ -41,13 +42,6 @@ def _shards(tmp_path):
             "--config.data.workers=2"]
 
 
-def _finished_checkpoints(workdir):
-    ckpt = workdir / "checkpoints"
-    if not ckpt.exists():
-        return []
-    return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists())
-
-
 def _train_losses(workdir):
     return {r["step"]: r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r}
 
@@ -62,12 +56,12 @@ def test_sigkill_then_rerun_resumes_with_identical_losses(tmp_path, data):
     proc = subprocess.Popen(_command(killed_dir, data_args), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and not any(s >= 20 for s in _finished_checkpoints(killed_dir)):
+    while time.time() < deadline and not any(s >= 20 for s in finished_checkpoints(killed_dir)):
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = _finished_checkpoints(killed_dir)
+    saved = finished_checkpoints(killed_dir)
     assert saved and max(saved) < STEPS, f"killed too late to test resumption: {saved}"
     killed_at = max(_train_losses(killed_dir))
 
