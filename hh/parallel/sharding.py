@@ -62,8 +62,7 @@ def logical_shardings(boxed_tree, mesh, rules):
     boxed_tree = jax.tree.map(lambda x: x.unbox(apply_constraint=False) if not jax.tree.leaves(x) else x,
                               boxed_tree, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
     specs = nn.get_partition_spec(boxed_tree)
-    return jax.tree.map(lambda spec: NamedSharding(mesh, nn.logical_to_mesh_axes(spec, rules)), specs,
-                        is_leaf=lambda x: isinstance(x, P))
+    return jax.tree.map(lambda spec: logical_sharding(spec, mesh, rules), specs, is_leaf=lambda x: isinstance(x, P))
 
 
 def logical_sharding(axes, mesh, rules) -> NamedSharding:

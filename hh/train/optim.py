@@ -2,9 +2,10 @@
 
 Built from `config.optimizer`; the schedule counts optimizer updates (not microbatches).
 `optimizer.frozen` (a regex over parameter paths) keeps the matching parameters at their initial
-values, with no optimizer state: partial finetuning, which keeps pretrained features that full finetuning on a few
-entities overwrites (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features";
-Lee et al. 2023, "Surgical Fine-Tuning").
+values, with no optimizer state and no backward into them (`stop_frozen_gradients`): partial
+finetuning, which keeps pretrained features that full finetuning on a few entities overwrites
+(Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features"; Lee et al. 2023, "Surgical
+Fine-Tuning").
 """
 
 import re
@@ -55,8 +56,8 @@ def stop_frozen_gradients(params, pattern: str):
     """`params` with jax.lax.stop_gradient on the leaves that `pattern` freezes (none if empty).
 
     A loss of these params has no backward into frozen ones: no weight gradients for them, and no
-    activation gradients below the lowest trained layer (a frozen lower half halves the backward).
-    The optimizer (`frozen_labels`) is what keeps them fixed; this only skips work."""
+    activation gradients below the lowest trained layer (a frozen lower half skips the lower half's
+    backward). The optimizer (`frozen_labels`) is what keeps them fixed; this only skips work."""
     if not pattern:
         return params
     return jax.tree.map(lambda p, frozen: jax.lax.stop_gradient(p) if frozen else p, params,
