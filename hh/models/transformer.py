@@ -173,22 +173,24 @@ def rotary_frequencies(d_rot: int, cfg: TransformerConfig) -> np.ndarray:
     return inv_freq
 
 
-def rotary_tables(positions, cfg: TransformerConfig):
+def rotary_tables(positions, cfg: TransformerConfig, n_positions: int = 0):
     """The (cos, sin) tables [batch, length, 1, d_rot] that a `cfg` model's layers rotate their
     queries and keys by, or None (learned positions, or no rotated dims).
 
-    positions: [batch, length] (restart per packed document), each in [0, cfg.max_len): a
-    position past max_len reads NaN, as a learned position embedding does. The angles are float32
-    position × frequency, as the reference implementations compute them; their cos and sin are
-    tabulated for every position at trace time and gathered here. Computed in the layers instead,
-    XLA:CPU fuses both transcendentals into each rotation and evaluates them once per head, forward
-    and backward: 4% of a PPO update on 2 cores.
+    positions: [batch, length] (restart per packed document), each below
+    max(cfg.max_len, n_positions, length): the caller passes the slots a position can reach (a
+    row's length, a KV cache's size); a position past them reads NaN, as a learned position
+    embedding does. The angles are float32 position × frequency, as the reference
+    implementations compute them; their cos and sin are tabulated at trace time and gathered
+    here. Computed in the layers instead, XLA:CPU fuses both transcendentals into each rotation
+    and evaluates them once per head, forward and backward: 4% of a PPO update on 2 cores.
     """
     d_rot = int(cfg.d_head * cfg.rotary_fraction) // 2 * 2
     if cfg.position != "rotary" or d_rot == 0:
         return None
-    angles = np.arange(cfg.max_len, dtype=np.float32)[:, None] * rotary_frequencies(d_rot, cfg)
-    angles = np.concatenate([angles, angles], -1)                           # [max_len, d_rot]
+    n = max(cfg.max_len, n_positions, positions.shape[-1])
+    angles = np.arange(n, dtype=np.float32)[:, None] * rotary_frequencies(d_rot, cfg)
+    angles = np.concatenate([angles, angles], -1)                           # [n, d_rot]
     return tuple(jnp.take(table, positions, axis=0)[:, :, None, :]
                  for table in (np.cos(angles), np.sin(angles)))
 
@@ -246,7 +248,8 @@ class Attention(nn.Module):
         q = q.reshape(batch, length, cfg.n_heads, cfg.d_head)
         k = k.reshape(batch, length, cfg.kv_heads, cfg.d_head)
         v = v.reshape(batch, length, cfg.kv_heads, cfg.d_head)
-        rotary = rotary_tables(positions, cfg)
+        # a position reaches at most the row's length, or the cache's slots when decoding
+        rotary = rotary_tables(positions, cfg, 0 if layer_cache is None else layer_cache["k"].shape[2])
         if rotary is not None:
             q, k = rotate(q, *rotary), rotate(k, *rotary)
         q = nn.with_logical_constraint(q, (BATCH, LENGTH, HEADS, None))

@@ -74,6 +74,21 @@ def test_rotary_tables_are_float32_angles_cos_sin_at_every_position(scaling):
     assert np.isnan(np.asarray(cos)).all()
 
 
+def test_rotary_tables_reach_past_max_len_to_the_row_or_the_cache():
+    """Rotary models are not held to max_len: a row longer than it (the smoke LM trains 128-token
+    rows at max_len 64), or a KV cache with more slots, gets its positions' true angles."""
+    cfg = TransformerConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, d_head=16, d_ff=64, max_len=8)
+    inv_freq = 1.0 / cfg.rotary_base ** (np.arange(0, 16, 2) / 16)
+    row = np.arange(20, dtype=np.int32)[None]                       # a 20-token row, max_len 8
+    cos, sin = rotary_tables(jnp.asarray(row), cfg)
+    theta = np.concatenate([row[..., None] * inv_freq] * 2, -1)[:, :, None, :]
+    np.testing.assert_allclose(cos, np.cos(theta), atol=2e-5)
+    np.testing.assert_allclose(sin, np.sin(theta), atol=2e-5)
+    step = np.array([[30]], np.int32)                               # a decode step, 32 cache slots
+    cos, _ = rotary_tables(jnp.asarray(step), cfg, n_positions=32)
+    np.testing.assert_allclose(cos[0, 0, 0], np.cos(np.concatenate([30 * inv_freq] * 2)), atol=2e-5)
+
+
 def test_rotary_tables_none_without_rotated_dims():
     cfg = TransformerConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, d_head=16, d_ff=64, max_len=8)
     positions = jnp.zeros((1, 4), jnp.int32)
