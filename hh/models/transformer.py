@@ -209,7 +209,6 @@ def rotate(x, cos, sin):
     return jnp.concatenate([rotated.astype(x.dtype), x_pass], axis=-1)
 
 
-
 # Logical axes of one layer's cached keys / values [batch, kv_heads, max_len, d_head]. Heads before
 # slots, so the decode step's QK and AV products read the cache as it lies, with no per-step copy
 # (see docs/performance.md).

@@ -1,5 +1,5 @@
 """TransformerLM's building blocks that exist for speed: `token_matmul` (the projection's kernel
-gradient formed per backend) and `rotary_tables` (cos/sin tabulated once per forward). Each is
+gradient formed per backend) and `rotary_tables` (cos/sin tabulated at trace time). Each is
 checked against a float64 NumPy re-derivation, and the CPU mechanism each relies on is checked in
 the compiled HLO, so that a refactor that silently drops it fails here."""
 
@@ -38,18 +38,19 @@ def _contracting_major_dots(hlo: str) -> list:
 
 def test_on_cpu_the_kernel_gradient_is_a_row_major_product():
     """A 2-layer LM's training gradient compiles with no dot contracting the token axis of both
-    operands: each kernel gradient is xᵀ (materialised) times dy."""
-    if jax.default_backend() != "cpu":
-        pytest.skip("the mechanism is XLA:CPU's")
+    operands: each kernel gradient is xᵀ (materialised) times dy. The inputs are committed to the
+    host CPU, so the check compiles for XLA:CPU whatever the default backend."""
+    cpu = jax.devices("cpu")[0]
     cfg = TransformerConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, d_head=8, d_ff=64, max_len=16)
-    model, tokens = TransformerLM(cfg), jnp.ones((2, 16), jnp.int32)
-    params = model.init(jax.random.key(0), tokens)["params"]
-    grad = jax.jit(jax.grad(lambda p: jnp.sum(model.apply({"params": p}, tokens)["logits"] ** 2)))
-    hlo = grad.lower(params).compile().as_text()
+    model, tokens = TransformerLM(cfg), jax.device_put(jnp.ones((2, 16), jnp.int32), cpu)
+    params = jax.device_put(model.init(jax.random.key(0), tokens)["params"], cpu)
+    grad = jax.jit(jax.grad(lambda p, t: jnp.sum(model.apply({"params": p}, t)["logits"] ** 2)))
+    hlo = grad.lower(params, tokens).compile().as_text()
     assert not _contracting_major_dots(hlo), _contracting_major_dots(hlo)[:2]
     # ... where a plain product's gradient has them (the check can fail)
     plain = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.dot(x, w) ** 2), argnums=1))
-    assert _contracting_major_dots(plain.lower(jnp.ones((32, 8)), jnp.ones((8, 4))).compile().as_text())
+    x, w = jax.device_put((jnp.ones((32, 8)), jnp.ones((8, 4))), cpu)
+    assert _contracting_major_dots(plain.lower(x, w).compile().as_text())
 
 
 @pytest.mark.parametrize("scaling", ["none", "linear", "llama3"])
